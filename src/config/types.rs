@@ -1,0 +1,239 @@
+//! The checked config: what running code sees. Every value here has been validated; nothing
+//! in this file parses or checks anything.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use url::Url;
+
+use crate::schedule::Schedule;
+use crate::template::Template;
+
+/// The whole config after validation.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it was read from, for messages.
+    pub path: PathBuf,
+    pub vercel: VercelSettings,
+    pub state: StateSettings,
+    /// Keyed by the table name under `[installations]` (`acme` in `[installations.acme]`).
+    pub installations: BTreeMap<String, Installation>,
+    /// In file order.
+    pub policies: Vec<Policy>,
+}
+
+#[derive(Debug, Clone)]
+pub struct VercelSettings {
+    pub api_url: Url,
+    pub request_timeout: Duration,
+    /// Upper bound on requests in flight to Vercel, and so on rotations in flight.
+    pub max_concurrent_requests: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct StateSettings {
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Installation {
+    /// The table name in the config (`acme`).
+    pub name: String,
+    /// Vercel's `integrationConfigurationId` (`icfg_...`).
+    pub id: String,
+    pub token: TokenSource,
+}
+
+/// Where an installation's bearer token comes from. Never the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// A file that must not be readable by group or others.
+    File(PathBuf),
+    /// An environment variable of this process.
+    Env(String),
+    /// A systemd `LoadCredential=` name, read from `$CREDENTIALS_DIRECTORY`.
+    Credential(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub name: String,
+    /// Key into [`Config::installations`].
+    pub installation: String,
+    /// Each is rotated on its own. Non-empty, no duplicates.
+    pub resources: Vec<String>,
+    pub schedule: Schedule,
+    /// Random delay in `[0, jitter)` added per resource to each due time.
+    pub jitter: Duration,
+    /// How long the old credential stays valid after a successful push.
+    pub grace: Duration,
+    pub provider: ProviderConfig,
+    /// What is pushed. Non-empty, names unique within the policy.
+    pub secrets: Vec<SecretSpec>,
+    /// Also show a redeploy banner on the resource in the Vercel dashboard.
+    pub notify_dashboard: bool,
+}
+
+/// One secret of a policy: a name and templates over the provider's fields.
+#[derive(Debug, Clone)]
+pub struct SecretSpec {
+    pub name: String,
+    pub prefix: Option<String>,
+    pub value: Template,
+    pub environment_overrides: EnvironmentOverrides<Template>,
+}
+
+impl SecretSpec {
+    /// The variable name as Vercel will create it in connected projects.
+    pub fn env_name(&self) -> String {
+        match &self.prefix {
+            Some(p) => format!("{p}_{}", self.name),
+            None => self.name.clone(),
+        }
+    }
+
+    /// Every template of this secret: the value, then each override present.
+    pub fn templates(&self) -> impl Iterator<Item = &Template> {
+        std::iter::once(&self.value).chain(self.environment_overrides.iter().map(|(_, t)| t))
+    }
+}
+
+/// Per-environment values; an absent one is omitted from the request (never `null`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnvironmentOverrides<T> {
+    pub production: Option<T>,
+    pub preview: Option<T>,
+    pub development: Option<T>,
+}
+
+impl<T> EnvironmentOverrides<T> {
+    pub fn is_empty(&self) -> bool {
+        self.production.is_none() && self.preview.is_none() && self.development.is_none()
+    }
+
+    /// The overrides present, with Vercel's name for each environment.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &T)> {
+        [
+            ("production", self.production.as_ref()),
+            ("preview", self.preview.as_ref()),
+            ("development", self.development.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+    }
+
+    /// Applies `f` to each override present, stopping at the first error.
+    pub fn try_map<U, E>(
+        &self,
+        mut f: impl FnMut(&T) -> Result<U, E>,
+    ) -> Result<EnvironmentOverrides<U>, E> {
+        Ok(EnvironmentOverrides {
+            production: self.production.as_ref().map(&mut f).transpose()?,
+            preview: self.preview.as_ref().map(&mut f).transpose()?,
+            development: self.development.as_ref().map(&mut f).transpose()?,
+        })
+    }
+}
+
+/// A program and its arguments, run directly (no shell).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandSpec {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+}
+
+impl CommandSpec {
+    /// The program as it was written in the config, for messages.
+    pub fn display_name(&self) -> String {
+        self.program.display().to_string()
+    }
+}
+
+/// Which provider makes a policy's credentials, with its settings.
+#[derive(Debug, Clone)]
+pub enum ProviderConfig {
+    Random(RandomConfig),
+    Command(CommandConfig),
+}
+
+impl ProviderConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderConfig::Random(_) => "random",
+            ProviderConfig::Command(_) => "command",
+        }
+    }
+
+    /// The field names this provider is known to yield, or `None` when only the provider's
+    /// answer at run time can tell (a `command` without a `fields` list).
+    pub fn fields(&self) -> Option<Vec<String>> {
+        match self {
+            ProviderConfig::Random(_) => Some(vec!["password".to_owned()]),
+            ProviderConfig::Command(c) => c.fields.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RandomConfig {
+    pub length: usize,
+    pub charset: Charset,
+    /// Run with the new value on stdin before the push; exit 0 means the backend accepts it.
+    pub apply: Option<CommandSpec>,
+    /// How long `apply` may take before it is killed.
+    pub apply_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Charset {
+    Alphanumeric,
+    Hex,
+    Base64Url,
+    AsciiPrintable,
+}
+
+impl Charset {
+    pub const NAMES: [&'static str; 4] = ["alphanumeric", "hex", "base64url", "ascii-printable"];
+
+    pub fn from_name(name: &str) -> Option<Charset> {
+        match name {
+            "alphanumeric" => Some(Charset::Alphanumeric),
+            "hex" => Some(Charset::Hex),
+            "base64url" => Some(Charset::Base64Url),
+            "ascii-printable" => Some(Charset::AsciiPrintable),
+            _ => None,
+        }
+    }
+
+    /// The characters a value is drawn from, each equally likely.
+    pub fn alphabet(self) -> &'static [u8] {
+        match self {
+            Charset::Alphanumeric => {
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+            }
+            Charset::Hex => b"0123456789abcdef",
+            Charset::Base64Url => {
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+            }
+            // Printable ASCII without space: '!' (0x21) to '~' (0x7e), 94 characters.
+            Charset::AsciiPrintable => {
+                b"!\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~"
+            }
+        }
+    }
+
+    /// Entropy of one character, in bits.
+    pub fn bits_per_char(self) -> f64 {
+        (self.alphabet().len() as f64).log2()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CommandConfig {
+    pub command: CommandSpec,
+    /// How long one call may take before the child is killed.
+    pub timeout: Duration,
+    /// Field names the program promises to return; lets `check` validate templates.
+    pub fields: Option<Vec<String>>,
+}

@@ -1,0 +1,37 @@
+//! vercel-secret-rotator: rotates the credentials behind Vercel Marketplace resources.
+//!
+//! For each (policy, resource) it gets a new credential from a provider, renders the policy's
+//! secret templates over it, pushes them to Vercel with `partial: true`, reminds the user to
+//! redeploy, and retires the old credential after the grace period. `../shared/DESIGN.md` (in
+//! the repository's sibling folder) fixes the interface; this crate is its implementation.
+//!
+//! # Layout
+//!
+//! - [`cli`]: the command line (clap) and what each command does; `main.rs` only wires it.
+//! - [`config`]: the TOML config, read in two steps: raw serde structs, then validation into
+//!   checked types that the rest of the crate uses.
+//! - [`token`]: reading each installation's Vercel token from a file, an environment variable
+//!   or a systemd credential, into a `SecretString`.
+//! - [`schedule`]: cron (crontab semantics) and `every` schedules in a time zone, DST-correct.
+//! - [`template`]: `{field}` templates that turn a provider's fields into secret values.
+//! - [`secret`]: secret fields, fingerprints, scrubbing of text that may echo a value.
+//! - [`providers`]: the `Provider` trait and one file per kind (`random`, `command`), plus
+//!   the dry-run wrapper.
+//! - [`vercel`]: the Vercel API client (update resource secrets, dashboard notification).
+//! - [`rotation`]: the rotation steps of DESIGN as a type, and one rotation walked through them.
+//! - [`once`]: `run --once`: pick targets, rotate them concurrently, print the summary.
+//! - [`logging`]: tracing set-up (text or JSON to stderr, level from `RUST_LOG`).
+//! - [`error`]: the transient/permanent classification every retry decision reads.
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod logging;
+pub mod once;
+pub mod providers;
+pub mod rotation;
+pub mod schedule;
+pub mod secret;
+pub mod template;
+pub mod token;
+pub mod vercel;

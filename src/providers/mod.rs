@@ -1,0 +1,149 @@
+//! Providers make, check and retire credentials. One file per kind; [`build`] is the one
+//! factory `match` from the checked config to a `Box<dyn Provider>`.
+//!
+//! A provider's `create` returns a non-secret handle (a key id, a role name) that the state
+//! may keep, and named secret fields that nobody keeps: they are rendered into the push and
+//! dropped. Dry run is a wrapper ([`dry_run::DryRunProvider`]), not an `if` in each kind.
+
+pub mod command;
+pub mod dry_run;
+pub mod random;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::config::ProviderConfig;
+use crate::error::{Classify, Persistence};
+use crate::secret::Fields;
+
+/// Which rotation a provider call is for. Sent to external programs as-is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub policy: String,
+    /// The installation's table name in the config (`acme`).
+    pub installation: String,
+    pub resource: String,
+}
+
+/// A new credential: a handle that may be stored, and fields that never are.
+#[derive(Debug)]
+pub struct Credential {
+    /// Identifies the credential to the provider later (for `retire`). Not secret.
+    pub handle: String,
+    pub fields: Fields,
+}
+
+/// What happened to a call of an optional action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    /// The provider does not implement this action (a command exiting 3); treated as a no-op.
+    Unsupported,
+}
+
+#[async_trait]
+pub trait Provider: Send + Sync {
+    /// The config's `kind`, for messages.
+    fn kind(&self) -> &'static str;
+
+    /// Makes a new credential live. A repeated call with the same `rotation_id` replaces what
+    /// the earlier call made, so redoing it after a crash is safe.
+    async fn create(
+        &self,
+        target: &Target,
+        rotation_id: &str,
+        previous_handle: Option<&str>,
+    ) -> Result<Credential, ProviderError>;
+
+    /// Confirms the new credential works before it is pushed. Default: nothing to check.
+    async fn verify(
+        &self,
+        _target: &Target,
+        _rotation_id: &str,
+        _credential: &Credential,
+    ) -> Result<Outcome, ProviderError> {
+        Ok(Outcome::Unsupported)
+    }
+
+    /// Makes an old credential stop working, after the grace period. Default: nothing to do.
+    async fn retire(&self, _target: &Target, _handle: &str) -> Result<Outcome, ProviderError> {
+        Ok(Outcome::Unsupported)
+    }
+}
+
+/// Why a provider call failed. Messages never hold a field value: text that came from a child
+/// is scrubbed of the values it was given or returned before it gets here.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("could not start `{program}`: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{program}` ({action}) did not finish within {}; it was killed", humantime::format_duration(*.after))]
+    Timeout {
+        program: String,
+        action: &'static str,
+        after: Duration,
+    },
+    #[error("`{program}` ({action}) failed with {status}{}", stderr_suffix(.stderr))]
+    Failed {
+        program: String,
+        action: &'static str,
+        /// "exit status 1" or "signal 9".
+        status: String,
+        /// Whether the exit status asks for a retry (anything but the sysexits permanent ones).
+        transient: bool,
+        /// The end of the child's stderr, cut short and scrubbed of values.
+        stderr: String,
+    },
+    #[error("`{program}` ({action}) answered with invalid output: {reason}")]
+    BadOutput {
+        program: String,
+        action: &'static str,
+        reason: String,
+    },
+    #[error("I/O with `{program}` ({action}) failed: {source}")]
+    Io {
+        program: String,
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the operating system's random source failed: {0}")]
+    Random(String),
+}
+
+fn stderr_suffix(stderr: &str) -> String {
+    if stderr.trim().is_empty() {
+        String::new()
+    } else {
+        format!("; stderr: {}", stderr.trim())
+    }
+}
+
+impl Classify for ProviderError {
+    fn persistence(&self) -> Persistence {
+        match self {
+            // A missing or non-executable program stays that way until the config changes.
+            ProviderError::Spawn { .. } => Persistence::Permanent,
+            ProviderError::Timeout { .. } => Persistence::Transient,
+            ProviderError::Failed { transient: true, .. } => Persistence::Transient,
+            ProviderError::Failed { transient: false, .. } => Persistence::Permanent,
+            // A program that breaks the protocol will do it again.
+            ProviderError::BadOutput { .. } => Persistence::Permanent,
+            ProviderError::Io { .. } => Persistence::Transient,
+            ProviderError::Random(_) => Persistence::Transient,
+        }
+    }
+}
+
+/// Builds the provider a policy's config names.
+pub fn build(config: &ProviderConfig) -> Box<dyn Provider> {
+    match config {
+        ProviderConfig::Random(c) => Box::new(random::RandomProvider::new(c.clone())),
+        ProviderConfig::Command(c) => Box::new(command::CommandProvider::new(c.clone())),
+    }
+}

@@ -1,0 +1,3 @@
+//! (being written: placeholder type so the crate compiles)
+#[derive(Debug, Clone)]
+pub struct Template;

@@ -1,0 +1,9 @@
+//! The integration tests: one binary, one module per area, helpers in `common/`.
+//!
+//! They drive the real entry points: the library's provider and client types, and the built
+//! binary (`CARGO_BIN_EXE_vercel-secret-rotator`) against the fake Vercel in `common/`.
+
+mod common;
+
+mod providers;
+mod vercel_client;
