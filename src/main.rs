@@ -1,1 +1,23 @@
-fn main() {}
+//! The binary: parse the command line, set up logging, run the command. Nothing else lives
+//! here, so tests drive the same code through the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use vercel_secret_rotator::{cli, logging};
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    logging::init(args.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(cli::exit::ROTATION_FAILED);
+        }
+    };
+    runtime.block_on(cli::run(args))
+}

@@ -1,1 +1,346 @@
-//! (being written)
+//! `run --once`: rotate now, every policy or the ones selected, and report.
+//!
+//! Picks the (policy, resource) targets, reads the tokens they need, rotates them
+//! concurrently (at most `max-concurrent-requests` at a time; one failing never stops the
+//! others) and returns one report per target, which [`print_summary`] turns into the table.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::warn;
+
+use crate::config::Config;
+use crate::providers::{self, Provider, dry_run::DryRunProvider};
+use crate::rotation::{Job, LogRecorder, Rotated, RotationReport, Rotator};
+use crate::token::{self, Tokens};
+use crate::vercel::VercelClient;
+
+/// A `--policy` argument: `NAME` or `NAME/RESOURCE_ID`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selector {
+    pub policy: String,
+    pub resource: Option<String>,
+}
+
+impl std::str::FromStr for Selector {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Selector, String> {
+        // Policy names cannot hold `/` (the config refuses it); resource ids might.
+        let (policy, resource) = match s.split_once('/') {
+            Some((p, r)) => (p, Some(r)),
+            None => (s, None),
+        };
+        if policy.is_empty() || resource.is_some_and(str::is_empty) {
+            return Err(format!("\"{s}\" is not NAME or NAME/RESOURCE_ID"));
+        }
+        Ok(Selector {
+            policy: policy.to_owned(),
+            resource: resource.map(str::to_owned),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct OnceOptions {
+    /// Empty: every policy.
+    pub selectors: Vec<Selector>,
+    pub dry_run: bool,
+}
+
+/// Refusals before anything is done: exit 2.
+#[derive(Debug, thiserror::Error)]
+pub enum UsageError {
+    #[error("--policy {selector}: no policy is named \"{policy}\" (policies: {known})")]
+    UnknownPolicy {
+        selector: String,
+        policy: String,
+        known: String,
+    },
+    #[error(
+        "--policy {selector}: policy \"{policy}\" has no resource \"{resource}\" (its resources: {known})"
+    )]
+    UnknownResource {
+        selector: String,
+        policy: String,
+        resource: String,
+        known: String,
+    },
+    #[error("installation {installation}: {source}")]
+    Token {
+        installation: String,
+        #[source]
+        source: token::TokenError,
+    },
+    #[error("cannot set up the Vercel client: {0}")]
+    Client(#[source] crate::vercel::VercelError),
+}
+
+/// The jobs the selectors pick, in config order, each once.
+pub fn select_jobs(config: &Config, options: &OnceOptions) -> Result<Vec<Job>, UsageError> {
+    for sel in &options.selectors {
+        let selector = match &sel.resource {
+            Some(r) => format!("{}/{r}", sel.policy),
+            None => sel.policy.clone(),
+        };
+        let Some(policy) = config.policies.iter().find(|p| p.name == sel.policy) else {
+            return Err(UsageError::UnknownPolicy {
+                selector,
+                policy: sel.policy.clone(),
+                known: config
+                    .policies
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        };
+        if let Some(resource) = &sel.resource {
+            if !policy.resources.contains(resource) {
+                return Err(UsageError::UnknownResource {
+                    selector,
+                    policy: policy.name.clone(),
+                    resource: resource.clone(),
+                    known: policy.resources.join(", "),
+                });
+            }
+        }
+    }
+    let wanted = |policy: &str, resource: &str| {
+        options.selectors.is_empty()
+            || options
+                .selectors
+                .iter()
+                .any(|s| s.policy == policy && s.resource.as_deref().is_none_or(|r| r == resource))
+    };
+    let mut jobs = Vec::new();
+    for policy in &config.policies {
+        let Some(installation) = config.installations.get(&policy.installation) else {
+            continue; // validation guarantees it exists
+        };
+        let resources: Vec<&String> = policy
+            .resources
+            .iter()
+            .filter(|r| wanted(&policy.name, r))
+            .collect();
+        if resources.is_empty() {
+            continue;
+        }
+        let provider: Arc<dyn Provider> = if options.dry_run {
+            // Dry run never calls a provider: it yields placeholders for the fields the
+            // templates use, so the preview shows each value's shape and nothing else.
+            let fields: BTreeSet<String> = policy
+                .secrets
+                .iter()
+                .flat_map(|s| s.templates())
+                .flat_map(|t| t.fields())
+                .map(str::to_owned)
+                .collect();
+            Arc::new(DryRunProvider::new(
+                policy.provider.kind(),
+                fields.into_iter().collect(),
+            ))
+        } else {
+            Arc::from(providers::build(&policy.provider))
+        };
+        let policy_arc = Arc::new(policy.clone());
+        let installation = Arc::new(installation.clone());
+        for resource in resources {
+            jobs.push(Job {
+                policy: policy_arc.clone(),
+                installation: installation.clone(),
+                resource: resource.clone(),
+                provider: provider.clone(),
+            });
+        }
+    }
+    Ok(jobs)
+}
+
+/// Rotates every selected target once and returns their reports, in config order.
+pub async fn run_once(
+    config: &Config,
+    options: &OnceOptions,
+) -> Result<Vec<RotationReport>, UsageError> {
+    let jobs = select_jobs(config, options)?;
+    let installations: BTreeSet<&str> = jobs.iter().map(|j| j.installation.name.as_str()).collect();
+
+    // Tokens are read up front, so a missing one stops the run before any rotation. A dry
+    // run sends nothing and needs none: there a failure is only a warning.
+    let mut tokens = Tokens::default();
+    if !options.dry_run {
+        let (read, failures) = Tokens::read_all(config);
+        if let Some((installation, source)) = failures
+            .into_iter()
+            .find(|(name, _)| installations.contains(name.as_str()))
+        {
+            return Err(UsageError::Token {
+                installation,
+                source,
+            });
+        }
+        tokens = read;
+    } else {
+        for (name, installation) in &config.installations {
+            if installations.contains(name.as_str()) {
+                if let Err(e) = token::read(&installation.token) {
+                    warn!(installation = %name, "dry run: the token cannot be read ({e}); a real run would stop here");
+                }
+            }
+        }
+    }
+    let client = if options.dry_run {
+        None
+    } else {
+        Some(VercelClient::new(&config.vercel).map_err(UsageError::Client)?)
+    };
+    let rotator = Arc::new(Rotator {
+        client,
+        tokens,
+        recorder: Arc::new(LogRecorder),
+    });
+
+    let limit = Arc::new(Semaphore::new(config.vercel.max_concurrent_requests));
+    let mut set = JoinSet::new();
+    let count = jobs.len();
+    for (index, job) in jobs.into_iter().enumerate() {
+        let rotator = rotator.clone();
+        let limit = limit.clone();
+        set.spawn(async move {
+            // The semaphore is never closed, so acquire cannot fail; if it somehow did, the
+            // rotation still runs rather than being lost.
+            let _permit = limit.acquire_owned().await.ok();
+            (index, rotator.rotate(&job).await)
+        });
+    }
+    let mut reports: Vec<Option<RotationReport>> = (0..count).map(|_| None).collect();
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok((index, report)) => reports[index] = Some(report),
+            // A panic in one rotation is a bug; the others' reports still count, and the
+            // missing one is reported as failed below.
+            Err(e) => warn!("a rotation task ended abnormally: {e}"),
+        }
+    }
+    Ok(reports.into_iter().flatten().collect())
+}
+
+/// Prints the summary table (and each failure's full reason below it).
+pub fn print_summary(out: &mut impl Write, reports: &[RotationReport]) -> std::io::Result<()> {
+    let rows: Vec<[String; 5]> = reports
+        .iter()
+        .map(|r| {
+            let (outcome, fingerprint) = match &r.result {
+                Ok(Rotated::Pushed { fingerprint, .. }) => {
+                    ("rotated".to_owned(), fingerprint.clone())
+                }
+                Ok(Rotated::DryRun { .. }) => ("dry run".to_owned(), "-".to_owned()),
+                Err(e) if crate::error::Classify::is_transient(e) => {
+                    ("FAILED (transient)".to_owned(), "-".to_owned())
+                }
+                Err(_) => ("FAILED (permanent)".to_owned(), "-".to_owned()),
+            };
+            [
+                r.target.policy.clone(),
+                r.target.resource.clone(),
+                outcome,
+                r.secret_names.join(","),
+                fingerprint,
+            ]
+        })
+        .collect();
+    let header = ["POLICY", "RESOURCE", "OUTCOME", "SECRETS", "FINGERPRINT"];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    writeln!(out, "{}", line(&header.map(str::to_owned)))?;
+    for row in &rows {
+        writeln!(out, "{}", line(row))?;
+    }
+    let failed: Vec<&RotationReport> = reports.iter().filter(|r| r.result.is_err()).collect();
+    let rotated = reports
+        .iter()
+        .filter(|r| matches!(r.result, Ok(Rotated::Pushed { .. })))
+        .count();
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{} rotated, {} failed, {} in all",
+        rotated,
+        failed.len(),
+        reports.len()
+    )?;
+    for r in &failed {
+        if let Err(e) = &r.result {
+            writeln!(out, "  {}/{}: {e}", r.target.policy, r.target.resource)?;
+        }
+    }
+    for r in reports {
+        if let Ok(Rotated::Pushed { retire_at, .. }) = &r.result {
+            writeln!(
+                out,
+                "  {}/{}: redeploy connected projects before {}, when the old credential is retired",
+                r.target.policy,
+                r.target.resource,
+                retire_at.format("%Y-%m-%d %H:%M UTC")
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Prints each dry run's would-be request.
+pub fn print_previews(out: &mut impl Write, reports: &[RotationReport]) -> std::io::Result<()> {
+    for r in reports {
+        if let Ok(Rotated::DryRun {
+            request_line,
+            preview,
+        }) = &r.result
+        {
+            writeln!(
+                out,
+                "{}/{} would send (installation {}, values redacted):\n{request_line}\n{preview}\n",
+                r.target.policy, r.target.resource, r.target.installation
+            )?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_parse() {
+        let s: Selector = "orders-db".parse().unwrap();
+        assert_eq!(
+            s,
+            Selector {
+                policy: "orders-db".into(),
+                resource: None
+            }
+        );
+        let s: Selector = "orders-db/store/abc".parse().unwrap();
+        assert_eq!(s.resource.as_deref(), Some("store/abc"));
+        assert!("".parse::<Selector>().is_err());
+        assert!("a/".parse::<Selector>().is_err());
+        assert!("/r".parse::<Selector>().is_err());
+    }
+}

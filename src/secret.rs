@@ -31,7 +31,10 @@ pub fn fingerprint_all<'a>(values: impl IntoIterator<Item = &'a SecretString>) -
         hasher.update((bytes.len() as u64).to_be_bytes());
         hasher.update(bytes);
     }
-    hasher.finalize()[..4].iter().map(|b| format!("{b:02x}")).collect()
+    hasher.finalize()[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Replaces every occurrence of any of `values` in `text` with `[REDACTED]`.

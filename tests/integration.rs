@@ -5,5 +5,6 @@
 
 mod common;
 
+mod config_fixtures;
 mod providers;
 mod vercel_client;

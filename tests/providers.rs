@@ -1,1 +1,730 @@
-//! (being written)
+//! Providers against real child processes: the `command` protocol byte for byte, the limits
+//! on a misbehaving program (timeout, output cap, exit statuses), that no value leaks into an
+//! error, argv or the environment, and `random`'s `apply`.
+//!
+//! Test programs are small Python or sh scripts written into a temporary directory. Most run
+//! through their interpreter (`/usr/bin/python3 script.py`) rather than being executed
+//! themselves: executing a file just written can fail with ETXTBSY while another test thread
+//! is forking, a flake that has nothing to do with the code under test. One test executes a
+//! script directly, to cover the ordinary configuration.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use vercel_secret_rotator::config::{Charset, CommandConfig, CommandSpec, RandomConfig};
+use vercel_secret_rotator::error::Classify;
+use vercel_secret_rotator::providers::command::CommandProvider;
+use vercel_secret_rotator::providers::random::RandomProvider;
+use vercel_secret_rotator::providers::{Credential, Outcome, Provider, ProviderError, Target};
+use vercel_secret_rotator::secret::{ExposeSecret, Fields, SecretString};
+
+const PYTHON: &str = "/usr/bin/python3";
+const SH: &str = "/bin/sh";
+
+/// Read by every Python test program: the request is parsed and appended to the log file
+/// named by the first argument, so tests can assert on exactly what the program received.
+const PRELUDE: &str = r#"
+import json, os, sys
+LOG = sys.argv[1]
+raw = sys.stdin.read()
+req = json.loads(raw)
+with open(LOG, "a") as f:
+    f.write(json.dumps(req) + "\n")
+action = req["action"]
+def answer(obj):
+    sys.stdout.write(json.dumps(obj))
+"#;
+
+/// A value no test program makes up: wherever it appears, it came from the request or the
+/// answer.
+const CANARY: &str = "canary-5f1d0c9e-hunter2";
+
+struct Scripts {
+    dir: TempDir,
+}
+
+impl Scripts {
+    fn new() -> Scripts {
+        Scripts {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.path(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    /// A Python program: [`PRELUDE`] then `body`, run as `python3 script log`.
+    fn python(&self, body: &str) -> CommandSpec {
+        let script = self.write("provider.py", &format!("{PRELUDE}\n{body}\n"));
+        CommandSpec {
+            program: PYTHON.into(),
+            args: vec![path_arg(&script), path_arg(&self.path("requests.jsonl"))],
+        }
+    }
+
+    /// A sh program run as `sh script`.
+    fn sh(&self, body: &str) -> CommandSpec {
+        let script = self.write("provider.sh", &format!("#!/bin/sh\n{body}\n"));
+        CommandSpec {
+            program: SH.into(),
+            args: vec![path_arg(&script)],
+        }
+    }
+
+    /// Every request the Python program logged, in order.
+    fn requests(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.path("requests.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+}
+
+fn path_arg(path: &Path) -> String {
+    path.to_str().unwrap().to_owned()
+}
+
+fn command(spec: CommandSpec) -> CommandProvider {
+    command_with(spec, Duration::from_secs(20), None)
+}
+
+fn command_with(spec: CommandSpec, timeout: Duration, fields: Option<&[&str]>) -> CommandProvider {
+    CommandProvider::new(CommandConfig {
+        command: spec,
+        timeout,
+        fields: fields.map(|f| f.iter().map(|s| s.to_string()).collect()),
+    })
+}
+
+fn target() -> Target {
+    Target {
+        policy: "orders-db".into(),
+        installation: "acme".into(),
+        resource: "store_abc".into(),
+    }
+}
+
+fn credential(handle: &str, fields: &[(&str, &str)]) -> Credential {
+    let fields: Fields = fields
+        .iter()
+        .map(|(k, v)| (k.to_string(), SecretString::from(v.to_string())))
+        .collect();
+    Credential {
+        handle: handle.into(),
+        fields,
+    }
+}
+
+/// The error's Display and Debug, both of which must be free of values.
+fn shown(error: &ProviderError) -> String {
+    format!("{error} / {error:?}")
+}
+
+fn assert_no_canary(error: &ProviderError) {
+    let shown = shown(error);
+    assert!(!shown.contains(CANARY), "a value leaked: {shown}");
+    assert!(
+        !shown.contains("hunter2"),
+        "part of a value leaked: {shown}"
+    );
+}
+
+fn bad_output_reason(error: ProviderError) -> String {
+    assert_no_canary(&error);
+    assert!(!error.is_transient(), "bad output is permanent: {error}");
+    match error {
+        ProviderError::BadOutput { reason, .. } => reason,
+        other => panic!("expected BadOutput, got {other:?}"),
+    }
+}
+
+/// Whether a process with this pid still exists (as anything but a zombie nobody reaped).
+fn process_exists(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn read_pid(path: &Path) -> u32 {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------
+// The protocol
+
+const ROUND_TRIP: &str = r#"
+if action == "create":
+    answer({"handle": "key-42", "fields": {"username": "orders_a", "password": "canary-5f1d0c9e-hunter2"}})
+else:
+    answer({})
+"#;
+
+#[tokio::test]
+async fn create_verify_retire_send_exactly_the_documented_requests() {
+    let scripts = Scripts::new();
+    let provider = command(scripts.python(ROUND_TRIP));
+    assert_eq!(provider.kind(), "command");
+
+    let made = provider.create(&target(), "rot-1", None).await.unwrap();
+    assert_eq!(made.handle, "key-42");
+    let fields: Vec<(&str, &str)> = made
+        .fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.expose_secret()))
+        .collect();
+    assert_eq!(fields, [("password", CANARY), ("username", "orders_a")]);
+
+    let verified = provider.verify(&target(), "rot-1", &made).await.unwrap();
+    assert_eq!(verified, Outcome::Done);
+    let retired = provider.retire(&target(), "key-41").await.unwrap();
+    assert_eq!(retired, Outcome::Done);
+
+    assert_eq!(
+        scripts.requests(),
+        [
+            json!({"action": "create", "rotation_id": "rot-1", "policy": "orders-db",
+                   "installation": "acme", "resource": "store_abc", "previous_handle": null}),
+            json!({"action": "verify", "rotation_id": "rot-1", "policy": "orders-db",
+                   "resource": "store_abc", "handle": "key-42",
+                   "fields": {"username": "orders_a", "password": CANARY}}),
+            json!({"action": "retire", "policy": "orders-db", "resource": "store_abc",
+                   "handle": "key-41"}),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn previous_handle_is_null_on_a_first_rotation_and_the_handle_afterwards() {
+    let scripts = Scripts::new();
+    let provider = command(scripts.python(ROUND_TRIP));
+    provider.create(&target(), "rot-1", None).await.unwrap();
+    provider
+        .create(&target(), "rot-2", Some("key-42"))
+        .await
+        .unwrap();
+    let previous: Vec<Value> = scripts
+        .requests()
+        .iter()
+        .map(|r| r["previous_handle"].clone())
+        .collect();
+    assert_eq!(previous, [Value::Null, json!("key-42")]);
+    // The key is always there, even when null: the protocol fixes the request's shape.
+    assert!(
+        scripts.requests()[0]
+            .as_object()
+            .unwrap()
+            .contains_key("previous_handle")
+    );
+}
+
+#[tokio::test]
+async fn a_program_configured_as_an_executable_script_runs_directly() {
+    let scripts = Scripts::new();
+    let log = scripts.path("requests.jsonl");
+    let script = scripts.write(
+        "rotate",
+        &format!("#!/usr/bin/env python3\n{PRELUDE}\n{ROUND_TRIP}\n"),
+    );
+    let provider = command(CommandSpec {
+        program: script,
+        args: vec![path_arg(&log)],
+    });
+    let made = provider.create(&target(), "rot-1", None).await.unwrap();
+    assert_eq!(made.handle, "key-42");
+    assert_eq!(scripts.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn a_chatty_stderr_does_not_block_the_answer() {
+    let scripts = Scripts::new();
+    // 4 MiB of stderr before the answer: far beyond a pipe's buffer, so this only finishes
+    // if stderr is drained while stdout is awaited.
+    let provider = command(scripts.python(
+        r#"
+for _ in range(64):
+    sys.stderr.write("progress " * 7000 + "\n")
+answer({"handle": "h-1", "fields": {"token": "t-123456"}})
+"#,
+    ));
+    let made = provider.create(&target(), "rot-1", None).await.unwrap();
+    assert_eq!(made.handle, "h-1");
+}
+
+// ---------------------------------------------------------------------------------------
+// Exit statuses
+
+#[tokio::test]
+async fn exit_3_means_unsupported_for_verify_and_retire() {
+    let scripts = Scripts::new();
+    let provider = command(scripts.sh("exit 3"));
+    let made = credential("key-42", &[("password", CANARY)]);
+    assert_eq!(
+        provider.verify(&target(), "rot-1", &made).await.unwrap(),
+        Outcome::Unsupported
+    );
+    assert_eq!(
+        provider.retire(&target(), "key-41").await.unwrap(),
+        Outcome::Unsupported
+    );
+}
+
+#[tokio::test]
+async fn exit_3_on_create_is_a_permanent_error_because_create_is_required() {
+    let scripts = Scripts::new();
+    let provider = command(scripts.sh("cat >/dev/null; echo 'unknown action' >&2; exit 3"));
+    let error = provider.create(&target(), "rot-1", None).await.unwrap_err();
+    assert!(!error.is_transient());
+    let text = error.to_string();
+    assert!(text.contains("exit status 3"), "{text}");
+    assert!(text.contains("does not implement `create`"), "{text}");
+    assert!(text.contains("unknown action"), "{text}");
+}
+
+#[tokio::test]
+async fn a_failing_exit_is_transient_except_the_sysexits_that_say_the_call_is_wrong() {
+    let scripts = Scripts::new();
+    for (code, transient) in [
+        (1, true),
+        (2, true),
+        (75, true),
+        (64, false),
+        (65, false),
+        (77, false),
+        (78, false),
+    ] {
+        let provider = command(scripts.sh(&format!("echo 'failed on purpose' >&2; exit {code}")));
+        let error = provider.create(&target(), "rot-1", None).await.unwrap_err();
+        assert_eq!(error.is_transient(), transient, "exit {code}: {error}");
+        match &error {
+            ProviderError::Failed {
+                status,
+                stderr,
+                action,
+                ..
+            } => {
+                assert_eq!(status, &format!("exit status {code}"));
+                assert_eq!(stderr, "failed on purpose");
+                assert_eq!(*action, "create");
+            }
+            other => panic!("exit {code}: expected Failed, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn death_by_a_signal_is_a_transient_failure() {
+    let scripts = Scripts::new();
+    let provider = command(scripts.sh("kill -9 $$"));
+    let error = provider.create(&target(), "rot-1", None).await.unwrap_err();
+    assert!(error.is_transient());
+    assert!(error.to_string().contains("signal 9"), "{error}");
+}
+
+#[tokio::test]
+async fn a_missing_program_is_a_permanent_spawn_error() {
+    let provider = command(CommandSpec {
+        program: "/nonexistent/acme-rotate".into(),
+        args: vec![],
+    });
+    let error = provider.create(&target(), "rot-1", None).await.unwrap_err();
+    assert!(matches!(error, ProviderError::Spawn { .. }), "{error:?}");
+    assert!(!error.is_transient());
+    assert!(
+        error.to_string().contains("/nonexistent/acme-rotate"),
+        "{error}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Timeouts
+
+#[tokio::test]
+async fn a_program_past_its_timeout_is_killed_and_reaped() {
+    let scripts = Scripts::new();
+    let pidfile = scripts.path("pid");
+    let provider = command_with(
+        scripts.sh(&format!("echo $$ > {}; exec sleep 30", pidfile.display())),
+        Duration::from_millis(500),
+        None,
+    );
+    let started = Instant::now();
+    let error = provider.create(&target(), "rot-1", None).await.unwrap_err();
+    // Liveness, not performance: the call must not have waited for the 30 s sleep.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(matches!(error, ProviderError::Timeout { .. }), "{error:?}");
+    assert!(error.is_transient());
+    assert!(error.to_string().contains("500ms"), "{error}");
+    assert!(
+        !process_exists(read_pid(&pidfile)),
+        "the child outlived its timeout"
+    );
+}
+
+#[tokio::test]
+async fn a_program_that_ignores_sigterm_is_still_killed() {
+    let scripts = Scripts::new();
+    let pidfile = scripts.path("pid");
+    let provider = command_with(
+        scripts.python(&format!(
+            r#"
+import signal, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+with open({pidfile:?}, "w") as f:
+    f.write(str(os.getpid()))
+time.sleep(30)
+"#,
+            pidfile = path_arg(&pidfile)
+        )),
+        // Long enough for Python to start and write its pid even on a loaded machine.
+        Duration::from_secs(3),
+        None,
+    );
+    let started = Instant::now();
+    let error = provider.create(&target(), "rot-1", None).await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(matches!(error, ProviderError::Timeout { .. }), "{error:?}");
+    assert!(
+        !process_exists(read_pid(&pidfile)),
+        "the child outlived its timeout"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Bad answers: each is refused, and the refusal never quotes the answer
+
+async fn create_answering(stdout_python: &str) -> ProviderError {
+    let scripts = Scripts::new();
+    let provider = command(scripts.python(stdout_python));
+    provider.create(&target(), "rot-1", None).await.unwrap_err()
+}
+
+#[tokio::test]
+async fn invalid_json_is_refused_without_quoting_it() {
+    let reason = bad_output_reason(
+        create_answering(r#"sys.stdout.write('{"handle": "h", "fields": {"password": canary-5f1d0c9e-hunter2}}')"#)
+            .await,
+    );
+    assert!(reason.contains("syntax error at line 1"), "{reason}");
+}
+
+#[tokio::test]
+async fn non_utf8_stdout_is_refused() {
+    let reason = bad_output_reason(
+        create_answering(
+            r#"sys.stdout.buffer.write(b'{"handle": "h", "fields": {"password": "canary-5f1d0c9e-hunter2\xff"}}')"#,
+        )
+        .await,
+    );
+    let offset = r#"{"handle": "h", "fields": {"password": ""#.len() + CANARY.len();
+    assert_eq!(
+        reason,
+        format!("stdout is not UTF-8 (invalid byte at offset {offset})")
+    );
+}
+
+#[tokio::test]
+async fn more_than_1_mib_on_stdout_is_refused_without_reading_the_rest() {
+    // An endless writer: the call only ends because reading stops at the cap.
+    let started = Instant::now();
+    let reason = bad_output_reason(
+        create_answering(
+            r#"
+chunk = "canary-5f1d0c9e-hunter2" * 4096
+while True:
+    sys.stdout.write(chunk)
+"#,
+        )
+        .await,
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(reason.contains("more than 1 MiB on stdout"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_create_answer_without_handle_is_refused() {
+    let reason = bad_output_reason(
+        create_answering(r#"answer({"fields": {"password": "canary-5f1d0c9e-hunter2"}})"#).await,
+    );
+    assert!(reason.contains("`handle` is missing"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_create_answer_without_fields_is_refused() {
+    let reason = bad_output_reason(create_answering(r#"answer({"handle": "key-42"})"#).await);
+    assert!(reason.contains("`fields` is missing"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_create_answer_with_extra_keys_is_refused() {
+    let reason = bad_output_reason(
+        create_answering(
+            r#"answer({"handle": "h", "fields": {"password": "pw-123456"}, "note": "canary-5f1d0c9e-hunter2"})"#,
+        )
+        .await,
+    );
+    assert!(
+        reason.contains("only the keys `handle` and `fields` are allowed"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn a_field_that_is_not_a_string_is_refused_without_quoting_its_neighbours() {
+    let reason = bad_output_reason(
+        create_answering(
+            r#"answer({"handle": "h", "fields": {"password": "canary-5f1d0c9e-hunter2", "port": 5432}})"#,
+        )
+        .await,
+    );
+    assert!(
+        reason.contains("`fields` must map names to strings"),
+        "{reason}"
+    );
+    assert!(reason.contains("data error at line 1"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_canary_inside_a_wrongly_typed_value_never_reaches_the_error() {
+    // serde_json's own message here would be `invalid type: string "canary-...", expected ...`.
+    let reason = bad_output_reason(
+        create_answering(r#"answer({"handle": "h", "fields": "canary-5f1d0c9e-hunter2"})"#).await,
+    );
+    assert!(
+        reason.contains("`fields` must map names to strings"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn empty_handle_and_empty_fields_are_refused() {
+    let reason = bad_output_reason(
+        create_answering(
+            r#"answer({"handle": "", "fields": {"password": "canary-5f1d0c9e-hunter2"}})"#,
+        )
+        .await,
+    );
+    assert_eq!(reason, "`handle` is empty");
+    let reason =
+        bad_output_reason(create_answering(r#"answer({"handle": "h", "fields": {}})"#).await);
+    assert!(reason.contains("`fields` is empty"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_create_answer_missing_a_promised_field_names_it() {
+    let scripts = Scripts::new();
+    let provider = command_with(
+        scripts.python(
+            r#"answer({"handle": "h", "fields": {"password": "canary-5f1d0c9e-hunter2"}})"#,
+        ),
+        Duration::from_secs(20),
+        Some(&["username", "password", "host"]),
+    );
+    let reason = bad_output_reason(provider.create(&target(), "rot-1", None).await.unwrap_err());
+    assert_eq!(
+        reason,
+        "`fields` lacks `username`, `host` that the config's `fields` list promises"
+    );
+}
+
+#[tokio::test]
+async fn verify_and_retire_answers_must_be_json_objects() {
+    let scripts = Scripts::new();
+    let provider = command(scripts.python(r#"answer(["not", "an", "object"])"#));
+    let made = credential("key-42", &[("password", CANARY)]);
+    let reason = bad_output_reason(
+        provider
+            .verify(&target(), "rot-1", &made)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(reason, "stdout is not a JSON object");
+
+    let scripts = Scripts::new();
+    let provider = command(scripts.python(r#"answer({"retired": True, "note": "fine"})"#));
+    assert_eq!(
+        provider.retire(&target(), "key-41").await.unwrap(),
+        Outcome::Done
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Values stay in the pipes
+
+#[tokio::test]
+async fn stderr_echoing_a_value_it_was_sent_is_scrubbed() {
+    let scripts = Scripts::new();
+    let provider = command(scripts.python(
+        r#"
+sys.stderr.write("could not log in with password " + req["fields"]["password"] + "\n")
+sys.exit(1)
+"#,
+    ));
+    let made = credential("key-42", &[("password", CANARY)]);
+    let error = provider
+        .verify(&target(), "rot-1", &made)
+        .await
+        .unwrap_err();
+    assert_no_canary(&error);
+    assert!(error.is_transient());
+    let text = error.to_string();
+    assert!(
+        text.contains("could not log in with password [REDACTED]"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn stderr_echoing_a_value_it_answered_is_scrubbed() {
+    let scripts = Scripts::new();
+    // A program that made a credential, said so on stderr, then failed a later step.
+    let provider = command(scripts.python(
+        r#"
+answer({"handle": "h", "fields": {"password": "canary-5f1d0c9e-hunter2"}})
+sys.stderr.write("created canary-5f1d0c9e-hunter2 but could not save it\n")
+sys.exit(75)
+"#,
+    ));
+    let error = provider.create(&target(), "rot-1", None).await.unwrap_err();
+    assert_no_canary(&error);
+    assert!(
+        error
+            .to_string()
+            .contains("created [REDACTED] but could not save it"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn the_program_gets_no_value_in_argv_and_only_allowlisted_environment() {
+    const ALLOWED: [&str; 9] = [
+        "PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME",
+    ];
+    // Cargo sets these for the test process; the parent's environment is not empty of
+    // things a child must not see, so an inherited environment would show here.
+    assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some());
+
+    let scripts = Scripts::new();
+    let dump = scripts.path("seen.json");
+    let provider = command(scripts.python(&format!(
+        r#"
+env = open("/proc/self/environ", "rb").read().split(b"\0")
+with open({dump:?}, "w") as f:
+    json.dump({{"argv": open("/proc/self/cmdline", "rb").read().decode("utf-8", "replace"),
+               "env": [e.decode("utf-8", "replace") for e in env if e]}}, f)
+answer({{}})
+"#,
+        dump = path_arg(&dump)
+    )));
+    let made = credential("key-42", &[("password", CANARY)]);
+    assert_eq!(
+        provider.verify(&target(), "rot-1", &made).await.unwrap(),
+        Outcome::Done
+    );
+    // The value did reach the program, through stdin.
+    assert_eq!(scripts.requests()[0]["fields"]["password"], CANARY);
+
+    let seen: Value = serde_json::from_str(&std::fs::read_to_string(&dump).unwrap()).unwrap();
+    let argv = seen["argv"].as_str().unwrap();
+    assert!(!argv.contains(CANARY), "argv: {argv}");
+    for entry in seen["env"].as_array().unwrap() {
+        let entry = entry.as_str().unwrap();
+        let name = entry.split('=').next().unwrap();
+        assert!(ALLOWED.contains(&name), "the child saw {name}");
+        assert!(
+            !entry.contains(CANARY),
+            "a value in the environment: {name}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// random with apply
+
+fn random_with_apply(spec: Option<CommandSpec>) -> RandomProvider {
+    RandomProvider::new(RandomConfig {
+        length: 40,
+        charset: Charset::Alphanumeric,
+        apply: spec,
+        apply_timeout: Duration::from_secs(20),
+    })
+}
+
+#[tokio::test]
+async fn random_apply_gets_the_new_password_on_stdin() {
+    let scripts = Scripts::new();
+    let provider = random_with_apply(Some(scripts.python("answer({})")));
+    let made = provider
+        .create(&target(), "rot-7", Some("rot-6"))
+        .await
+        .unwrap();
+    assert_eq!(made.handle, "rot-7");
+    let password = made.fields["password"].expose_secret().to_owned();
+    assert_eq!(password.len(), 40);
+    assert_eq!(
+        scripts.requests(),
+        [
+            json!({"action": "apply", "rotation_id": "rot-7", "policy": "orders-db",
+                "resource": "store_abc", "fields": {"password": password}})
+        ]
+    );
+}
+
+#[tokio::test]
+async fn random_apply_that_fails_fails_create_and_scrubs_the_value() {
+    let scripts = Scripts::new();
+    let provider = random_with_apply(Some(scripts.python(
+        r#"
+sys.stderr.write("backend refused " + req["fields"]["password"] + "\n")
+sys.exit(1)
+"#,
+    )));
+    let error = provider.create(&target(), "rot-7", None).await.unwrap_err();
+    assert!(error.is_transient());
+    let text = shown(&error);
+    assert!(text.contains("(apply) failed with exit status 1"), "{text}");
+    assert!(text.contains("backend refused [REDACTED]"), "{text}");
+    let sent = scripts.requests()[0]["fields"]["password"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(!text.contains(&sent), "the password leaked: {text}");
+}
+
+#[tokio::test]
+async fn random_apply_exiting_3_fails_create_saying_the_value_was_not_applied() {
+    let scripts = Scripts::new();
+    let provider = random_with_apply(Some(scripts.sh("exit 3")));
+    let error = provider.create(&target(), "rot-7", None).await.unwrap_err();
+    assert!(!error.is_transient());
+    let text = error.to_string();
+    assert!(
+        text.contains("does not implement `apply`, so the new value was not applied"),
+        "{text}"
+    );
+}

@@ -1,1 +1,1024 @@
-//! (being written)
+//! `VercelClient` against the fake Vercel of `common::fake_vercel`: which token goes where,
+//! the exact bodies, what every status and every malformed answer becomes, timeouts and
+//! dropped connections, percent-encoded ids, and that no value or token leaks into an error.
+//!
+//! A few tests call the fake directly with reqwest, to prove that its schema check really
+//! refuses what Vercel refuses; otherwise a client bug could pass against a lenient fake.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use url::Url;
+use vercel_secret_rotator::config::{EnvironmentOverrides, VercelSettings};
+use vercel_secret_rotator::error::{Classify, Persistence};
+use vercel_secret_rotator::secret::SecretString;
+use vercel_secret_rotator::vercel::{
+    InstallationRef, Notification, NotificationLevel, PushSecret, USER_AGENT, VercelClient,
+    VercelError,
+};
+
+use crate::common::fake_vercel::{FakeVercel, RecordedBody, Scripted, StoredSecret};
+
+const ACME: &str = "icfg_acme";
+const ACME_TOKEN: &str = "tok-acme-4f1d8a0c9b";
+const BETA: &str = "icfg_beta";
+const BETA_TOKEN: &str = "tok-beta-77e2c5d103";
+
+/// A fake with two installations (different tokens, two resources each) and a client for it.
+struct Setup {
+    fake: FakeVercel,
+    client: VercelClient,
+    acme_token: SecretString,
+    beta_token: SecretString,
+}
+
+impl Setup {
+    async fn new() -> Setup {
+        Setup::with_timeout(Duration::from_secs(10)).await
+    }
+
+    async fn with_timeout(request_timeout: Duration) -> Setup {
+        let fake = FakeVercel::start().await;
+        fake.add_installation(ACME, ACME_TOKEN);
+        fake.add_installation(BETA, BETA_TOKEN);
+        for (installation, resource) in [
+            (ACME, "store_a1"),
+            (ACME, "store_a2"),
+            (BETA, "store_b1"),
+            (BETA, "store_b2"),
+        ] {
+            fake.add_resource(installation, resource);
+        }
+        let client = client_for(&fake.url(), request_timeout);
+        Setup {
+            fake,
+            client,
+            acme_token: secret(ACME_TOKEN),
+            beta_token: secret(BETA_TOKEN),
+        }
+    }
+
+    fn acme(&self) -> InstallationRef<'_> {
+        InstallationRef {
+            name: "acme",
+            id: ACME,
+            token: &self.acme_token,
+        }
+    }
+
+    fn beta(&self) -> InstallationRef<'_> {
+        InstallationRef {
+            name: "beta",
+            id: BETA,
+            token: &self.beta_token,
+        }
+    }
+
+    /// Pushes one plain secret to acme's `store_a1` and returns the error it must give.
+    async fn push_err(&self, secrets: &[PushSecret]) -> VercelError {
+        self.client
+            .update_resource_secrets(&self.acme(), "store_a1", secrets)
+            .await
+            .expect_err("the push must fail")
+    }
+}
+
+fn client_for(url: &str, request_timeout: Duration) -> VercelClient {
+    VercelClient::new(&VercelSettings {
+        api_url: Url::parse(url).expect("url"),
+        request_timeout,
+        max_concurrent_requests: 8,
+    })
+    .expect("client")
+}
+
+fn secret(value: &str) -> SecretString {
+    SecretString::from(value.to_owned())
+}
+
+fn plain(name: &str, value: &str) -> PushSecret {
+    PushSecret {
+        name: name.to_owned(),
+        value: secret(value),
+        prefix: None,
+        environment_overrides: EnvironmentOverrides::default(),
+    }
+}
+
+fn stored(value: &str) -> StoredSecret {
+    StoredSecret {
+        value: value.to_owned(),
+        prefix: None,
+        environment_overrides: BTreeMap::new(),
+    }
+}
+
+fn redeploy() -> Notification {
+    Notification {
+        level: NotificationLevel::Warn,
+        title: "Redeploy to use the new credentials".to_owned(),
+        message: "The secrets of this resource were rotated.".to_owned(),
+        href: Some(Url::parse("https://example.com/rotation").expect("url")),
+    }
+}
+
+/// Display and Debug of an error, for leak checks.
+fn shown(err: &VercelError) -> String {
+    format!("{err}\n{err:?}\n{err:#?}")
+}
+
+#[tokio::test]
+async fn each_request_carries_its_own_installations_token_only() {
+    let s = Setup::new().await;
+    let (acme, beta) = (s.acme(), s.beta());
+    let calls = [
+        (acme, "store_a1"),
+        (acme, "store_a2"),
+        (beta, "store_b1"),
+        (beta, "store_b2"),
+    ];
+    // Concurrent, as the daemon runs them, so requests of both installations interleave.
+    async fn push(
+        client: &VercelClient,
+        (installation, resource): (InstallationRef<'_>, &str),
+    ) -> Result<(), VercelError> {
+        let secrets = [plain("PGPASSWORD", &format!("pw-{resource}"))];
+        client
+            .update_resource_secrets(&installation, resource, &secrets)
+            .await
+    }
+    let c = &s.client;
+    let results = tokio::join!(
+        push(c, calls[0]),
+        push(c, calls[1]),
+        push(c, calls[2]),
+        push(c, calls[3])
+    );
+    for result in [results.0, results.1, results.2, results.3] {
+        result.expect("push");
+    }
+    for (installation, resource) in &calls {
+        s.client
+            .notify_resource(installation, resource, &redeploy())
+            .await
+            .expect("notify");
+        assert_eq!(
+            s.fake.secrets(installation.id, resource)["PGPASSWORD"].value,
+            format!("pw-{resource}")
+        );
+    }
+
+    let requests = s.fake.requests();
+    assert_eq!(requests.len(), 8);
+    for request in &requests {
+        let (own, other) = if request
+            .path
+            .starts_with(&format!("/v1/installations/{ACME}/"))
+        {
+            (ACME_TOKEN, BETA_TOKEN)
+        } else {
+            assert!(
+                request
+                    .path
+                    .starts_with(&format!("/v1/installations/{BETA}/"))
+            );
+            (BETA_TOKEN, ACME_TOKEN)
+        };
+        let authorization = request.authorization.as_deref().expect("authorization");
+        assert_eq!(authorization, format!("Bearer {own}"), "{}", request.path);
+        assert!(!authorization.contains(other));
+        assert_eq!(request.user_agent.as_deref(), Some(USER_AGENT));
+    }
+}
+
+#[tokio::test]
+async fn partial_push_merges_and_keeps_other_secrets() {
+    let s = Setup::new().await;
+    s.fake.set_secrets(
+        ACME,
+        "store_a1",
+        BTreeMap::from([
+            ("OWNED_BY_SOMEONE_ELSE".to_owned(), stored("keep-me")),
+            ("PGPASSWORD".to_owned(), stored("old")),
+        ]),
+    );
+    s.client
+        .update_resource_secrets(&s.acme(), "store_a1", &[plain("PGPASSWORD", "new")])
+        .await
+        .expect("push");
+    let secrets = s.fake.secrets(ACME, "store_a1");
+    assert_eq!(secrets["OWNED_BY_SOMEONE_ELSE"], stored("keep-me"));
+    assert_eq!(secrets["PGPASSWORD"], stored("new"));
+    assert_eq!(secrets.len(), 2);
+    // The other resources were not touched.
+    assert!(s.fake.secrets(ACME, "store_a2").is_empty());
+}
+
+#[tokio::test]
+async fn push_body_has_exactly_the_expected_keys() {
+    let s = Setup::new().await;
+    let full = PushSecret {
+        name: "DATABASE_URL".to_owned(),
+        value: secret("postgres://u:p@db/orders"),
+        prefix: Some("ACME".to_owned()),
+        environment_overrides: EnvironmentOverrides {
+            production: Some(secret("postgres://u:p@prod/orders")),
+            preview: None,
+            development: Some(secret("postgres://u:p@dev/orders")),
+        },
+    };
+    s.client
+        .update_resource_secrets(&s.acme(), "store_a1", &[full, plain("PGUSER", "u")])
+        .await
+        .expect("push");
+    let requests = s.fake.requests();
+    let [request] = requests.as_slice() else {
+        panic!("one request, got {requests:?}");
+    };
+    assert_eq!(request.method, "PUT");
+    assert_eq!(
+        request.path,
+        "/v1/installations/icfg_acme/resources/store_a1/secrets"
+    );
+    assert_eq!(request.content_type.as_deref(), Some("application/json"));
+    assert_eq!(
+        request.body,
+        RecordedBody::Json(json!({
+            "secrets": [
+                {"name": "DATABASE_URL", "value": "postgres://u:p@db/orders", "prefix": "ACME",
+                 "environmentOverrides": {"production": "postgres://u:p@prod/orders",
+                                          "development": "postgres://u:p@dev/orders"}},
+                {"name": "PGUSER", "value": "u"}
+            ],
+            "partial": true
+        }))
+    );
+    let stored = &s.fake.secrets(ACME, "store_a1")["DATABASE_URL"];
+    assert_eq!(stored.prefix.as_deref(), Some("ACME"));
+    assert_eq!(stored.environment_overrides.len(), 2);
+}
+
+/// The fake must refuse what Vercel's strict schema refuses, or the body tests prove nothing.
+#[tokio::test]
+async fn fake_enforces_the_secrets_schema() {
+    let s = Setup::new().await;
+    let http = reqwest::Client::new();
+    let url = format!(
+        "{}/v1/installations/{ACME}/resources/store_a1/secrets",
+        s.fake.url()
+    );
+    let bearer = format!("Bearer {ACME_TOKEN}");
+    let table: [(&str, &str, &str); 12] = [
+        (
+            r#"{"secrets":[{"name":"A","value":"x","prefix":null}]}"#,
+            "application/json",
+            "secrets[0].prefix",
+        ),
+        (
+            r#"{"secrets":[{"name":"A","value":"x"}],"partial":true,"extra":1}"#,
+            "application/json",
+            "extra",
+        ),
+        (
+            r#"{"secrets":[{"name":"A","value":"x","comment":"hi"}]}"#,
+            "application/json",
+            "secrets[0].comment",
+        ),
+        (
+            r#"{"secrets":[{"name":"A","value":"x","environmentOverrides":{"staging":"y"}}]}"#,
+            "application/json",
+            "secrets[0].environmentOverrides.staging",
+        ),
+        (
+            r#"{"secrets":[{"name":"A","value":"x","environmentOverrides":{"preview":null}}]}"#,
+            "application/json",
+            "secrets[0].environmentOverrides.preview",
+        ),
+        (
+            r#"{"secrets":[{"name":"A","value":"x","environmentOverrides":null}]}"#,
+            "application/json",
+            "secrets[0].environmentOverrides",
+        ),
+        (
+            r#"{"secrets":[{"name":"A"}]}"#,
+            "application/json",
+            "secrets[0].value",
+        ),
+        (
+            r#"{"secrets":[{"name":"A","value":7}]}"#,
+            "application/json",
+            "secrets[0].value",
+        ),
+        (
+            r#"{"secrets":[],"partial":"yes"}"#,
+            "application/json",
+            "partial",
+        ),
+        (r#"{"partial":true}"#, "application/json", "secrets"),
+        (
+            r#"{"secrets":[{"name":"A","value":"x"}"#,
+            "application/json",
+            "not valid JSON",
+        ),
+        (
+            r#"{"secrets":[{"name":"A","value":"x"}]}"#,
+            "text/plain",
+            "application/json",
+        ),
+    ];
+    for (body, content_type, names) in table {
+        let response = http
+            .put(&url)
+            .header("authorization", &bearer)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status(), 400, "{body}");
+        let answer: Value = response.json().await.expect("json error body");
+        assert_eq!(answer["error"]["code"], "bad_request", "{body}");
+        let message = answer["error"]["message"].as_str().expect("message");
+        assert!(message.contains(names), "{body}: {message}");
+    }
+    assert!(
+        s.fake.secrets(ACME, "store_a1").is_empty(),
+        "nothing refused was stored"
+    );
+
+    // And the fake's own semantics: without `partial`, the sent list replaces everything.
+    s.fake.set_secrets(
+        ACME,
+        "store_a1",
+        BTreeMap::from([("OLD".to_owned(), stored("o"))]),
+    );
+    let response = http
+        .put(&url)
+        .header("authorization", &bearer)
+        .header("content-type", "application/json")
+        .body(r#"{"secrets":[{"name":"NEW","value":"n"}]}"#)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 201);
+    assert_eq!(
+        s.fake.secrets(ACME, "store_a1"),
+        BTreeMap::from([("NEW".to_owned(), stored("n"))])
+    );
+}
+
+#[tokio::test]
+async fn fake_enforces_the_notification_schema() {
+    let s = Setup::new().await;
+    let http = reqwest::Client::new();
+    let url = format!(
+        "{}/v1/installations/{ACME}/resources/store_a1",
+        s.fake.url()
+    );
+    for (body, names) in [
+        (
+            json!({"notification": {"level": "loud", "title": "t"}}),
+            "notification.level",
+        ),
+        (
+            json!({"notification": {"level": "info"}}),
+            "notification.title",
+        ),
+        (
+            json!({"notification": {"level": "info", "title": "t", "message": null}}),
+            "notification.message",
+        ),
+        (
+            json!({"notification": {"level": "info", "title": "t", "href": "/relative"}}),
+            "notification.href",
+        ),
+        (
+            json!({"notification": {"level": "info", "title": "t"}, "colour": "red"}),
+            "colour",
+        ),
+    ] {
+        let response = http
+            .patch(&url)
+            .bearer_auth(ACME_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status(), 400, "{body}");
+        let answer: Value = response.json().await.expect("json");
+        let message = answer["error"]["message"].as_str().expect("message");
+        assert!(message.contains(names), "{body}: {message}");
+    }
+    assert!(s.fake.notifications(ACME, "store_a1").is_empty());
+}
+
+#[tokio::test]
+async fn notification_patch_sends_only_the_notification() {
+    let s = Setup::new().await;
+    s.client
+        .notify_resource(&s.beta(), "store_b2", &redeploy())
+        .await
+        .expect("notify");
+    let requests = s.fake.requests();
+    let [request] = requests.as_slice() else {
+        panic!("one request, got {requests:?}");
+    };
+    assert_eq!(request.method, "PATCH");
+    assert_eq!(
+        request.path,
+        "/v1/installations/icfg_beta/resources/store_b2"
+    );
+    assert_eq!(
+        request.authorization.as_deref(),
+        Some("Bearer tok-beta-77e2c5d103")
+    );
+    assert_eq!(
+        request.body.json(),
+        Some(&json!({"notification": {
+            "level": "warn",
+            "title": "Redeploy to use the new credentials",
+            "message": "The secrets of this resource were rotated.",
+            "href": "https://example.com/rotation"
+        }}))
+    );
+    let notifications = s.fake.notifications(BETA, "store_b2");
+    assert_eq!(notifications.len(), 1);
+    assert_eq!(notifications[0].level, "warn");
+
+    // Any 2xx is success for the PATCH, with or without a body.
+    let minimal = Notification {
+        level: NotificationLevel::Info,
+        title: "t".to_owned(),
+        message: String::new(),
+        href: None,
+    };
+    s.fake.script(BETA, "store_b2", vec![Scripted::status(204)]);
+    s.client
+        .notify_resource(&s.beta(), "store_b2", &minimal)
+        .await
+        .expect("204 is success");
+    s.client
+        .notify_resource(&s.beta(), "store_b2", &minimal)
+        .await
+        .expect("notify");
+    assert_eq!(
+        s.fake.requests()[2].body.json(),
+        Some(&json!({"notification": {"level": "info", "title": "t"}}))
+    );
+}
+
+#[tokio::test]
+async fn permanent_statuses_carry_status_code_and_message() {
+    let s = Setup::new().await;
+    let table = [
+        (
+            400,
+            "bad_request",
+            "Invalid request: `secrets[0].name` is invalid.",
+            "Vercel rejected updating the secrets of resource \"store_a1\"",
+        ),
+        (
+            401,
+            "forbidden",
+            "Not authorized",
+            "Vercel refused the token of installation \"acme\" (icfg_acme) with 401 Unauthorized (forbidden: Not authorized)",
+        ),
+        (
+            403,
+            "forbidden",
+            "You do not have permission",
+            "lacks permission",
+        ),
+        (
+            404,
+            "not_found",
+            "Resource not found",
+            "unknown installation or resource",
+        ),
+        (
+            409,
+            "conflict",
+            "A concurrent update is in progress",
+            "409 Conflict (conflict: A concurrent update is in progress)",
+        ),
+        (
+            410,
+            "gone",
+            "The resource was deleted",
+            "gone: the installation or resource was removed; the policy stays stopped until the config changes",
+        ),
+        (
+            422,
+            "unprocessable",
+            "Cannot update secrets of a suspended resource",
+            "422 Unprocessable Entity",
+        ),
+    ];
+    for (status, code, message, phrase) in table {
+        s.fake.script(
+            ACME,
+            "store_a1",
+            vec![Scripted::vercel_error(status, code, message)],
+        );
+        let err = s.push_err(&[plain("PGPASSWORD", "pw")]).await;
+        assert!(matches!(err, VercelError::Status { .. }), "{err:?}");
+        assert_eq!(err.status(), Some(status));
+        assert_eq!(err.code(), Some(code));
+        assert_eq!(err.message(), Some(message));
+        assert_eq!(err.persistence(), Persistence::Permanent, "{status}");
+        let text = err.to_string();
+        assert!(text.contains(phrase), "{status}: {text}");
+        assert!(text.contains(message), "{status}: {text}");
+        assert!(
+            text.contains("icfg_acme") && text.contains("store_a1"),
+            "{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_fakes_own_refusals_map_to_permanent_errors() {
+    let s = Setup::new().await;
+    // Acme's path with beta's token: refused, and it names acme.
+    let crossed = InstallationRef {
+        token: &s.beta_token,
+        ..s.acme()
+    };
+    let err = s
+        .client
+        .update_resource_secrets(&crossed, "store_a1", &[plain("A", "x")])
+        .await
+        .expect_err("wrong token");
+    assert_eq!((err.status(), err.code()), (Some(401), Some("forbidden")));
+    assert!(
+        err.to_string().contains("check that installation's token"),
+        "{err}"
+    );
+    assert!(!err.is_transient());
+
+    for (installation, resource) in [(s.acme(), "store_zz"), (s.acme(), "store_b1")] {
+        let err = s
+            .client
+            .update_resource_secrets(&installation, resource, &[plain("A", "x")])
+            .await
+            .expect_err("unknown resource");
+        assert_eq!((err.status(), err.code()), (Some(404), Some("not_found")));
+        assert!(!err.is_transient());
+    }
+    let nobody = InstallationRef {
+        name: "nobody",
+        id: "icfg_nobody",
+        token: &s.acme_token,
+    };
+    let err = s
+        .client
+        .notify_resource(&nobody, "store_a1", &redeploy())
+        .await
+        .expect_err("unknown installation");
+    assert_eq!(err.status(), Some(404));
+    assert!(
+        err.to_string().contains("sending a dashboard notification"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn rate_limits_and_server_errors_are_transient() {
+    let s = Setup::new().await;
+    for status in [408, 429, 500, 502, 503, 504] {
+        s.fake
+            .script(ACME, "store_a1", vec![Scripted::status(status)]);
+        let err = s.push_err(&[plain("A", "x")]).await;
+        assert_eq!(err.status(), Some(status));
+        assert_eq!(err.persistence(), Persistence::Transient, "{status}");
+    }
+    s.fake.script(ACME, "store_a1", vec![Scripted::status(429)]);
+    assert!(
+        s.push_err(&[plain("A", "x")])
+            .await
+            .to_string()
+            .contains("rate limited")
+    );
+    s.fake.script(ACME, "store_a1", vec![Scripted::status(503)]);
+    assert!(
+        s.push_err(&[plain("A", "x")])
+            .await
+            .to_string()
+            .contains("server error")
+    );
+}
+
+#[tokio::test]
+async fn retry_after_comes_from_header_date_body_or_rate_limit_header() {
+    let s = Setup::new().await;
+    let rate_limited = || {
+        Scripted::status(429)
+            .json(&json!({"error": {"code": "rate_limited", "message": "slow down"}}))
+    };
+
+    s.fake.script(
+        ACME,
+        "store_a1",
+        vec![rate_limited().header("Retry-After", "7")],
+    );
+    let err = s.push_err(&[plain("A", "x")]).await;
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
+    assert_eq!(err.code(), Some("rate_limited"));
+    assert!(err.to_string().ends_with("retry in 7s"), "{err}");
+
+    let at = chrono::Utc::now() + chrono::TimeDelta::seconds(30);
+    let date = at.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    s.fake.script(
+        ACME,
+        "store_a1",
+        vec![rate_limited().header("Retry-After", &date)],
+    );
+    let wait = s
+        .push_err(&[plain("A", "x")])
+        .await
+        .retry_after()
+        .expect("date");
+    assert!(
+        wait > Duration::from_secs(27) && wait <= Duration::from_secs(30),
+        "{wait:?}"
+    );
+
+    let reset_ms = (chrono::Utc::now() + chrono::TimeDelta::seconds(12)).timestamp_millis();
+    let body = json!({"error": {"code": "rate_limited", "message": "slow down",
+        "limit": {"remaining": 0, "reset": reset_ms / 1000, "resetMs": reset_ms, "total": 6}}});
+    s.fake
+        .script(ACME, "store_a1", vec![Scripted::status(429).json(&body)]);
+    let wait = s
+        .push_err(&[plain("A", "x")])
+        .await
+        .retry_after()
+        .expect("resetMs");
+    assert!(
+        wait > Duration::from_secs(10) && wait <= Duration::from_secs(12),
+        "{wait:?}"
+    );
+
+    let reset = (chrono::Utc::now() + chrono::TimeDelta::seconds(20)).timestamp();
+    s.fake.script(
+        ACME,
+        "store_a1",
+        vec![rate_limited().header("X-RateLimit-Reset", &reset.to_string())],
+    );
+    let wait = s
+        .push_err(&[plain("A", "x")])
+        .await
+        .retry_after()
+        .expect("x-ratelimit-reset");
+    assert!(
+        wait > Duration::from_secs(17) && wait <= Duration::from_secs(20),
+        "{wait:?}"
+    );
+
+    s.fake.script(ACME, "store_a1", vec![rate_limited()]);
+    assert_eq!(s.push_err(&[plain("A", "x")]).await.retry_after(), None);
+}
+
+#[tokio::test]
+async fn malformed_error_bodies_give_clean_errors() {
+    let s = Setup::new().await;
+    let html = "<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>";
+    let huge = {
+        // Starts like Vercel's shape so that reading it whole would put 5 MiB in the message.
+        let mut body = br#"{"error":{"code":"bad_request","message":""#.to_vec();
+        body.resize(5 * 1024 * 1024, b'A');
+        body.extend_from_slice(br#""}}"#);
+        body
+    };
+    let long_message = "M".repeat(50_000);
+    let table = [
+        (
+            Scripted::status(502)
+                .header("content-type", "text/html")
+                .body(html),
+            502,
+        ),
+        (Scripted::status(400), 400),
+        (
+            Scripted::status(400)
+                .header("content-type", "application/json")
+                .body("not json at all {"),
+            400,
+        ),
+        (
+            Scripted::status(400).json(&json!({"error": "a string"})),
+            400,
+        ),
+        (Scripted::status(413).json(&json!([1, 2, 3])), 413),
+        (
+            Scripted::status(500)
+                .header("content-type", "application/json")
+                .body(huge),
+            500,
+        ),
+    ];
+    for (scripted, status) in table {
+        s.fake.script(ACME, "store_a1", vec![scripted]);
+        let started = Instant::now();
+        let err = s.push_err(&[plain("A", "x")]).await;
+        assert_eq!(err.status(), Some(status), "{err:?}");
+        assert_eq!((err.code(), err.message()), (None, None), "{err:?}");
+        let text = shown(&err);
+        assert!(text.len() < 2_000, "{} bytes: {}", text.len(), &text[..200]);
+        assert!(!text.contains("nginx") && !text.contains("AAAA"), "{text}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    // A valid but very long message is kept, cut to a readable length.
+    s.fake.script(
+        ACME,
+        "store_a1",
+        vec![Scripted::vercel_error(400, "bad_request", &long_message)],
+    );
+    let err = s.push_err(&[plain("A", "x")]).await;
+    let message = err.message().expect("message");
+    assert!(message.len() <= 600 && message.starts_with("MMMM") && message.ends_with('…'));
+}
+
+#[tokio::test]
+async fn success_statuses() {
+    let s = Setup::new().await;
+    // 201 with a body is still success: the body is ignored.
+    s.fake.script(
+        ACME,
+        "store_a1",
+        vec![Scripted::status(201).json(&json!({"unexpected": "body"}))],
+    );
+    s.client
+        .update_resource_secrets(&s.acme(), "store_a1", &[plain("A", "x")])
+        .await
+        .expect("201 with a body");
+
+    // Any other status for the PUT, even a 2xx or a redirect, is not a push and is permanent.
+    for scripted in [
+        Scripted::status(200),
+        Scripted::status(204),
+        Scripted::status(302).header("location", "https://elsewhere.example/"),
+    ] {
+        let status = scripted.status;
+        s.fake.script(ACME, "store_a1", vec![scripted]);
+        let err = s.push_err(&[plain("A", "x")]).await;
+        assert_eq!(err.status(), Some(status));
+        assert_eq!(err.persistence(), Persistence::Permanent);
+        assert!(err.to_string().contains("unexpected answer"), "{err}");
+    }
+    // The redirect was not followed.
+    assert_eq!(s.fake.requests().len(), 4);
+}
+
+#[tokio::test]
+async fn a_hanging_answer_times_out_as_transient() {
+    let s = Setup::with_timeout(Duration::from_millis(300)).await;
+    s.fake.script(ACME, "store_a1", vec![Scripted::hang()]);
+    let started = Instant::now();
+    let err = s.push_err(&[plain("A", "x")]).await;
+    let elapsed = started.elapsed();
+    assert!(err.is_timeout(), "{err:?}");
+    assert!(matches!(err, VercelError::Transport { timeout: true, .. }));
+    assert_eq!(err.persistence(), Persistence::Transient);
+    assert!(
+        elapsed >= Duration::from_millis(250) && elapsed < Duration::from_secs(3),
+        "{elapsed:?}"
+    );
+    assert!(err.to_string().contains("vercel.request-timeout"), "{err}");
+    assert!(
+        !err.to_string().contains("127.0.0.1"),
+        "no URL in the detail: {err}"
+    );
+
+    // A slow answer within the timeout is fine.
+    s.fake.script(
+        ACME,
+        "store_a1",
+        vec![Scripted::normal().delay(Duration::from_millis(100))],
+    );
+    s.client
+        .update_resource_secrets(&s.acme(), "store_a1", &[plain("A", "x")])
+        .await
+        .expect("slow but in time");
+}
+
+#[tokio::test]
+async fn dropped_and_refused_connections_are_transient() {
+    let s = Setup::new().await;
+    s.fake
+        .script(ACME, "store_a1", vec![Scripted::drop_connection()]);
+    let err = s.push_err(&[plain("A", "x")]).await;
+    assert!(
+        matches!(err, VercelError::Transport { timeout: false, .. }),
+        "{err:?}"
+    );
+    assert!(err.is_transient());
+    // The next call gets through on a new connection.
+    s.client
+        .update_resource_secrets(&s.acme(), "store_a1", &[plain("A", "x")])
+        .await
+        .expect("after a drop");
+
+    // Nothing listens on a port just freed.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    };
+    let client = client_for(&format!("http://127.0.0.1:{port}"), Duration::from_secs(5));
+    let err = client
+        .update_resource_secrets(&s.acme(), "store_a1", &[plain("A", "x")])
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(err, VercelError::Transport { timeout: false, .. }),
+        "{err:?}"
+    );
+    assert!(err.is_transient());
+    assert!(
+        err.to_string().starts_with("could not reach Vercel"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn ids_that_need_percent_encoding_reach_the_fake_intact() {
+    let s = Setup::new().await;
+    let id = "icfg/a b?c#d%e";
+    let resource = "res/1 ?#%2F";
+    s.fake.add_installation(id, "tok-odd");
+    s.fake.add_resource(id, resource);
+    let token = secret("tok-odd");
+    let installation = InstallationRef {
+        name: "odd",
+        id,
+        token: &token,
+    };
+    s.client
+        .update_resource_secrets(&installation, resource, &[plain("A", "x")])
+        .await
+        .expect("push");
+    s.client
+        .notify_resource(&installation, resource, &redeploy())
+        .await
+        .expect("notify");
+    assert_eq!(s.fake.secrets(id, resource)["A"].value, "x");
+    let paths: Vec<String> = s.fake.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(
+        paths,
+        [
+            "/v1/installations/icfg%2Fa%20b%3Fc%23d%25e/resources/res%2F1%20%3F%23%252F/secrets",
+            "/v1/installations/icfg%2Fa%20b%3Fc%23d%25e/resources/res%2F1%20%3F%23%252F",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_base_url_with_a_path_keeps_it() {
+    let s = Setup::new().await;
+    let client = client_for(&format!("{}/", s.fake.url()), Duration::from_secs(5));
+    client
+        .update_resource_secrets(&s.acme(), "store_a1", &[plain("A", "x")])
+        .await
+        .expect("trailing slash");
+    let prefixed = client_for(&format!("{}/proxy/", s.fake.url()), Duration::from_secs(5));
+    let err = prefixed
+        .update_resource_secrets(&s.acme(), "store_a1", &[plain("A", "x")])
+        .await
+        .expect_err("the fake serves no /proxy");
+    assert_eq!(err.status(), Some(404));
+    let paths: Vec<String> = s.fake.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(
+        paths,
+        [
+            "/v1/installations/icfg_acme/resources/store_a1/secrets",
+            "/proxy/v1/installations/icfg_acme/resources/store_a1/secrets",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_echoed_secret_value_is_scrubbed_from_errors() {
+    let s = Setup::new().await;
+    let canary = "canary-9f8e7d6c5b4a";
+    let override_canary = "override-canary-1a2b3c";
+    let secrets = [PushSecret {
+        name: "PGPASSWORD".to_owned(),
+        value: secret(canary),
+        prefix: None,
+        environment_overrides: EnvironmentOverrides {
+            preview: Some(secret(override_canary)),
+            ..EnvironmentOverrides::default()
+        },
+    }];
+    s.fake.script(
+        ACME,
+        "store_a1",
+        vec![Scripted::vercel_error(
+            400,
+            &format!("bad_{canary}"),
+            &format!("value {canary:?} is invalid (preview: {override_canary})"),
+        )],
+    );
+    let err = s.push_err(&secrets).await;
+    let text = shown(&err);
+    assert!(!text.contains("canary"), "{text}");
+    assert_eq!(
+        err.message(),
+        Some("value \"[REDACTED]\" is invalid (preview: [REDACTED])")
+    );
+}
+
+#[tokio::test]
+async fn the_token_never_appears_in_an_error() {
+    let s = Setup::with_timeout(Duration::from_millis(300)).await;
+    let echo = format!("token {ACME_TOKEN} is not valid\nsecond line");
+    let answers = vec![
+        Scripted::vercel_error(401, "forbidden", &echo),
+        Scripted::vercel_error(403, ACME_TOKEN, &echo),
+        Scripted::status(500).json(&json!({"error": {"message": echo}})),
+        Scripted::drop_connection(),
+        Scripted::hang(),
+    ];
+    let count = answers.len();
+    s.fake.script(ACME, "store_a1", answers);
+    let mut errors = Vec::new();
+    for _ in 0..count {
+        errors.push(s.push_err(&[plain("A", "x")]).await);
+    }
+    // The fake's own 401, for a token it does not know.
+    let stranger = secret("tok-stranger-5a5a5a");
+    let err = s
+        .client
+        .update_resource_secrets(
+            &InstallationRef {
+                token: &stranger,
+                ..s.acme()
+            },
+            "store_a1",
+            &[plain("A", "x")],
+        )
+        .await
+        .expect_err("401");
+    errors.push(err);
+    // A token that cannot be a header value is refused before anything is sent.
+    let broken = secret(&format!("{ACME_TOKEN}\n"));
+    let err = s
+        .client
+        .update_resource_secrets(
+            &InstallationRef {
+                token: &broken,
+                ..s.acme()
+            },
+            "store_a1",
+            &[plain("A", "x")],
+        )
+        .await
+        .expect_err("invalid header");
+    assert!(matches!(err, VercelError::InvalidToken { .. }), "{err:?}");
+    errors.push(err);
+
+    for err in &errors {
+        let text = shown(err);
+        for token in [ACME_TOKEN, "tok-stranger", BETA_TOKEN] {
+            assert!(!text.contains(token), "{text}");
+        }
+        assert!(!err.to_string().contains('\n'), "one line: {err}");
+    }
+    assert_eq!(errors.len(), count + 2);
+    assert_eq!(
+        s.fake.requests().len(),
+        count + 1,
+        "the broken token was never sent"
+    );
+}
+
+#[tokio::test]
+async fn latency_and_global_scripts_apply_to_every_resource() {
+    let s = Setup::new().await;
+    s.fake.set_latency(Duration::from_millis(150));
+    s.fake
+        .script_all(vec![Scripted::status(503), Scripted::status(503)]);
+    s.fake.script(BETA, "store_b1", vec![Scripted::normal()]);
+    let started = Instant::now();
+    // beta's own queue comes first; the two global answers go to the next two calls.
+    s.client
+        .update_resource_secrets(&s.beta(), "store_b1", &[plain("A", "x")])
+        .await
+        .expect("own script: normal");
+    assert!(started.elapsed() >= Duration::from_millis(150));
+    for (installation, resource) in [(s.beta(), "store_b1"), (s.acme(), "store_a2")] {
+        let err = s
+            .client
+            .update_resource_secrets(&installation, resource, &[plain("A", "x")])
+            .await
+            .expect_err("global 503");
+        assert_eq!(err.status(), Some(503));
+    }
+    s.client
+        .update_resource_secrets(&s.acme(), "store_a2", &[plain("A", "x")])
+        .await
+        .expect("queues empty");
+    let requests = s.fake.requests();
+    assert!(requests.windows(2).all(|w| w[0].at <= w[1].at));
+}

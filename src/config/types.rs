@@ -100,11 +100,21 @@ impl SecretSpec {
 }
 
 /// Per-environment values; an absent one is omitted from the request (never `null`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnvironmentOverrides<T> {
     pub production: Option<T>,
     pub preview: Option<T>,
     pub development: Option<T>,
+}
+
+impl<T> Default for EnvironmentOverrides<T> {
+    fn default() -> Self {
+        EnvironmentOverrides {
+            production: None,
+            preview: None,
+            development: None,
+        }
+    }
 }
 
 impl<T> EnvironmentOverrides<T> {

@@ -1,1 +1,119 @@
-//! (being written)
+//! The dry-run provider: stands in for a policy's real provider under `run --once --dry-run`.
+//!
+//! A dry run does everything but side effects, and a provider's `create` *is* a side effect
+//! (a role's password changes, a program runs, `apply` tells a backend). So instead of an
+//! `if dry_run` in every kind, the caller swaps the real provider for this one (STYLE:
+//! cross-cutting behaviour is a wrapper): it keeps the real kind's name for messages and its
+//! field names, and makes nothing live. Each field's value is the placeholder `<name>`, so a
+//! rendered template shows its shape (`postgres://<username>:<password>@db/orders`) with every
+//! value redacted. `verify` and `retire` do nothing and say so ([`Outcome::Unsupported`]).
+
+use async_trait::async_trait;
+
+use super::{Credential, Outcome, Provider, ProviderError, Target};
+use crate::secret::{Fields, SecretString};
+
+/// The handle every dry-run credential carries; nothing by that name exists anywhere.
+pub const DRY_RUN_HANDLE: &str = "dry-run";
+
+#[derive(Debug, Clone)]
+pub struct DryRunProvider {
+    /// The kind of the provider a real run would use, for messages.
+    kind: &'static str,
+    /// The fields that provider yields, each answered with a placeholder.
+    field_names: Vec<String>,
+}
+
+impl DryRunProvider {
+    pub fn new(kind: &'static str, field_names: Vec<String>) -> Self {
+        DryRunProvider { kind, field_names }
+    }
+}
+
+#[async_trait]
+impl Provider for DryRunProvider {
+    fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    async fn create(
+        &self,
+        _target: &Target,
+        _rotation_id: &str,
+        _previous_handle: Option<&str>,
+    ) -> Result<Credential, ProviderError> {
+        let fields: Fields = self
+            .field_names
+            .iter()
+            .map(|name| (name.clone(), SecretString::from(format!("<{name}>"))))
+            .collect();
+        Ok(Credential {
+            handle: DRY_RUN_HANDLE.to_owned(),
+            fields,
+        })
+    }
+
+    async fn verify(
+        &self,
+        _target: &Target,
+        _rotation_id: &str,
+        _credential: &Credential,
+    ) -> Result<Outcome, ProviderError> {
+        Ok(Outcome::Unsupported)
+    }
+
+    async fn retire(&self, _target: &Target, _handle: &str) -> Result<Outcome, ProviderError> {
+        Ok(Outcome::Unsupported)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::ExposeSecret;
+
+    fn target() -> Target {
+        Target {
+            policy: "orders-db".into(),
+            installation: "acme".into(),
+            resource: "store_abc".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn create_answers_placeholders_named_after_each_field() {
+        let provider = DryRunProvider::new("postgres", vec!["username".into(), "password".into()]);
+        let credential = provider
+            .create(&target(), "rot-1", Some("old"))
+            .await
+            .unwrap();
+        assert_eq!(credential.handle, "dry-run");
+        let fields: Vec<(&str, &str)> = credential
+            .fields
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.expose_secret()))
+            .collect();
+        assert_eq!(
+            fields,
+            [("password", "<password>"), ("username", "<username>")]
+        );
+        assert_eq!(provider.kind(), "postgres");
+    }
+
+    #[tokio::test]
+    async fn verify_and_retire_do_nothing() {
+        let provider = DryRunProvider::new("command", vec!["token".into()]);
+        let credential = provider.create(&target(), "rot-1", None).await.unwrap();
+        assert_eq!(
+            provider
+                .verify(&target(), "rot-1", &credential)
+                .await
+                .unwrap(),
+            Outcome::Unsupported
+        );
+        assert_eq!(
+            provider.retire(&target(), "old").await.unwrap(),
+            Outcome::Unsupported
+        );
+    }
+}

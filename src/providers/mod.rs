@@ -7,6 +7,7 @@
 
 pub mod command;
 pub mod dry_run;
+mod process;
 pub mod random;
 
 use std::time::Duration;
@@ -130,8 +131,12 @@ impl Classify for ProviderError {
             // A missing or non-executable program stays that way until the config changes.
             ProviderError::Spawn { .. } => Persistence::Permanent,
             ProviderError::Timeout { .. } => Persistence::Transient,
-            ProviderError::Failed { transient: true, .. } => Persistence::Transient,
-            ProviderError::Failed { transient: false, .. } => Persistence::Permanent,
+            ProviderError::Failed {
+                transient: true, ..
+            } => Persistence::Transient,
+            ProviderError::Failed {
+                transient: false, ..
+            } => Persistence::Permanent,
             // A program that breaks the protocol will do it again.
             ProviderError::BadOutput { .. } => Persistence::Permanent,
             ProviderError::Io { .. } => Persistence::Transient,

@@ -1,1 +1,495 @@
-//! (being written)
+//! The Vercel API client: the two calls the daemon makes, for many installations at once.
+//!
+//! - `PUT /v1/installations/{id}/resources/{resourceId}/secrets` with `partial: true`
+//!   ([`VercelClient::update_resource_secrets`]): the push. Success is exactly `201`.
+//! - `PATCH /v1/installations/{id}/resources/{resourceId}` with only `notification`
+//!   ([`VercelClient::notify_resource`]): the redeploy banner. Success is any `2xx`.
+//!
+//! One [`VercelClient`] (one connection pool, timeout and User-Agent set once) serves every
+//! installation; each call takes the [`InstallationRef`] whose token it sends, so a token can
+//! only travel on its own installation's path. The client makes one attempt per call and says,
+//! through [`crate::error::Classify`] and [`VercelError::retry_after`], whether and when another
+//! attempt may succeed; the retry loop lives with its caller.
+//!
+//! # Layout
+//!
+//! - `body.rs`: [`PushSecret`], [`Notification`] and the JSON bodies (values exposed only
+//!   inside serialization).
+//! - `error.rs`: [`VercelError`], its messages and its classification.
+//! - `response.rs`: reading an error answer: the capped body, the server's message made safe,
+//!   `Retry-After` and the rate-limit window.
+
+mod body;
+mod error;
+mod response;
+
+use std::time::{Instant, SystemTime};
+
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use reqwest::{RequestBuilder, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+use zeroize::Zeroizing;
+
+use crate::config::VercelSettings;
+
+pub use body::{Notification, NotificationLevel, PushSecret};
+pub use error::{Operation, VercelError};
+
+use body::{NotifyBody, UpdateSecretsBody};
+use response::{CODE_CAP, ERROR_BODY_CAP, MESSAGE_CAP};
+
+/// Sent with every request, so Vercel (and a partner reading its logs) can tell who called.
+pub const USER_AGENT: &str = concat!("vercel-secret-rotator/", env!("CARGO_PKG_VERSION"));
+
+/// The client for every installation: one `reqwest::Client` and the API's base URL.
+#[derive(Debug, Clone)]
+pub struct VercelClient {
+    http: reqwest::Client,
+    /// `vercel.api-url`; any path it has is kept as a prefix of every call's path.
+    base: Url,
+}
+
+/// The installation a call is made for: whose token is sent, and what messages name.
+#[derive(Debug, Clone, Copy)]
+pub struct InstallationRef<'a> {
+    /// The config table name (`acme`), for messages.
+    pub name: &'a str,
+    /// Vercel's `integrationConfigurationId` (`icfg_...`), a path segment of every call.
+    pub id: &'a str,
+    /// This installation's access token; sent to this installation's paths only.
+    pub token: &'a SecretString,
+}
+
+impl VercelClient {
+    /// Builds the one HTTP client: total timeout `settings.request_timeout` (connect, send and
+    /// read, so a hanging server cannot stall a rotation), User-Agent [`USER_AGENT`], rustls,
+    /// and no redirects (the API does not redirect; a 3xx is reported, not followed with the
+    /// token and the body).
+    pub fn new(settings: &VercelSettings) -> Result<VercelClient, VercelError> {
+        let base = settings.api_url.clone();
+        if base.cannot_be_a_base() || !matches!(base.scheme(), "http" | "https") {
+            return Err(VercelError::BaseUrl {
+                url: base.as_str().into(),
+            });
+        }
+        let http = reqwest::Client::builder()
+            .use_rustls_tls()
+            .timeout(settings.request_timeout)
+            .user_agent(USER_AGENT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| VercelError::Client {
+                detail: describe_reqwest_error(e).into(),
+            })?;
+        Ok(VercelClient { http, base })
+    }
+
+    /// Pushes `secrets` to a resource: `PUT .../resources/{resourceId}/secrets` with
+    /// `partial: true`, so the resource's other secrets stay as they are. `201` is success
+    /// (any body is ignored); every other answer is a [`VercelError`].
+    pub async fn update_resource_secrets(
+        &self,
+        installation: &InstallationRef<'_>,
+        resource_id: &str,
+        secrets: &[PushSecret],
+    ) -> Result<(), VercelError> {
+        let call = Call {
+            operation: Operation::UpdateSecrets,
+            installation,
+            resource: resource_id,
+        };
+        let url = self.endpoint(&call, Some("secrets"))?;
+        let body = serde_json::to_vec(&UpdateSecretsBody { secrets })
+            .map_err(|_| call.error(ErrorKind::Encode))?;
+        // Anything the server says back is scrubbed of every value sent, and of the token.
+        let scrub: Vec<&SecretString> = secrets
+            .iter()
+            .flat_map(PushSecret::values)
+            .chain([installation.token])
+            .collect();
+        self.send(&call, self.http.put(url), body, &scrub, |status| {
+            status == StatusCode::CREATED
+        })
+        .await
+    }
+
+    /// Shows a banner on the resource in the user's dashboard: `PATCH .../resources/{resourceId}`
+    /// with `{"notification": {...}}` and nothing else. Any `2xx` is success.
+    pub async fn notify_resource(
+        &self,
+        installation: &InstallationRef<'_>,
+        resource_id: &str,
+        notification: &Notification,
+    ) -> Result<(), VercelError> {
+        let call = Call {
+            operation: Operation::Notify,
+            installation,
+            resource: resource_id,
+        };
+        let url = self.endpoint(&call, None)?;
+        let body = serde_json::to_vec(&NotifyBody { notification })
+            .map_err(|_| call.error(ErrorKind::Encode))?;
+        self.send(
+            &call,
+            self.http.patch(url),
+            body,
+            &[installation.token],
+            |status| status.is_success(),
+        )
+        .await
+    }
+
+    /// `{base}/v1/installations/{id}/resources/{resourceId}[/{tail}]`, each id pushed as one
+    /// percent-encoded path segment (so `/`, `?`, `#`, `%` in an id stay inside it).
+    fn endpoint(&self, call: &Call<'_>, tail: Option<&str>) -> Result<Url, VercelError> {
+        let ids = [call.installation.id, call.resource];
+        // The URL library silently drops "." and ".." segments: such an id would send the call
+        // to another path (".." as a resource id would PUT to .../resources/secrets).
+        if ids.iter().any(|id| matches!(*id, "" | "." | "..")) {
+            return Err(call.error(ErrorKind::InvalidId));
+        }
+        let mut url = self.base.clone();
+        url.set_query(None);
+        url.set_fragment(None);
+        {
+            let mut segments = url.path_segments_mut().map_err(|()| VercelError::BaseUrl {
+                url: self.base.as_str().into(),
+            })?;
+            segments.pop_if_empty().extend([
+                "v1",
+                "installations",
+                call.installation.id,
+                "resources",
+                call.resource,
+            ]);
+            if let Some(tail) = tail {
+                segments.push(tail);
+            }
+        }
+        Ok(url)
+    }
+
+    /// Sends one request and turns the answer into `Ok` or a [`VercelError`]. `scrub` holds
+    /// every secret that must not come back in an error.
+    async fn send(
+        &self,
+        call: &Call<'_>,
+        request: RequestBuilder,
+        body: Vec<u8>,
+        scrub: &[&SecretString],
+        is_success: impl Fn(StatusCode) -> bool,
+    ) -> Result<(), VercelError> {
+        let authorization = call.authorization()?;
+        let started = Instant::now();
+        let sent = request
+            .header(AUTHORIZATION, authorization)
+            .header(CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await;
+        let mut response = match sent {
+            Ok(response) => response,
+            Err(e) => {
+                let timeout = e.is_timeout();
+                tracing::debug!(
+                    installation = call.installation.name,
+                    resource = call.resource,
+                    timeout,
+                    elapsed = ?started.elapsed(),
+                    "Vercel call failed without an answer"
+                );
+                return Err(call.error(ErrorKind::Transport {
+                    timeout,
+                    detail: response::sanitize(
+                        &describe_reqwest_error(e),
+                        scrub.iter().copied(),
+                        MESSAGE_CAP,
+                    )
+                    .into(),
+                }));
+            }
+        };
+        let status = response.status();
+        tracing::debug!(
+            installation = call.installation.name,
+            resource = call.resource,
+            status = status.as_u16(),
+            elapsed = ?started.elapsed(),
+            "Vercel answered"
+        );
+        if is_success(status) {
+            // The body is not read: a success body carries nothing the daemon needs, and a
+            // server that sends 201 and then stalls must not turn a done push into a failure.
+            return Ok(());
+        }
+        let headers = response.headers().clone();
+        let raw = response::read_capped(&mut response, ERROR_BODY_CAP).await;
+        drop(response);
+        let parsed = response::parse_error_body(&raw);
+        let retry_after =
+            response::retry_after(status.as_u16(), &headers, &parsed, SystemTime::now());
+        let clean = |text: &str, cap| response::sanitize(text, scrub.iter().copied(), cap);
+        Err(call.error(ErrorKind::Status {
+            status: status.as_u16(),
+            code: parsed.code.as_deref().map(|c| clean(c, CODE_CAP).into()),
+            message: parsed
+                .message
+                .as_deref()
+                .map(|m| clean(m, MESSAGE_CAP).into()),
+            retry_after,
+        }))
+    }
+}
+
+/// One call in progress: what it is and for whom, to build its header and its errors.
+struct Call<'a> {
+    operation: Operation,
+    installation: &'a InstallationRef<'a>,
+    resource: &'a str,
+}
+
+/// The variant-specific part of a [`VercelError`] made by [`Call::error`].
+enum ErrorKind {
+    InvalidId,
+    InvalidToken,
+    Encode,
+    Status {
+        status: u16,
+        code: Option<Box<str>>,
+        message: Option<Box<str>>,
+        retry_after: Option<std::time::Duration>,
+    },
+    Transport {
+        timeout: bool,
+        detail: Box<str>,
+    },
+}
+
+impl Call<'_> {
+    /// `Bearer <token>` of this call's installation, marked sensitive so that `http` and
+    /// reqwest print it as `Sensitive` in any Debug. The token is exposed only here.
+    fn authorization(&self) -> Result<HeaderValue, VercelError> {
+        let token = self.installation.token.expose_secret();
+        let mut raw = Zeroizing::new(String::with_capacity("Bearer ".len() + token.len()));
+        raw.push_str("Bearer ");
+        raw.push_str(token);
+        // The parse error is dropped: it says nothing useful, and the token must not follow.
+        let mut value =
+            HeaderValue::from_str(&raw).map_err(|_| self.error(ErrorKind::InvalidToken))?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+
+    fn error(&self, kind: ErrorKind) -> VercelError {
+        let operation = self.operation;
+        let installation = self.installation.name.into();
+        let installation_id = self.installation.id.into();
+        let resource = self.resource.into();
+        match kind {
+            ErrorKind::InvalidId => VercelError::InvalidId {
+                operation,
+                installation,
+                installation_id,
+                resource,
+            },
+            ErrorKind::InvalidToken => VercelError::InvalidToken {
+                operation,
+                installation,
+                installation_id,
+                resource,
+            },
+            ErrorKind::Encode => VercelError::Encode {
+                operation,
+                installation,
+                installation_id,
+                resource,
+            },
+            ErrorKind::Status {
+                status,
+                code,
+                message,
+                retry_after,
+            } => VercelError::Status {
+                operation,
+                installation,
+                installation_id,
+                resource,
+                status,
+                code,
+                message,
+                retry_after,
+            },
+            ErrorKind::Transport { timeout, detail } => VercelError::Transport {
+                operation,
+                installation,
+                installation_id,
+                resource,
+                timeout,
+                detail,
+            },
+        }
+    }
+}
+
+/// reqwest's error and its sources, joined with `: `, without the URL (messages already name
+/// the installation and the resource). None of reqwest's, hyper's or rustls' messages include
+/// a header or a body.
+fn describe_reqwest_error(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut parts: Vec<String> = Vec::new();
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    while let Some(e) = next {
+        let text = e.to_string();
+        // Some layers repeat their source in their own message; say each thing once.
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    if parts.is_empty() {
+        "unknown error".to_owned()
+    } else {
+        parts.join(": ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn client(base: &str) -> VercelClient {
+        VercelClient::new(&VercelSettings {
+            api_url: Url::parse(base).expect("url"),
+            request_timeout: Duration::from_secs(1),
+            max_concurrent_requests: 1,
+        })
+        .expect("client")
+    }
+
+    fn endpoint(base: &str, id: &str, resource: &str) -> Result<String, VercelError> {
+        let token = SecretString::from("t".to_owned());
+        let installation = InstallationRef {
+            name: "acme",
+            id,
+            token: &token,
+        };
+        let call = Call {
+            operation: Operation::UpdateSecrets,
+            installation: &installation,
+            resource,
+        };
+        client(base)
+            .endpoint(&call, Some("secrets"))
+            .map(|u| u.to_string())
+    }
+
+    #[test]
+    fn ids_are_one_percent_encoded_segment_each() {
+        let table = [
+            (
+                "https://api.vercel.com",
+                "icfg_1",
+                "store_1",
+                "https://api.vercel.com/v1/installations/icfg_1/resources/store_1/secrets",
+            ),
+            (
+                "https://api.vercel.com",
+                "a/b c",
+                "r?x#y%z",
+                "https://api.vercel.com/v1/installations/a%2Fb%20c/resources/r%3Fx%23y%25z/secrets",
+            ),
+            (
+                "https://api.vercel.com",
+                "%2e%2e",
+                "..a", // dot look-alikes stay literal
+                "https://api.vercel.com/v1/installations/%252e%252e/resources/..a/secrets",
+            ),
+            (
+                "https://api.vercel.com",
+                "a\\b",
+                "é",
+                "https://api.vercel.com/v1/installations/a%5Cb/resources/%C3%A9/secrets",
+            ),
+            // A base path is kept, with or without its trailing slash; query and fragment not.
+            (
+                "http://127.0.0.1:9/prefix/",
+                "i",
+                "r",
+                "http://127.0.0.1:9/prefix/v1/installations/i/resources/r/secrets",
+            ),
+            (
+                "http://127.0.0.1:9/prefix?q=1#f",
+                "i",
+                "r",
+                "http://127.0.0.1:9/prefix/v1/installations/i/resources/r/secrets",
+            ),
+        ];
+        for (base, id, resource, want) in table {
+            assert_eq!(endpoint(base, id, resource).expect("endpoint"), want);
+        }
+    }
+
+    #[test]
+    fn dot_and_empty_ids_are_refused() {
+        for (id, resource) in [("", "r"), ("i", ""), (".", "r"), ("i", ".."), ("..", "r")] {
+            let err = endpoint("https://api.vercel.com", id, resource).expect_err("refused");
+            assert!(matches!(err, VercelError::InvalidId { .. }), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn base_url_must_be_http() {
+        for base in ["mailto:someone@example.com", "ftp://example.com/"] {
+            let err = VercelClient::new(&VercelSettings {
+                api_url: Url::parse(base).expect("url"),
+                request_timeout: Duration::from_secs(1),
+                max_concurrent_requests: 1,
+            })
+            .expect_err("refused");
+            assert!(matches!(err, VercelError::BaseUrl { .. }), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn authorization_is_sensitive_and_checked() {
+        let token = SecretString::from("tok-canary-123".to_owned());
+        let installation = InstallationRef {
+            name: "acme",
+            id: "icfg_1",
+            token: &token,
+        };
+        let call = Call {
+            operation: Operation::Notify,
+            installation: &installation,
+            resource: "r",
+        };
+        let value = call.authorization().expect("valid token");
+        assert!(value.is_sensitive());
+        assert_eq!(value.to_str().expect("ascii"), "Bearer tok-canary-123");
+        assert!(!format!("{value:?} {installation:?}").contains("canary"));
+
+        let bad = SecretString::from("tok-canary-123\n".to_owned());
+        let installation = InstallationRef {
+            token: &bad,
+            ..installation
+        };
+        let call = Call {
+            installation: &installation,
+            ..call
+        };
+        let err = call.authorization().expect_err("newline refused");
+        assert!(matches!(err, VercelError::InvalidToken { .. }));
+        assert!(!format!("{err} {err:?}").contains("canary"), "{err}");
+    }
+
+    #[test]
+    fn user_agent_names_the_crate_and_version() {
+        assert_eq!(
+            USER_AGENT,
+            format!("vercel-secret-rotator/{}", env!("CARGO_PKG_VERSION"))
+        );
+    }
+}

@@ -1,0 +1,732 @@
+//! From [`RawConfig`] to the checked [`Config`]: every semantic rule of the config lives here.
+//!
+//! Problems are collected, not returned at the first one, so a user fixing a config by hand
+//! sees them all at once. Each names the key (`policies[0] "orders-db": schedule`) and, where
+//! the TOML gave a span, the line and column.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+use url::Url;
+
+use super::raw::*;
+use super::types::*;
+use super::{ConfigError, Problem};
+use crate::schedule::Schedule;
+use crate::template::Template;
+
+/// Defaults for keys that may be left out.
+const DEFAULT_API_URL: &str = "https://api.vercel.com";
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_MAX_CONCURRENT: usize = 16;
+/// Far beyond what one Vercel endpoint allows; a larger number is a typo.
+const MAX_CONCURRENT_LIMIT: i64 = 1024;
+const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
+const DEFAULT_RANDOM_LENGTH: i64 = 40;
+const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Generated secrets must be at least this strong (NIST's bar for symmetric keys).
+const MIN_ENTROPY_BITS: f64 = 128.0;
+/// Vercel's limits on environment variables (VERCEL_API.md).
+const MAX_ENV_NAME_LEN: usize = 256;
+const MAX_ENV_VALUE_LEN: usize = 65_536;
+const RESERVED_ENV_NAMES: [&str; 11] = [
+    "AWS_SECRET_KEY",
+    "AWS_EXECUTION_ENV",
+    "AWS_LAMBDA_LOG_GROUP_NAME",
+    "AWS_LAMBDA_LOG_STREAM_NAME",
+    "AWS_LAMBDA_FUNCTION_NAME",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    "AWS_LAMBDA_FUNCTION_VERSION",
+    "NOW_REGION",
+    "TZ",
+    "LAMBDA_TASK_ROOT",
+    "LAMBDA_RUNTIME_DIR",
+];
+
+struct Validator<'a> {
+    source: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl Validator<'_> {
+    fn problem(
+        &mut self,
+        span: Option<Range<usize>>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) {
+        self.problems
+            .push(Problem::at(self.source, span, key.into(), message.into()));
+    }
+
+    fn duration(
+        &mut self,
+        raw: Option<&Spanned<String>>,
+        key: &str,
+        default: Duration,
+    ) -> Duration {
+        let Some(raw) = raw else { return default };
+        match parse_duration(raw.get_ref()) {
+            Ok(d) => d,
+            Err(why) => {
+                self.problem(Some(raw.span()), key, why);
+                default
+            }
+        }
+    }
+}
+
+/// Parses `30s`, `10m`, `24h`, `30d`, `1h 30m`.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        format!(
+            "\"{text}\" is not a duration ({e}); write e.g. \"30s\", \"10m\", \"24h\" or \"30d\""
+        )
+    })
+}
+
+pub(super) fn validate(path: &Path, source: &str, raw: RawConfig) -> Result<Config, ConfigError> {
+    let mut v = Validator {
+        source,
+        problems: Vec::new(),
+    };
+    let vercel = validate_vercel(&mut v, &raw.vercel);
+    let state = StateSettings {
+        dir: raw.state.dir.clone().unwrap_or_else(default_state_dir),
+    };
+
+    let mut installations = BTreeMap::new();
+    let mut ids: HashMap<String, String> = HashMap::new();
+    for (name, inst) in &raw.installations {
+        let key = format!("installations.{name}");
+        let span = Some(inst.span());
+        let inst = inst.get_ref();
+        let id = inst.id.get_ref().trim().to_owned();
+        if id.is_empty() {
+            v.problem(
+                Some(inst.id.span()),
+                format!("{key}.id"),
+                "is empty: give the installation's integrationConfigurationId (icfg_...)",
+            );
+        } else if let Some(other) = ids.insert(id.clone(), name.clone()) {
+            v.problem(
+                Some(inst.id.span()),
+                format!("{key}.id"),
+                format!(
+                    "\"{id}\" is also the id of installations.{other}: one table per installation"
+                ),
+            );
+        }
+        let sources: Vec<TokenSource> = [
+            inst.token_file.clone().map(TokenSource::File),
+            inst.token_env.clone().map(TokenSource::Env),
+            inst.token_credential.clone().map(TokenSource::Credential),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let token = match sources.as_slice() {
+            [one] => Some(one.clone()),
+            [] => {
+                v.problem(span.clone(), key.clone(), "has no token source: set exactly one of token-file, token-env, token-credential");
+                None
+            }
+            _ => {
+                v.problem(span.clone(), key.clone(), "has several token sources: set exactly one of token-file, token-env, token-credential");
+                None
+            }
+        };
+        match &token {
+            Some(TokenSource::Env(var))
+                if var.is_empty() || var.contains('=') || var.contains('\0') =>
+            {
+                v.problem(
+                    span.clone(),
+                    format!("{key}.token-env"),
+                    format!("\"{var}\" is not an environment variable name"),
+                );
+            }
+            Some(TokenSource::Credential(cred))
+                if cred.is_empty() || cred.contains('/') || cred == "." || cred == ".." =>
+            {
+                v.problem(span.clone(), format!("{key}.token-credential"), format!("\"{cred}\" is not a credential name (a file name in $CREDENTIALS_DIRECTORY, without `/`)"));
+            }
+            Some(TokenSource::File(p)) if p.as_os_str().is_empty() => {
+                v.problem(span.clone(), format!("{key}.token-file"), "is empty");
+            }
+            _ => {}
+        }
+        if let Some(token) = token {
+            installations.insert(
+                name.clone(),
+                Installation {
+                    name: name.clone(),
+                    id,
+                    token,
+                },
+            );
+        }
+    }
+
+    let mut policies = Vec::new();
+    let mut names: HashMap<String, usize> = HashMap::new();
+    // (installation id, resource, secret name) -> the policy that owns it.
+    let mut owners: HashMap<(String, String, String), String> = HashMap::new();
+    for (index, raw_policy) in raw.policies.iter().enumerate() {
+        let p = raw_policy.get_ref();
+        let name = p.name.get_ref().clone();
+        let key = format!("policies[{index}] \"{}\"", shorten(&name));
+        if name.is_empty()
+            || name.contains('/')
+            || name.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            v.problem(Some(p.name.span()), format!("{key}: name"), "must be non-empty, without `/`, spaces or control characters (it is used as NAME in --policy NAME/RESOURCE)");
+        }
+        if let Some(first) = names.insert(name.clone(), index) {
+            v.problem(
+                Some(p.name.span()),
+                format!("{key}: name"),
+                format!("duplicate policy name: policies[{first}] is also called \"{name}\""),
+            );
+        }
+        if let Some(policy) = validate_policy(&mut v, &key, p, &raw.installations, &installations) {
+            if let Some(inst) = installations.get(&policy.installation) {
+                for resource in &policy.resources {
+                    for secret in &policy.secrets {
+                        let owner_key = (inst.id.clone(), resource.clone(), secret.name.clone());
+                        if let Some(other) = owners.insert(owner_key, policy.name.clone()) {
+                            if other != policy.name {
+                                v.problem(Some(raw_policy.span()), format!("{key}: secrets"), format!("secret {} of resource \"{resource}\" in installation \"{}\" is also pushed by policy \"{other}\": each secret of a resource belongs to one policy", secret.name, inst.name));
+                            }
+                        }
+                    }
+                }
+            }
+            policies.push(policy);
+        }
+    }
+
+    match vercel {
+        Some(vercel) if v.problems.is_empty() => Ok(Config {
+            path: path.to_owned(),
+            vercel,
+            state,
+            installations,
+            policies,
+        }),
+        _ => Err(ConfigError::Invalid {
+            path: path.to_owned(),
+            problems: v.problems,
+        }),
+    }
+}
+
+fn default_state_dir() -> PathBuf {
+    // systemd's StateDirectory= sets $STATE_DIRECTORY, a colon-separated list when several
+    // directories are configured; the first is ours.
+    std::env::var_os("STATE_DIRECTORY")
+        .and_then(|dirs| {
+            dirs.to_str()
+                .and_then(|s| s.split(':').next())
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(|| PathBuf::from("./state"))
+}
+
+fn validate_vercel(v: &mut Validator, raw: &RawVercel) -> Option<VercelSettings> {
+    let allow_insecure = raw.allow_insecure_http.unwrap_or(false);
+    let default_url = Url::parse(DEFAULT_API_URL).ok();
+    let api_url = match &raw.api_url {
+        None => default_url,
+        Some(text) => match check_api_url(text.get_ref(), allow_insecure) {
+            Ok(url) => Some(url),
+            Err(why) => {
+                v.problem(Some(text.span()), "vercel.api-url", why);
+                None
+            }
+        },
+    };
+    let request_timeout = v.duration(
+        raw.request_timeout.as_ref(),
+        "vercel.request-timeout",
+        DEFAULT_REQUEST_TIMEOUT,
+    );
+    if request_timeout.is_zero() {
+        let span = raw.request_timeout.as_ref().map(|s| s.span());
+        v.problem(span, "vercel.request-timeout", "must be more than 0s");
+    }
+    let max_concurrent_requests = match &raw.max_concurrent_requests {
+        None => DEFAULT_MAX_CONCURRENT,
+        Some(n) if (1..=MAX_CONCURRENT_LIMIT).contains(n.get_ref()) => *n.get_ref() as usize,
+        Some(n) => {
+            v.problem(
+                Some(n.span()),
+                "vercel.max-concurrent-requests",
+                format!("{} is out of range 1-{MAX_CONCURRENT_LIMIT}", n.get_ref()),
+            );
+            DEFAULT_MAX_CONCURRENT
+        }
+    };
+    Some(VercelSettings {
+        api_url: api_url?,
+        request_timeout,
+        max_concurrent_requests,
+    })
+}
+
+fn check_api_url(text: &str, allow_insecure: bool) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|e| format!("\"{text}\" is not a URL ({e})"))?;
+    let host = url.host_str().unwrap_or("");
+    if host.is_empty() {
+        return Err(format!("\"{text}\" has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not hold a user name or password: tokens come from token-file, token-env or token-credential".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("\"{text}\" must not have a query or fragment"));
+    }
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if allow_insecure || is_loopback(&url) => Ok(url),
+        "http" => Err(format!(
+            "\"{text}\" is plain http to a host that is not loopback: tokens and secrets would cross the network unencrypted (use https, or set vercel.allow-insecure-http = true)"
+        )),
+        other => Err(format!("\"{text}\" has scheme {other}: use https")),
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+fn validate_policy(
+    v: &mut Validator,
+    key: &str,
+    p: &RawPolicy,
+    raw_installations: &BTreeMap<String, Spanned<RawInstallation>>,
+    installations: &BTreeMap<String, Installation>,
+) -> Option<Policy> {
+    let before = v.problems.len();
+    let installation = p.installation.get_ref().clone();
+    if !raw_installations.contains_key(&installation) {
+        let known: Vec<&str> = raw_installations.keys().map(String::as_str).collect();
+        let known = if known.is_empty() {
+            "none are defined".to_owned()
+        } else {
+            format!("defined: {}", known.join(", "))
+        };
+        v.problem(
+            Some(p.installation.span()),
+            format!("{key}: installation"),
+            format!("no [installations.{installation}] table ({known})"),
+        );
+    }
+
+    let resources: Vec<String> = p
+        .resources
+        .get_ref()
+        .iter()
+        .map(|r| r.get_ref().clone())
+        .collect();
+    if resources.is_empty() {
+        v.problem(
+            Some(p.resources.span()),
+            format!("{key}: resources"),
+            "is empty: list at least one Vercel resource id",
+        );
+    }
+    let mut seen = BTreeSet::new();
+    for r in p.resources.get_ref() {
+        if r.get_ref().trim().is_empty() {
+            v.problem(
+                Some(r.span()),
+                format!("{key}: resources"),
+                "holds an empty resource id",
+            );
+        } else if !seen.insert(r.get_ref().as_str()) {
+            v.problem(
+                Some(r.span()),
+                format!("{key}: resources"),
+                format!("\"{}\" is listed twice", r.get_ref()),
+            );
+        }
+    }
+
+    let timezone = match &p.timezone {
+        None => chrono_tz::UTC,
+        Some(tz) => match tz.get_ref().parse::<chrono_tz::Tz>() {
+            Ok(tz) => tz,
+            Err(_) => {
+                v.problem(Some(tz.span()), format!("{key}: timezone"), format!("\"{}\" is not an IANA time zone name (e.g. \"Europe/Berlin\", \"America/New_York\", \"UTC\")", tz.get_ref()));
+                chrono_tz::UTC
+            }
+        },
+    };
+    let schedule = match (&p.schedule, &p.every) {
+        (Some(_), Some(every)) => {
+            v.problem(
+                Some(every.span()),
+                format!("{key}: every"),
+                "set either schedule or every, not both",
+            );
+            None
+        }
+        (None, None) => {
+            v.problem(Some(p.name.span()), key.to_owned(), "has neither schedule nor every: set one (e.g. schedule = \"0 3 * * 0\" or every = \"30d\")");
+            None
+        }
+        (Some(expr), None) => match Schedule::cron(expr.get_ref(), timezone) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                v.problem(
+                    Some(expr.span()),
+                    format!("{key}: schedule"),
+                    format!("\"{}\": {e}", expr.get_ref()),
+                );
+                None
+            }
+        },
+        (None, Some(every)) => match parse_duration(every.get_ref()) {
+            Ok(d) => match Schedule::every(d) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    v.problem(Some(every.span()), format!("{key}: every"), e.to_string());
+                    None
+                }
+            },
+            Err(why) => {
+                v.problem(Some(every.span()), format!("{key}: every"), why);
+                None
+            }
+        },
+    };
+    let jitter = v.duration(p.jitter.as_ref(), &format!("{key}: jitter"), Duration::ZERO);
+    let grace = v.duration(p.grace.as_ref(), &format!("{key}: grace"), DEFAULT_GRACE);
+    if let Some(schedule) = &schedule {
+        if let Some(gap) = schedule.min_gap(chrono::Utc::now()) {
+            if grace + jitter >= gap {
+                let span = p.grace.as_ref().map(|g| g.span()).or(Some(p.name.span()));
+                v.problem(span, format!("{key}: grace"), format!(
+                    "grace {} plus jitter {} is not shorter than the shortest gap between two due times ({}): a rotation would overwrite a credential still in its grace period",
+                    humantime::format_duration(grace), humantime::format_duration(jitter), humantime::format_duration(gap)));
+            }
+        }
+    }
+
+    let provider = validate_provider(v, key, &p.provider);
+
+    let mut secrets = Vec::new();
+    let mut secret_names: HashMap<String, usize> = HashMap::new();
+    if p.secrets.is_empty() {
+        v.problem(
+            Some(p.name.span()),
+            format!("{key}: secrets"),
+            "is empty: add at least one [[policies.secrets]] with a name and a value",
+        );
+    }
+    let provider_fields = provider.as_ref().and_then(ProviderConfig::fields);
+    for (i, raw_secret) in p.secrets.iter().enumerate() {
+        let s = raw_secret.get_ref();
+        let name = s.name.get_ref().clone();
+        let skey = format!("{key}: secrets[{i}] \"{}\"", shorten(&name));
+        let prefix = s.prefix.as_ref().map(|p| p.get_ref().clone());
+        if let Some(prefix) = &s.prefix {
+            if let Err(why) = check_env_chars(prefix.get_ref()) {
+                v.problem(Some(prefix.span()), format!("{skey}.prefix"), why);
+            }
+        }
+        let env_name = match &prefix {
+            Some(p) => format!("{p}_{name}"),
+            None => name.clone(),
+        };
+        if let Err(why) = check_env_chars(&name) {
+            v.problem(Some(s.name.span()), format!("{skey}.name"), why);
+        } else if env_name.len() > MAX_ENV_NAME_LEN {
+            v.problem(Some(s.name.span()), format!("{skey}.name"), format!("{} is {} characters long counting the prefix and `_`; Vercel allows at most {MAX_ENV_NAME_LEN}", shorten(&env_name), env_name.len()));
+        } else if RESERVED_ENV_NAMES
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(&env_name))
+        {
+            v.problem(
+                Some(s.name.span()),
+                format!("{skey}.name"),
+                format!("{env_name} is a name Vercel reserves for its runtime"),
+            );
+        }
+        if let Some(first) = secret_names.insert(name.clone(), i) {
+            v.problem(
+                Some(s.name.span()),
+                format!("{skey}.name"),
+                format!("duplicate secret name: secrets[{first}] is also {name}"),
+            );
+        }
+
+        let mut template = |text: &str, span: Range<usize>, tkey: String| -> Option<Template> {
+            if text.len() > MAX_ENV_VALUE_LEN {
+                v.problem(
+                    Some(span),
+                    tkey,
+                    format!(
+                        "is {} bytes long; Vercel allows values of at most {MAX_ENV_VALUE_LEN}",
+                        text.len()
+                    ),
+                );
+                return None;
+            }
+            match Template::parse(text) {
+                Ok(t) => {
+                    if let Some(known) = &provider_fields {
+                        for field in t.fields() {
+                            if !known.iter().any(|k| k == field) {
+                                v.problem(Some(span.clone()), tkey.clone(), format!("names field {{{field}}}, which the {} provider does not yield (it yields: {})", provider.as_ref().map(ProviderConfig::kind).unwrap_or("?"), known.join(", ")));
+                            }
+                        }
+                    }
+                    Some(t)
+                }
+                Err(e) => {
+                    v.problem(Some(span), tkey, e.to_string());
+                    None
+                }
+            }
+        };
+        let value = template(s.value.get_ref(), s.value.span(), format!("{skey}.value"));
+        let overrides = match &s.environment_overrides {
+            None => Some(EnvironmentOverrides::default()),
+            Some(o) => {
+                let span = o.span();
+                let raw = o.get_ref();
+                let mut one = |text: &Option<String>, env: &str| -> Result<Option<Template>, ()> {
+                    match text {
+                        None => Ok(None),
+                        Some(t) => template(
+                            t,
+                            span.clone(),
+                            format!("{skey}.environment-overrides.{env}"),
+                        )
+                        .map(Some)
+                        .ok_or(()),
+                    }
+                };
+                let production = one(&raw.production, "production");
+                let preview = one(&raw.preview, "preview");
+                let development = one(&raw.development, "development");
+                match (production, preview, development) {
+                    (Ok(production), Ok(preview), Ok(development)) => Some(EnvironmentOverrides {
+                        production,
+                        preview,
+                        development,
+                    }),
+                    _ => None,
+                }
+            }
+        };
+        if let (Some(value), Some(environment_overrides)) = (value, overrides) {
+            secrets.push(SecretSpec {
+                name,
+                prefix,
+                value,
+                environment_overrides,
+            });
+        }
+    }
+
+    if v.problems.len() > before {
+        return None;
+    }
+    let (Some(schedule), Some(provider)) = (schedule, provider) else {
+        return None;
+    };
+    // The installation exists: a missing one was a problem above.
+    let installation = installations.get(&installation)?.name.clone();
+    Some(Policy {
+        name: p.name.get_ref().clone(),
+        installation,
+        resources,
+        schedule,
+        jitter,
+        grace,
+        provider,
+        secrets,
+        notify_dashboard: p.notify_dashboard,
+    })
+}
+
+/// A name as it appears in a key: long ones are cut, so a message stays readable.
+fn shorten(name: &str) -> String {
+    const MAX: usize = 40;
+    if name.chars().count() <= MAX {
+        name.to_owned()
+    } else {
+        format!("{}...", name.chars().take(MAX).collect::<String>())
+    }
+}
+
+/// Vercel's rule for environment variable names: letters, digits and `_`, at least one.
+fn check_env_chars(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("is empty".into());
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_'))
+    {
+        return Err(format!(
+            "\"{name}\" holds {bad:?}: Vercel allows only letters, digits and `_` in variable names"
+        ));
+    }
+    Ok(())
+}
+
+fn validate_command(
+    v: &mut Validator,
+    key: &str,
+    span: Range<usize>,
+    argv: &[String],
+) -> Option<CommandSpec> {
+    match argv.split_first() {
+        Some((program, args)) if !program.trim().is_empty() => Some(CommandSpec {
+            program: PathBuf::from(program),
+            args: args.to_vec(),
+        }),
+        _ => {
+            v.problem(Some(span), key, "is empty: give the program and its arguments, e.g. [\"/usr/local/libexec/acme-rotate\", \"--db\", \"orders\"]");
+            None
+        }
+    }
+}
+
+fn validate_provider(
+    v: &mut Validator,
+    key: &str,
+    raw: &Spanned<RawProvider>,
+) -> Option<ProviderConfig> {
+    let span = raw.span();
+    let before = v.problems.len();
+    let provider = match raw.get_ref() {
+        RawProvider::Random(r) => {
+            let pkey = format!("{key}: provider (random)");
+            let charset = match r.charset.as_deref() {
+                None => Charset::Alphanumeric,
+                Some(name) => match Charset::from_name(name) {
+                    Some(c) => c,
+                    None => {
+                        v.problem(
+                            Some(span.clone()),
+                            format!("{pkey}.charset"),
+                            format!(
+                                "unknown charset \"{name}\": use one of {}",
+                                Charset::NAMES.join(", ")
+                            ),
+                        );
+                        Charset::Alphanumeric
+                    }
+                },
+            };
+            let length = r.length.unwrap_or(DEFAULT_RANDOM_LENGTH);
+            if length < 1 || length as usize > MAX_ENV_VALUE_LEN {
+                v.problem(
+                    Some(span.clone()),
+                    format!("{pkey}.length"),
+                    format!("{length} is out of range 1-{MAX_ENV_VALUE_LEN}"),
+                );
+            } else {
+                let bits = length as f64 * charset.bits_per_char();
+                if bits < MIN_ENTROPY_BITS {
+                    let needed = (MIN_ENTROPY_BITS / charset.bits_per_char()).ceil();
+                    v.problem(Some(span.clone()), format!("{pkey}.length"), format!("{length} characters of {} give {bits:.0} bits of entropy, under the {MIN_ENTROPY_BITS:.0} required: use length = {needed} or more", Charset::NAMES[charset as usize]));
+                }
+            }
+            let apply = match &r.apply {
+                None => None,
+                Some(argv) => validate_command(v, &format!("{pkey}.apply"), span.clone(), argv),
+            };
+            let apply_timeout = match &r.apply_timeout {
+                None => DEFAULT_COMMAND_TIMEOUT,
+                Some(t) => match parse_duration(t) {
+                    Ok(d) if !d.is_zero() => d,
+                    Ok(_) => {
+                        v.problem(
+                            Some(span.clone()),
+                            format!("{pkey}.apply-timeout"),
+                            "must be more than 0s",
+                        );
+                        DEFAULT_COMMAND_TIMEOUT
+                    }
+                    Err(why) => {
+                        v.problem(Some(span.clone()), format!("{pkey}.apply-timeout"), why);
+                        DEFAULT_COMMAND_TIMEOUT
+                    }
+                },
+            };
+            ProviderConfig::Random(RandomConfig {
+                length: length.max(1) as usize,
+                charset,
+                apply,
+                apply_timeout,
+            })
+        }
+        RawProvider::Command(c) => {
+            let pkey = format!("{key}: provider (command)");
+            let command = validate_command(v, &format!("{pkey}.command"), span.clone(), &c.command);
+            let timeout = match &c.timeout {
+                None => DEFAULT_COMMAND_TIMEOUT,
+                Some(t) => match parse_duration(t) {
+                    Ok(d) if !d.is_zero() => d,
+                    Ok(_) => {
+                        v.problem(
+                            Some(span.clone()),
+                            format!("{pkey}.timeout"),
+                            "must be more than 0s",
+                        );
+                        DEFAULT_COMMAND_TIMEOUT
+                    }
+                    Err(why) => {
+                        v.problem(Some(span.clone()), format!("{pkey}.timeout"), why);
+                        DEFAULT_COMMAND_TIMEOUT
+                    }
+                },
+            };
+            if let Some(fields) = &c.fields {
+                if fields.is_empty() {
+                    v.problem(
+                        Some(span.clone()),
+                        format!("{pkey}.fields"),
+                        "is empty: list the field names the program returns, or leave fields out",
+                    );
+                }
+                for f in fields {
+                    if f.is_empty()
+                        || !f
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                    {
+                        v.problem(
+                            Some(span.clone()),
+                            format!("{pkey}.fields"),
+                            format!("\"{f}\" is not a field name (letters, digits, `_`, `-`)"),
+                        );
+                    }
+                }
+            }
+            let command = command?;
+            ProviderConfig::Command(CommandConfig {
+                command,
+                timeout,
+                fields: c.fields.clone(),
+            })
+        }
+    };
+    (v.problems.len() == before).then_some(provider)
+}

@@ -1,0 +1,662 @@
+//! Running a provider's program for one call: the child-process half of DESIGN's "command
+//! provider's protocol", shared by the `command` provider and the `random` provider's `apply`.
+//!
+//! One call starts the program directly (no shell) with the config's arguments, writes one
+//! JSON request to its stdin, closes stdin, and reads stdout and stderr until the child exits.
+//! Values cross **only the pipes**: never argv, never the environment.
+//!
+//! - **Environment.** The child's environment is cleared and only [`ENV_ALLOWLIST`] is passed
+//!   through. The daemon's own environment can hold Vercel tokens (`token-env`), systemd's
+//!   `$CREDENTIALS_DIRECTORY` and whatever else the unit sets; none of that is a provider
+//!   script's business, and an inherited token would be one `env > /tmp/debug` away from disk.
+//! - **Timeout.** One deadline covers the whole call (write, read, wait). On expiry the child
+//!   gets SIGKILL (not SIGTERM, so a child that ignores SIGTERM cannot outlive it) and is
+//!   reaped; the error is [`ProviderError::Timeout`]. `kill_on_drop` covers a call that is
+//!   itself cancelled (shutdown). Only the direct child is killed: a program that leaves
+//!   grandchildren holding its stdout open keeps the call waiting until the deadline.
+//! - **stdout** is capped at [`STDOUT_CAP`] (1 MiB). Past that the reading stops, the child is
+//!   killed, and the call fails with `BadOutput`; the rest is never buffered. The bytes read are
+//!   held in a [`SecretBuf`], which zeroizes them on drop and on growth.
+//! - **stderr** is read concurrently (a chatty child must not block on a full pipe while we
+//!   wait for its stdout), only the last ~[`STDERR_TAIL`] bytes are kept, and it is never
+//!   parsed. Before it is logged or put into an error it is scrubbed of every value sent or
+//!   received in the call (and, when the answer was not usable, of every string in it).
+//! - **Exit status.** 0: the answer on stdout counts. 3: the program does not know the action
+//!   ([`Reply::Unsupported`], or an error where the action is required, see [`Required`]).
+//!   Any other status is [`ProviderError::Failed`], permanent for the sysexits codes that say
+//!   the call itself is wrong (64 `EX_USAGE`, 65 `EX_DATAERR`, 77 `EX_NOPERM`,
+//!   78 `EX_CONFIG`), transient for every other code and for death by a signal.
+//!
+//! Messages about a bad answer never quote it: serde_json's error `Display` can quote the
+//! offending input, which may be a value, so reasons are built from the error's category,
+//! line and column plus a fixed description (see [`describe_json_error`]).
+
+use std::fmt;
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+use zeroize::{Zeroize, Zeroizing};
+
+use super::ProviderError;
+use crate::config::CommandSpec;
+use crate::secret::{self, Fields};
+
+/// The only environment variables a provider program inherits: what a script needs to find
+/// its tools, its locale, its time zone and a scratch directory, and nothing that can hold a
+/// credential.
+pub(crate) const ENV_ALLOWLIST: [&str; 9] = [
+    "PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME",
+];
+
+/// The most stdout one call may produce. An answer is a handle and a few fields; a program
+/// writing more is broken, and the daemon must not buffer an unbounded amount for it.
+pub(crate) const STDOUT_CAP: usize = 1024 * 1024;
+
+/// How much of the end of stderr is kept: enough for the error a program dies with.
+pub(crate) const STDERR_TAIL: usize = 2048;
+
+/// Strings shorter than this, found in an answer that could not be used, are not scrubbed
+/// from stderr: they are not secrets worth the name, and scrubbing "1" or "ok" would make the
+/// log unreadable. Values of a well-formed answer are always scrubbed, whatever their length.
+const MIN_GUESSED_SECRET: usize = 4;
+
+const READ_CHUNK: usize = 8 * 1024;
+
+/// The exit status that says "I do not know this action" (DESIGN).
+const EXIT_UNSUPPORTED: i32 = 3;
+
+/// What a call does when the program exits 3.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Required {
+    /// The action is optional: exit 3 is [`Reply::Unsupported`], a no-op.
+    No,
+    /// The action must be implemented: exit 3 is a permanent `Failed` whose status says this
+    /// (the text is appended to "exit status 3").
+    Yes(&'static str),
+}
+
+/// A successful call's result.
+#[derive(Debug)]
+pub(crate) enum Reply<T> {
+    Done(T),
+    /// The program exited 3 for an optional action.
+    Unsupported,
+}
+
+/// The secret values in a parsed answer, so stderr can be scrubbed of them.
+pub(crate) trait SecretValues {
+    fn secret_values(&self) -> Vec<&SecretString>;
+}
+
+impl SecretValues for () {
+    fn secret_values(&self) -> Vec<&SecretString> {
+        Vec::new()
+    }
+}
+
+/// One call of a program: which program, for which action, with how long to finish.
+pub(crate) struct Invocation<'a> {
+    pub spec: &'a CommandSpec,
+    pub action: &'static str,
+    pub timeout: Duration,
+    pub required: Required,
+}
+
+impl Invocation<'_> {
+    /// Runs the program with `request` on stdin and, on exit 0, turns its stdout into `T`
+    /// with `parse`, which gets valid UTF-8 and returns a reason (safe to show) on failure.
+    ///
+    /// `sent` are the secret values in the request; they and the values of the parsed answer
+    /// are scrubbed from stderr before it is logged or returned.
+    pub async fn call<T: SecretValues>(
+        &self,
+        request: &SecretBuf,
+        sent: &[&SecretString],
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<Reply<T>, ProviderError> {
+        let program = self.spec.display_name();
+        let mut child = self.spawn()?;
+        let mut stderr = StderrTail::new();
+        let outcome =
+            tokio::time::timeout(self.timeout, exchange(&mut child, request, &mut stderr)).await;
+
+        let (status, stdout) = match outcome {
+            Ok(Ok(done)) => done,
+            Ok(Err(failure)) => {
+                kill_and_reap(&mut child).await;
+                let error = match failure {
+                    Exchange::Overflow => ProviderError::BadOutput {
+                        program: program.clone(),
+                        action: self.action,
+                        reason: format!(
+                            "more than {} MiB on stdout; the program was killed",
+                            STDOUT_CAP / (1024 * 1024)
+                        ),
+                    },
+                    Exchange::Io(source) => ProviderError::Io {
+                        program: program.clone(),
+                        action: self.action,
+                        source,
+                    },
+                };
+                self.log_failure(&stderr.finish(sent.iter().copied()), "killed");
+                return Err(error);
+            }
+            Err(_elapsed) => {
+                kill_and_reap(&mut child).await;
+                self.log_failure(&stderr.finish(sent.iter().copied()), "timed out, killed");
+                return Err(ProviderError::Timeout {
+                    program,
+                    action: self.action,
+                    after: self.timeout,
+                });
+            }
+        };
+
+        match status.code() {
+            Some(0) => {}
+            Some(EXIT_UNSUPPORTED) => {
+                let guessed = strings_in(&stdout);
+                let tail = stderr.finish(sent.iter().copied().chain(&guessed));
+                return match self.required {
+                    Required::No => {
+                        tracing::debug!(
+                            program = %program,
+                            action = self.action,
+                            stderr = %tail,
+                            "the program does not implement this action (exit status 3)"
+                        );
+                        Ok(Reply::Unsupported)
+                    }
+                    Required::Yes(why) => {
+                        let status = format!("exit status 3 ({why})");
+                        self.log_failure(&tail, &status);
+                        Err(ProviderError::Failed {
+                            program,
+                            action: self.action,
+                            status,
+                            transient: false,
+                            stderr: tail,
+                        })
+                    }
+                };
+            }
+            _ => {
+                let guessed = strings_in(&stdout);
+                let tail = stderr.finish(sent.iter().copied().chain(&guessed));
+                let status_text = describe_status(status);
+                self.log_failure(&tail, &status_text);
+                return Err(ProviderError::Failed {
+                    program,
+                    action: self.action,
+                    status: status_text,
+                    transient: is_transient(status),
+                    stderr: tail,
+                });
+            }
+        }
+
+        let parsed = match std::str::from_utf8(stdout.as_bytes()) {
+            Ok(text) => parse(text),
+            Err(e) => Err(format!(
+                "stdout is not UTF-8 (invalid byte at offset {})",
+                e.valid_up_to()
+            )),
+        };
+        match parsed {
+            Ok(answer) => {
+                let tail = stderr.finish(sent.iter().copied().chain(answer.secret_values()));
+                if !tail.is_empty() {
+                    tracing::debug!(program = %program, action = self.action, stderr = %tail, "provider program's stderr");
+                }
+                Ok(Reply::Done(answer))
+            }
+            Err(reason) => {
+                let guessed = strings_in(&stdout);
+                let tail = stderr.finish(sent.iter().copied().chain(&guessed));
+                self.log_failure(&tail, "exit status 0 with an invalid answer");
+                Err(ProviderError::BadOutput {
+                    program,
+                    action: self.action,
+                    reason,
+                })
+            }
+        }
+    }
+
+    fn spawn(&self) -> Result<Child, ProviderError> {
+        let mut command = Command::new(&self.spec.program);
+        command
+            .args(&self.spec.args)
+            // See the module doc: the daemon's environment may hold Vercel tokens.
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for name in ENV_ALLOWLIST {
+            if let Some(value) = std::env::var_os(name) {
+                command.env(name, value);
+            }
+        }
+        command.spawn().map_err(|source| ProviderError::Spawn {
+            program: self.spec.display_name(),
+            source,
+        })
+    }
+
+    fn log_failure(&self, stderr: &str, status: &str) {
+        tracing::warn!(
+            program = %self.spec.display_name(),
+            action = self.action,
+            status,
+            stderr,
+            "provider program failed"
+        );
+    }
+}
+
+/// Why the exchange with a child stopped before it exited on its own.
+enum Exchange {
+    Overflow,
+    Io(io::Error),
+}
+
+/// Writes the request, reads stdout (capped) and stderr (tail) concurrently, then waits for
+/// the exit. Runs under the call's deadline; the caller kills the child on any error.
+async fn exchange(
+    child: &mut Child,
+    request: &SecretBuf,
+    stderr_tail: &mut StderrTail,
+) -> Result<(ExitStatus, SecretBuf), Exchange> {
+    let (Some(mut stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Err(Exchange::Io(io::Error::other(
+            "the child's pipes were not set up",
+        )));
+    };
+
+    let write = async move {
+        let written = stdin.write_all(request.as_bytes()).await;
+        // Dropping stdin closes it: the program sees EOF after the one request.
+        drop(stdin);
+        match written {
+            // A program may exit (say, 3 for an unknown action) without reading its request;
+            // its exit status is the answer, not our failed write.
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+            other => other.map_err(Exchange::Io),
+        }
+    };
+    let mut stdout_buf = SecretBuf::new();
+    let read_out = read_capped(stdout, &mut stdout_buf, STDOUT_CAP);
+    let read_err = async { stderr_tail.read_all(stderr).await.map_err(Exchange::Io) };
+
+    tokio::try_join!(write, read_out, read_err)?;
+    let status = child.wait().await.map_err(Exchange::Io)?;
+    Ok((status, stdout_buf))
+}
+
+/// Reads `from` into `into` until EOF, or fails with `Overflow` as soon as more than `cap`
+/// bytes came, without reading further.
+async fn read_capped(
+    mut from: impl AsyncRead + Unpin,
+    into: &mut SecretBuf,
+    cap: usize,
+) -> Result<(), Exchange> {
+    let mut chunk = Zeroizing::new([0u8; READ_CHUNK]);
+    loop {
+        let n = from.read(&mut chunk[..]).await.map_err(Exchange::Io)?;
+        if n == 0 {
+            return Ok(());
+        }
+        if into.len() + n > cap {
+            return Err(Exchange::Overflow);
+        }
+        into.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// SIGKILL and reap. Errors are only logged: the child may already have exited, and
+/// `kill_on_drop` plus tokio's orphan reaping are the backstop.
+async fn kill_and_reap(child: &mut Child) {
+    if let Err(e) = child.start_kill() {
+        tracing::debug!(error = %e, "could not kill a provider program (it may have exited)");
+    }
+    if let Err(e) = child.wait().await {
+        tracing::debug!(error = %e, "could not reap a provider program");
+    }
+}
+
+/// "exit status 1" or "signal 9", as [`ProviderError::Failed`] shows it.
+fn describe_status(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(signal)) => format!("signal {signal}"),
+        (None, None) => "an unknown status".to_owned(),
+    }
+}
+
+/// Whether a failed exit is worth retrying. The sysexits codes below say the request or the
+/// program's setup is wrong, which a retry cannot fix; everything else (1, a crash, a signal
+/// such as the OOM killer's) may pass.
+fn is_transient(status: ExitStatus) -> bool {
+    const EX_USAGE: i32 = 64;
+    const EX_DATAERR: i32 = 65;
+    const EX_NOPERM: i32 = 77;
+    const EX_CONFIG: i32 = 78;
+    !matches!(
+        status.code(),
+        Some(EX_USAGE | EX_DATAERR | EX_NOPERM | EX_CONFIG)
+    )
+}
+
+/// A reason for a JSON answer that did not parse, without quoting any of it: the category,
+/// line and column from `error`, and `expected`, a fixed description of the right shape.
+pub(crate) fn describe_json_error(expected: &str, error: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let kind = match error.classify() {
+        Category::Syntax => "syntax error",
+        Category::Data => "data error",
+        Category::Eof => "unexpected end",
+        Category::Io => "read error",
+    };
+    format!(
+        "stdout is not the expected JSON: {expected} ({kind} at line {}, column {})",
+        error.line(),
+        error.column()
+    )
+}
+
+/// Every string (not key) in `stdout` if it is JSON, as secrets to scrub stderr of when the
+/// answer could not be used and so its values are unknown. Best effort: nothing for non-JSON.
+fn strings_in(stdout: &SecretBuf) -> Vec<SecretString> {
+    fn collect(value: &mut serde_json::Value, out: &mut Vec<SecretString>) {
+        match value {
+            serde_json::Value::String(s) => {
+                // Moving the String keeps its one heap copy, now inside a SecretString.
+                let s = std::mem::take(s);
+                if s.chars().count() >= MIN_GUESSED_SECRET {
+                    out.push(SecretString::from(s));
+                } else {
+                    let mut s = s;
+                    s.zeroize();
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|v| collect(v, out)),
+            serde_json::Value::Object(map) => map.values_mut().for_each(|v| collect(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(stdout.as_bytes()) {
+        collect(&mut value, &mut out);
+    }
+    out
+}
+
+/// A byte buffer for values in transit (a request, an answer) that leaves no copy behind:
+/// growing it zeroizes the old allocation, and dropping it zeroizes the contents. A plain
+/// `Vec` would leave every outgrown allocation in freed memory.
+#[derive(Default)]
+pub(crate) struct SecretBuf(Zeroizing<Vec<u8>>);
+
+impl SecretBuf {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        let needed = self.0.len() + bytes.len();
+        if needed > self.0.capacity() {
+            let mut grown = Zeroizing::new(Vec::with_capacity(
+                needed.max(2 * self.0.capacity()).max(256),
+            ));
+            grown.extend_from_slice(&self.0);
+            // The old allocation is zeroized when `grown`'s predecessor drops here.
+            self.0 = grown;
+        }
+        self.0.extend_from_slice(bytes);
+    }
+
+    /// Serializes `value` as JSON straight into a new buffer.
+    pub fn json(value: &impl Serialize) -> Result<SecretBuf, serde_json::Error> {
+        let mut buf = SecretBuf::new();
+        serde_json::to_writer(&mut buf, value)?;
+        Ok(buf)
+    }
+}
+
+impl io::Write for SecretBuf {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl fmt::Debug for SecretBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretBuf([REDACTED {} bytes])", self.0.len())
+    }
+}
+
+/// Serializes a secret as a JSON string, for requests (secrecy deliberately has no
+/// `Serialize` for `SecretString`).
+pub(crate) struct Exposed<'a>(pub &'a SecretString);
+
+impl Serialize for Exposed<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.0.expose_secret())
+    }
+}
+
+/// Serializes fields as a JSON object of name to value, for requests.
+pub(crate) struct ExposedFields<'a>(pub &'a Fields);
+
+impl Serialize for ExposedFields<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(k, v)| (k, Exposed(v))))
+    }
+}
+
+/// The end of a child's stderr, in bounded memory.
+struct StderrTail {
+    /// Holds between `STDERR_TAIL` and twice that once there is that much, so a value cut at
+    /// the front can still be recognised (see `finish`). Allocated once: never reallocated,
+    /// zeroized on drop.
+    window: Zeroizing<Vec<u8>>,
+    /// Whether bytes were dropped from the front.
+    cut: bool,
+}
+
+impl StderrTail {
+    fn new() -> Self {
+        StderrTail {
+            window: Zeroizing::new(Vec::with_capacity(2 * STDERR_TAIL + READ_CHUNK)),
+            cut: false,
+        }
+    }
+
+    async fn read_all(&mut self, mut from: impl AsyncRead + Unpin) -> io::Result<()> {
+        let mut chunk = Zeroizing::new([0u8; READ_CHUNK]);
+        loop {
+            let n = from.read(&mut chunk[..]).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            self.window.extend_from_slice(&chunk[..n]);
+            if self.window.len() > 2 * STDERR_TAIL {
+                let excess = self.window.len() - STDERR_TAIL;
+                self.window.drain(..excess);
+                self.cut = true;
+            }
+        }
+    }
+
+    /// The kept text, scrubbed of `values` and cut to about `STDERR_TAIL` bytes, trimmed.
+    fn finish<'a>(&self, values: impl IntoIterator<Item = &'a SecretString>) -> String {
+        let values: Vec<&SecretString> = values.into_iter().collect();
+        let text = String::from_utf8_lossy(&self.window);
+        let mut text: &str = &text;
+        if self.cut {
+            // The front was dropped mid-stream: it may start mid-character or mid-value, and
+            // the end of a value is not matched by scrubbing the whole value.
+            text = text.trim_start_matches('\u{FFFD}');
+            text = &text[cut_value_suffix(text, &values)..];
+        }
+        let scrubbed = secret::scrub(text, values.iter().copied());
+        let trimmed = scrubbed.trim();
+        if trimmed.len() <= STDERR_TAIL && !self.cut {
+            return trimmed.to_owned();
+        }
+        let mut start = trimmed.len().saturating_sub(STDERR_TAIL);
+        while !trimmed.is_char_boundary(start) {
+            start += 1;
+        }
+        format!("...{}", &trimmed[start..])
+    }
+}
+
+/// The length of the longest proper suffix of any value that `text` starts with.
+fn cut_value_suffix(text: &str, values: &[&SecretString]) -> usize {
+    values
+        .iter()
+        .flat_map(|value| {
+            let value = value.expose_secret();
+            value
+                .char_indices()
+                .skip(1)
+                .map(move |(i, _)| &value[i..])
+                .filter(|suffix| text.starts_with(suffix))
+                .map(str::len)
+                .max()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &str) -> SecretString {
+        SecretString::from(v.to_owned())
+    }
+
+    #[test]
+    fn secret_buf_keeps_every_byte_across_growth() {
+        let mut buf = SecretBuf::new();
+        for i in 0..5000u32 {
+            buf.extend_from_slice(&i.to_le_bytes());
+        }
+        assert_eq!(buf.len(), 20_000);
+        assert_eq!(&buf.as_bytes()[4..8], &1u32.to_le_bytes());
+        assert!(!format!("{buf:?}").contains('\u{1}'));
+    }
+
+    #[test]
+    fn exposed_fields_serialize_as_a_json_object() {
+        let mut fields = Fields::new();
+        fields.insert("password".into(), s("p\"w"));
+        fields.insert("username".into(), s("u"));
+        let buf = SecretBuf::json(&ExposedFields(&fields)).unwrap();
+        assert_eq!(buf.as_bytes(), br#"{"password":"p\"w","username":"u"}"#);
+    }
+
+    #[test]
+    fn describe_json_error_never_quotes_the_input() {
+        let err = serde_json::from_str::<Vec<u32>>(r#"["hunter2-canary"]"#).unwrap_err();
+        assert!(
+            err.to_string().contains("hunter2-canary"),
+            "serde does quote: {err}"
+        );
+        let reason = describe_json_error("a list of numbers", &err);
+        assert!(!reason.contains("hunter2"), "{reason}");
+        assert_eq!(
+            reason,
+            "stdout is not the expected JSON: a list of numbers (data error at line 1, column 17)"
+        );
+    }
+
+    #[test]
+    fn sysexits_for_a_wrong_call_are_permanent_the_rest_transient() {
+        let code = |c: i32| ExitStatus::from_raw(c << 8);
+        for (c, transient) in [
+            (1, true),
+            (2, true),
+            (75, true),
+            (64, false),
+            (65, false),
+            (77, false),
+            (78, false),
+        ] {
+            assert_eq!(is_transient(code(c)), transient, "exit {c}");
+            assert_eq!(describe_status(code(c)), format!("exit status {c}"));
+        }
+        let killed = ExitStatus::from_raw(9);
+        assert!(is_transient(killed));
+        assert_eq!(describe_status(killed), "signal 9");
+    }
+
+    #[test]
+    fn stderr_tail_keeps_a_bounded_window_of_the_end() {
+        let mut tail = StderrTail::new();
+        let mut text = "x".repeat(100_000);
+        text.push_str("the last words");
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(tail.read_all(text.as_bytes()))
+            .unwrap();
+        assert!(
+            tail.window.len() <= 2 * STDERR_TAIL,
+            "{}",
+            tail.window.len()
+        );
+        let out = tail.finish([]);
+        assert!(out.len() <= STDERR_TAIL + 3, "{}", out.len());
+        assert!(out.starts_with("...x"), "{out}");
+        assert!(out.ends_with("the last words"), "{out}");
+    }
+
+    #[test]
+    fn stderr_tail_scrubs_a_value_cut_at_the_front() {
+        let secret = s("0123456789-canary-ABCDEFGHIJ");
+        let mut window = Zeroizing::new(Vec::new());
+        // What is left of the value after the window's front was dropped mid-value.
+        window.extend_from_slice(b"canary-ABCDEFGHIJ and later 0123456789-canary-ABCDEFGHIJ end");
+        let tail = StderrTail { window, cut: true };
+        let out = tail.finish([&secret]);
+        assert_eq!(out, "...and later [REDACTED] end");
+    }
+
+    #[test]
+    fn strings_in_finds_nested_strings_but_skips_short_ones() {
+        let mut buf = SecretBuf::new();
+        buf.extend_from_slice(br#"{"a":["longvalue",{"b":"xy"}],"c":1}"#);
+        let found = strings_in(&buf);
+        let found: Vec<&str> = found.iter().map(|v| v.expose_secret()).collect();
+        assert_eq!(found, ["longvalue"]);
+        let mut not_json = SecretBuf::new();
+        not_json.extend_from_slice(b"plain text");
+        assert!(strings_in(&not_json).is_empty());
+    }
+}
