@@ -279,13 +279,24 @@ pub fn print_summary(out: &mut impl Write, reports: &[RotationReport]) -> std::i
         .filter(|r| matches!(r.result, Ok(Rotated::Pushed { .. })))
         .count();
     writeln!(out)?;
-    writeln!(
-        out,
-        "{} rotated, {} failed, {} in all",
-        rotated,
-        failed.len(),
-        reports.len()
-    )?;
+    let dry = reports
+        .iter()
+        .filter(|r| matches!(r.result, Ok(Rotated::DryRun { .. })))
+        .count();
+    if dry > 0 {
+        writeln!(
+            out,
+            "dry run: {dry} would be rotated, {} failed; nothing was sent",
+            failed.len()
+        )?;
+    } else {
+        writeln!(
+            out,
+            "{rotated} rotated, {} failed, {} in all",
+            failed.len(),
+            reports.len()
+        )?;
+    }
     for r in &failed {
         if let Err(e) = &r.result {
             writeln!(out, "  {}/{}: {e}", r.target.policy, r.target.resource)?;

@@ -6,5 +6,6 @@
 mod common;
 
 mod config_fixtures;
+mod once;
 mod providers;
 mod vercel_client;

@@ -37,7 +37,6 @@ pub fn run_with(args: &[&str], setup: impl FnOnce(&mut Command)) -> Output {
 }
 
 /// Runs the binary on a tokio test without blocking the runtime (the fake Vercel runs on it).
-#[allow(dead_code)] // used by the end-to-end tests being written
 pub async fn run_async(args: Vec<String>, envs: Vec<(String, String)>) -> Output {
     tokio::task::spawn_blocking(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
