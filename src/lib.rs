@@ -23,6 +23,9 @@
 //! - [`logging`]: tracing set-up (text or JSON to stderr, level from `RUST_LOG`).
 //! - [`error`]: the transient/permanent classification every retry decision reads.
 
+// A panic in the daemon loses the rotations in flight; errors are values here. Tests may unwrap.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod cli;
 pub mod config;
 pub mod error;
