@@ -4,6 +4,7 @@
 //! vercel-secret-rotator [--config PATH] [--log-format text|json] <COMMAND>
 //!   run [--once [--dry-run] [--policy NAME[/RESOURCE]]...]
 //!   check
+//!   status [--json]
 //! ```
 //!
 //! Exit status: 0 all good; 1 one or more rotations failed; 2 the config or the command line is
@@ -12,14 +13,38 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use chrono::Utc;
 use clap::{Parser, Subcommand};
 
+use crate::clock::SystemClock;
 use crate::config::{self, Config};
+use crate::daemon;
 use crate::logging::LogFormat;
-use crate::once::{self, OnceOptions, Selector};
+use crate::once::{self, OnceOptions, OnceOutcome, Selector};
+use crate::status;
 use crate::token;
+
+/// SIGTERM (what systemd sends) and SIGINT stop the daemon; SIGHUP reloads its config.
+fn watch_signals(triggers: &daemon::Triggers) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let shutdown = triggers.shutdown.clone();
+    let reload = triggers.reload.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM: stopping"); shutdown.cancel(); }
+                _ = int.recv() => { tracing::info!("SIGINT: stopping"); shutdown.cancel(); }
+                _ = hup.recv() => { tracing::info!("SIGHUP: reloading the config"); reload.notify_one(); }
+            }
+        }
+    });
+    Ok(())
+}
 
 pub const DEFAULT_CONFIG: &str = "/etc/vercel-secret-rotator/config.toml";
 
@@ -38,7 +63,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Rotate: `--once` rotates now and exits.
+    /// Run the daemon (systemd Type=notify; SIGTERM/SIGINT stop, SIGHUP reloads), or with
+    /// `--once` rotate now and exit.
     Run {
         /// Rotate now and exit, instead of running as a daemon.
         #[arg(long)]
@@ -52,6 +78,12 @@ pub enum Command {
     },
     /// Validate the config and the tokens' readability; print each policy's next three due times.
     Check,
+    /// Read the state: last success, next due, step in flight, pending retirements, failures.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Exit statuses, as DESIGN fixes them.
@@ -79,11 +111,27 @@ pub async fn execute(cli: Cli, out: &mut impl Write) -> u8 {
     };
     match cli.command {
         Command::Check => check(&config, out),
+        Command::Status { json } => match status::read(&config) {
+            Ok(records) => match status::print(out, &config, &records, json) {
+                Ok(()) => exit::OK,
+                Err(e) => {
+                    eprintln!("error: cannot write the status: {e}");
+                    exit::ROTATION_FAILED
+                }
+            },
+            Err(e) => {
+                eprintln!("error: {e}");
+                exit::INVALID
+            }
+        },
         Command::Run { once: false, .. } => {
-            eprintln!(
-                "error: the long-running daemon (`run` without `--once`) is not part of this build yet; use `run --once` (from cron or a systemd timer) to rotate now"
-            );
-            exit::INVALID
+            drop(config);
+            let triggers = daemon::Triggers::default();
+            if let Err(e) = watch_signals(&triggers) {
+                eprintln!("error: cannot install signal handlers: {e}");
+                return exit::INVALID;
+            }
+            daemon::run(&cli.config, triggers, Arc::new(SystemClock)).await
         }
         Command::Run {
             once: true,
@@ -94,12 +142,18 @@ pub async fn execute(cli: Cli, out: &mut impl Write) -> u8 {
                 selectors: policies,
                 dry_run,
             };
-            match once::run_once(&config, &options).await {
+            match once::run_once(&config, &options, Arc::new(SystemClock)).await {
                 Err(e) => {
                     eprintln!("error: {e}");
                     exit::INVALID
                 }
-                Ok(reports) => {
+                Ok(OnceOutcome::HandedOver(answer)) => {
+                    if let Err(e) = out.write_all(answer.output.as_bytes()) {
+                        eprintln!("error: cannot write the summary: {e}");
+                    }
+                    answer.exit
+                }
+                Ok(OnceOutcome::Rotated(reports)) => {
                     let printed = if dry_run {
                         once::print_previews(out, &reports)
                     } else {

@@ -18,8 +18,20 @@
 //! - [`providers`]: the `Provider` trait and one file per kind (`random`, `command`), plus
 //!   the dry-run wrapper.
 //! - [`vercel`]: the Vercel API client (update resource secrets, dashboard notification).
-//! - [`rotation`]: the rotation steps of DESIGN as a type, and one rotation walked through them.
-//! - [`once`]: `run --once`: pick targets, rotate them concurrently, print the summary.
+//! - [`rotation`]: the rotation steps of DESIGN as a type, and one rotation walked through
+//!   them (with its retirement).
+//! - [`once`]: `run --once`: pick targets, rotate them concurrently, print the summary; hand
+//!   the request to the daemon when it holds the state.
+//! - [`daemon`]: `run`: the scheduler loop, signals, reload, the control socket server.
+//! - [`engine`]: what is due for a (policy, resource), doing it, keeping its record true;
+//!   shared by `run --once` and the daemon. Backoff and the per-key locks live here.
+//! - [`state`]: the durable state behind a small trait; [`state::file`] is the local store
+//!   (snapshot + group-committed journal, lock).
+//! - [`control`]: the daemon's owner-only unix socket for `run --once` hand-offs.
+//! - [`status`]: `status`: the state as a table or JSON.
+//! - [`clock`]: "now", from one place, so tests can run the scheduler on tokio's paused clock.
+//! - [`fault`]: crash injection for the recovery tests, compiled into debug builds only.
+//! - [`systemd`]: sd_notify(3) messages to systemd (READY, RELOADING, STOPPING, STATUS, WATCHDOG).
 //! - [`logging`]: tracing set-up (text or JSON to stderr, level from `RUST_LOG`).
 //! - [`error`]: the transient/permanent classification every retry decision reads.
 
@@ -27,14 +39,22 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod cli;
+pub mod clock;
 pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod engine;
 pub mod error;
+pub mod fault;
 pub mod logging;
 pub mod once;
 pub mod providers;
 pub mod rotation;
 pub mod schedule;
 pub mod secret;
+pub mod state;
+pub mod status;
+pub mod systemd;
 pub mod template;
 pub mod token;
 pub mod vercel;

@@ -10,11 +10,16 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use tracing::warn;
+use tracing::{info, warn};
 
+use crate::clock::Clock;
 use crate::config::Config;
+use crate::control;
+use crate::engine::Engine;
 use crate::providers::{self, Provider, dry_run::DryRunProvider};
-use crate::rotation::{Job, LogRecorder, Rotated, RotationReport, Rotator};
+use crate::rotation::{Job, LogRecorder, Rotated, RotationReport, Rotator, Start};
+use crate::state::file::FileStore;
+use crate::state::{Key, StateError, StateStore};
 use crate::token::{self, Tokens};
 use crate::vercel::VercelClient;
 
@@ -23,6 +28,15 @@ use crate::vercel::VercelClient;
 pub struct Selector {
     pub policy: String,
     pub resource: Option<String>,
+}
+
+impl std::fmt::Display for Selector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.resource {
+            Some(r) => write!(f, "{}/{r}", self.policy),
+            None => write!(f, "{}", self.policy),
+        }
+    }
 }
 
 impl std::str::FromStr for Selector {
@@ -77,6 +91,14 @@ pub enum UsageError {
     },
     #[error("cannot set up the Vercel client: {0}")]
     Client(#[source] crate::vercel::VercelError),
+    #[error(transparent)]
+    State(crate::state::StateError),
+    #[error("the daemon (PID {}) holds the state, but the request could not be handed to it: {source}", pid.map_or_else(|| "unknown".to_owned(), |p| p.to_string()))]
+    Control {
+        pid: Option<u32>,
+        #[source]
+        source: control::ControlError,
+    },
 }
 
 /// The jobs the selectors pick, in config order, each once.
@@ -98,15 +120,15 @@ pub fn select_jobs(config: &Config, options: &OnceOptions) -> Result<Vec<Job>, U
                     .join(", "),
             });
         };
-        if let Some(resource) = &sel.resource {
-            if !policy.resources.contains(resource) {
-                return Err(UsageError::UnknownResource {
-                    selector,
-                    policy: policy.name.clone(),
-                    resource: resource.clone(),
-                    known: policy.resources.join(", "),
-                });
-            }
+        if let Some(resource) = &sel.resource
+            && !policy.resources.contains(resource)
+        {
+            return Err(UsageError::UnknownResource {
+                selector,
+                policy: policy.name.clone(),
+                resource: resource.clone(),
+                known: policy.resources.join(", "),
+            });
         }
     }
     let wanted = |policy: &str, resource: &str| {
@@ -160,72 +182,133 @@ pub fn select_jobs(config: &Config, options: &OnceOptions) -> Result<Vec<Job>, U
     Ok(jobs)
 }
 
-/// Rotates every selected target once and returns their reports, in config order.
+/// What `run --once` did.
+pub enum OnceOutcome {
+    /// It rotated itself: one report per target, in config order.
+    Rotated(Vec<RotationReport>),
+    /// The daemon holds the state, so the request went to it; this is its answer.
+    HandedOver(control::Answer),
+}
+
+/// Every (policy, resource) of the config, with live providers: the daemon's work list.
+pub fn all_jobs(config: &Config) -> Vec<Job> {
+    // No selectors: nothing to refuse.
+    select_jobs(config, &OnceOptions::default()).unwrap_or_default()
+}
+
+/// The keys the selectors pick, in config order.
+pub fn select_keys(config: &Config, options: &OnceOptions) -> Result<Vec<Key>, UsageError> {
+    Ok(select_jobs(config, options)?
+        .iter()
+        .map(|j| Key {
+            policy: j.policy.name.clone(),
+            resource: j.resource.clone(),
+        })
+        .collect())
+}
+
+/// Rotates every selected target now. A real run records every step in the state (taking
+/// its lock), finishes what a crash left unfinished, and retires what is due; when the daemon
+/// holds the lock, the request is handed to it instead. A dry run touches no state.
 pub async fn run_once(
     config: &Config,
     options: &OnceOptions,
-) -> Result<Vec<RotationReport>, UsageError> {
+    clock: Arc<dyn Clock>,
+) -> Result<OnceOutcome, UsageError> {
     let jobs = select_jobs(config, options)?;
-    let installations: BTreeSet<&str> = jobs.iter().map(|j| j.installation.name.as_str()).collect();
-
-    // Tokens are read up front, so a missing one stops the run before any rotation. A dry
-    // run sends nothing and needs none: there a failure is only a warning.
-    let mut tokens = Tokens::default();
-    if !options.dry_run {
-        let (read, failures) = Tokens::read_all(config);
-        if let Some((installation, source)) = failures
-            .into_iter()
-            .find(|(name, _)| installations.contains(name.as_str()))
-        {
-            return Err(UsageError::Token {
-                installation,
-                source,
-            });
-        }
-        tokens = read;
-    } else {
-        for (name, installation) in &config.installations {
-            if installations.contains(name.as_str()) {
-                if let Err(e) = token::read(&installation.token) {
-                    warn!(installation = %name, "dry run: the token cannot be read ({e}); a real run would stop here");
-                }
-            }
-        }
+    if options.dry_run {
+        return Ok(OnceOutcome::Rotated(dry_run(config, jobs, clock).await));
     }
-    let client = if options.dry_run {
-        None
-    } else {
-        Some(VercelClient::new(&config.vercel).map_err(UsageError::Client)?)
+    let store: Arc<dyn StateStore> = match FileStore::open(&config.state.dir).await {
+        Ok(store) => Arc::new(store),
+        Err(StateError::Locked { pid, .. }) => {
+            info!(daemon_pid = ?pid, "the daemon holds the state; handing the request to it");
+            let request = control::Request {
+                policies: options.selectors.iter().map(Selector::to_string).collect(),
+            };
+            let answer = control::request(&config.state.dir, &request)
+                .await
+                .map_err(|source| UsageError::Control { pid, source })?;
+            return Ok(OnceOutcome::HandedOver(answer));
+        }
+        Err(e) => return Err(UsageError::State(e)),
     };
-    let rotator = Arc::new(Rotator {
-        client,
-        tokens,
-        recorder: Arc::new(LogRecorder),
-    });
+
+    // Tokens are read up front, so a missing one stops the run before any rotation.
+    let installations: BTreeSet<&str> = jobs.iter().map(|j| j.installation.name.as_str()).collect();
+    let (tokens, failures) = Tokens::read_all(config);
+    if let Some((installation, source)) = failures
+        .into_iter()
+        .find(|(name, _)| installations.contains(name.as_str()))
+    {
+        return Err(UsageError::Token {
+            installation,
+            source,
+        });
+    }
+    let client = VercelClient::new(&config.vercel).map_err(UsageError::Client)?;
+    let engine = Arc::new(Engine::new(store.clone(), client, tokens, clock));
+    engine.sync(&jobs).await.map_err(UsageError::State)?;
 
     let limit = Arc::new(Semaphore::new(config.vercel.max_concurrent_requests));
     let mut set = JoinSet::new();
     let count = jobs.len();
     for (index, job) in jobs.into_iter().enumerate() {
-        let rotator = rotator.clone();
+        let engine = engine.clone();
         let limit = limit.clone();
         set.spawn(async move {
             // The semaphore is never closed, so acquire cannot fail; if it somehow did, the
             // rotation still runs rather than being lost.
             let _permit = limit.acquire_owned().await.ok();
-            (index, rotator.rotate(&job).await)
+            (index, engine.tend(&job, true).await)
         });
     }
+    let reports = collect(set, count).await;
+    if let Err(e) = store.flush().await {
+        warn!("could not flush the state: {e}");
+    }
+    Ok(OnceOutcome::Rotated(reports))
+}
+
+/// Dry run: placeholders instead of credentials, nothing sent, no state, no tokens needed.
+async fn dry_run(config: &Config, jobs: Vec<Job>, clock: Arc<dyn Clock>) -> Vec<RotationReport> {
+    let installations: BTreeSet<&str> = jobs.iter().map(|j| j.installation.name.as_str()).collect();
+    for (name, installation) in &config.installations {
+        if installations.contains(name.as_str())
+            && let Err(e) = token::read(&installation.token)
+        {
+            warn!(installation = %name, "dry run: the token cannot be read ({e}); a real run would stop here");
+        }
+    }
+    let rotator = Arc::new(Rotator {
+        client: None,
+        tokens: Tokens::default(),
+        recorder: Arc::new(LogRecorder),
+        clock,
+    });
+    let mut set = JoinSet::new();
+    let count = jobs.len();
+    for (index, job) in jobs.into_iter().enumerate() {
+        let rotator = rotator.clone();
+        set.spawn(async move { (index, Some(rotator.rotate(&job, Start::default()).await)) });
+    }
+    collect(set, count).await
+}
+
+/// Waits for every rotation task and puts the reports back in config order.
+async fn collect(
+    mut set: JoinSet<(usize, Option<RotationReport>)>,
+    count: usize,
+) -> Vec<RotationReport> {
     let mut reports: Vec<Option<RotationReport>> = (0..count).map(|_| None).collect();
     while let Some(joined) = set.join_next().await {
         match joined {
-            Ok((index, report)) => reports[index] = Some(report),
-            // A panic in one rotation is a bug; the others' reports still count, and the
-            // missing one is reported as failed below.
+            Ok((index, report)) => reports[index] = report,
+            // A panic in one rotation is a bug; the others' reports still count.
             Err(e) => warn!("a rotation task ended abnormally: {e}"),
         }
     }
-    Ok(reports.into_iter().flatten().collect())
+    reports.into_iter().flatten().collect()
 }
 
 /// Prints the summary table (and each failure's full reason below it).

@@ -17,8 +17,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tracing::{debug, info, warn};
 
+use crate::clock::Clock;
 use crate::config::{Installation, Policy};
 use crate::error::{Classify, Persistence};
+use crate::fault;
 use crate::providers::{Credential, Outcome, Provider, ProviderError, Target};
 use crate::secret::{self, ExposeSecret, SecretString};
 use crate::template::MissingField;
@@ -28,7 +30,9 @@ use crate::vercel::{
 };
 
 /// Where a (policy, resource) is in its rotation. Handles and ids only: never a value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Stored in the state file as `{"name": "creating", "rotation_id": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "name", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Step {
     /// Nothing in flight; the next rotation waits for its due time.
     Idle,
@@ -46,6 +50,8 @@ pub enum Step {
         rotation_id: String,
         handle: String,
         at: DateTime<Utc>,
+        /// Of the values pushed (not secret: 32 bits of a SHA-256).
+        fingerprint: String,
     },
     /// The redeploy reminder went out.
     Notified {
@@ -76,7 +82,7 @@ impl Step {
 /// this; `run --once` without state uses [`LogRecorder`].
 #[async_trait]
 pub trait StepRecorder: Send + Sync {
-    async fn record(&self, target: &Target, step: &Step) -> Result<(), RecordError>;
+    async fn record(&self, job: &Job, step: &Step) -> Result<(), RecordError>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,8 +99,8 @@ pub struct LogRecorder;
 
 #[async_trait]
 impl StepRecorder for LogRecorder {
-    async fn record(&self, target: &Target, step: &Step) -> Result<(), RecordError> {
-        debug!(policy = %target.policy, resource = %target.resource, step = step.name(), "step");
+    async fn record(&self, job: &Job, step: &Step) -> Result<(), RecordError> {
+        debug!(policy = %job.policy.name, resource = %job.resource, step = step.name(), "step");
         Ok(())
     }
 }
@@ -182,19 +188,31 @@ impl Job {
     }
 }
 
+/// Where a rotation starts: afresh, or where a crash or a failure left it.
+#[derive(Debug, Clone, Default)]
+pub struct Start {
+    /// Redo `create` with this id: a restart found the rotation in creating, created or
+    /// pushing, or a transient failure left it there. `None`: a fresh id.
+    pub rotation_id: Option<String>,
+    /// The handle of the credential Vercel holds now, handed to `create` so a provider can
+    /// alternate (two database roles) and know what it replaces.
+    pub previous_handle: Option<String>,
+}
+
 /// Drives rotations. `client` is `None` in a dry run: nothing can be sent.
 pub struct Rotator {
     pub client: Option<VercelClient>,
     pub tokens: Tokens,
     pub recorder: Arc<dyn StepRecorder>,
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Rotator {
     /// Rotates one (policy, resource) from `due` to `notified`.
-    pub async fn rotate(&self, job: &Job) -> RotationReport {
+    pub async fn rotate(&self, job: &Job, start: Start) -> RotationReport {
         let target = job.target();
         let secret_names = job.policy.secrets.iter().map(|s| s.env_name()).collect();
-        let result = self.walk(job, &target).await;
+        let result = self.walk(job, &target, start).await;
         if let Err(e) = &result {
             warn!(
                 policy = %target.policy,
@@ -210,23 +228,93 @@ impl Rotator {
         }
     }
 
-    async fn walk(&self, job: &Job, target: &Target) -> Result<Rotated, RotationError> {
-        let provider = job.provider.as_ref();
-        let kind = provider.kind();
-        let rotation_id = uuid::Uuid::new_v4().to_string();
-
-        self.recorder.record(target, &Step::Due).await?;
+    /// Finishes a rotation a restart found in `pushed`: Vercel holds the new values, the
+    /// reminder may not have gone out. The values are gone (never stored), so only the
+    /// reminder and the `notified` step remain.
+    pub async fn finish_pushed(
+        &self,
+        job: &Job,
+        handle: &str,
+        pushed_at: DateTime<Utc>,
+    ) -> Result<(), RotationError> {
+        let target = job.target();
+        let retire_at = pushed_at + chrono_duration(job.policy.grace);
+        self.remind(job, &target, retire_at).await;
         self.recorder
             .record(
-                target,
+                job,
+                &Step::Notified {
+                    handle: handle.to_owned(),
+                    pushed_at,
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Retires an old credential whose grace period is over. The `retiring` step is
+    /// recorded first, so a crash mid-way redoes it (retiring twice is harmless).
+    pub async fn retire(&self, job: &Job, handle: &str) -> Result<Outcome, RotationError> {
+        let target = job.target();
+        self.recorder
+            .record(
+                job,
+                &Step::Retiring {
+                    previous_handle: handle.to_owned(),
+                },
+            )
+            .await?;
+        let provider = job.provider.as_ref();
+        let outcome =
+            provider
+                .retire(&target, handle)
+                .await
+                .map_err(|source| RotationError::Provider {
+                    kind: provider.kind(),
+                    action: "retire",
+                    source: Box::new(source),
+                })?;
+        match outcome {
+            Outcome::Done => {
+                info!(policy = %target.policy, resource = %target.resource, handle, "retired the old credential: its grace period is over")
+            }
+            Outcome::Unsupported => {
+                debug!(policy = %target.policy, resource = %target.resource, handle, "the provider has nothing to retire")
+            }
+        }
+        Ok(outcome)
+    }
+
+    async fn walk(
+        &self,
+        job: &Job,
+        target: &Target,
+        start: Start,
+    ) -> Result<Rotated, RotationError> {
+        let provider = job.provider.as_ref();
+        let kind = provider.kind();
+        let rotation_id = match start.rotation_id {
+            Some(id) => {
+                info!(policy = %target.policy, resource = %target.resource, rotation_id = %id, "redoing an unfinished rotation from create, with the same rotation id");
+                id
+            }
+            None => {
+                let id = uuid::Uuid::new_v4().to_string();
+                self.recorder.record(job, &Step::Due).await?;
+                id
+            }
+        };
+        self.recorder
+            .record(
+                job,
                 &Step::Creating {
                     rotation_id: rotation_id.clone(),
                 },
             )
             .await?;
-        // Without durable state there is no previous handle to pass; the state issue adds it.
+        fault::point("creating");
         let credential = provider
-            .create(target, &rotation_id, None)
+            .create(target, &rotation_id, start.previous_handle.as_deref())
             .await
             .map_err(|source| RotationError::Provider {
                 kind,
@@ -236,13 +324,14 @@ impl Rotator {
         let handle = credential.handle.clone();
         self.recorder
             .record(
-                target,
+                job,
                 &Step::Created {
                     rotation_id: rotation_id.clone(),
                     handle: handle.clone(),
                 },
             )
             .await?;
+        fault::point("created");
 
         // From here on a live credential exists that Vercel does not hold. Any failure that
         // proves it never reached Vercel retires it, so nothing is left live and unknown.
@@ -253,13 +342,18 @@ impl Rotator {
             Ok(secrets) => secrets,
             Err((e, sent_maybe)) => {
                 if !sent_maybe {
-                    self.retire_unpushed(provider, target, &handle).await;
+                    if self.retire_unpushed(provider, target, &handle).await {
+                        // Nothing of this rotation is live any more: the next attempt starts
+                        // afresh. If recording that fails, a retry redoes create with the old
+                        // id, which is harmless.
+                        let _ = self.recorder.record(job, &Step::Idle).await;
+                    }
                 } else {
                     warn!(
                         policy = %target.policy,
                         resource = %target.resource,
                         handle = %handle,
-                        "the push may or may not have reached Vercel, so the new credential stays live; the next rotation replaces it"
+                        "the push may or may not have reached Vercel, so the new credential stays live; the retry redoes create with the same rotation id, which replaces it"
                     );
                 }
                 return Err(e);
@@ -274,32 +368,39 @@ impl Rotator {
                 preview: preview(&job.policy.secrets, &credential)?,
             });
         };
+        fault::point("pushed-unrecorded");
 
-        let pushed_at = Utc::now();
+        let pushed_at = self.clock.now();
+        let fingerprint = secret::fingerprint_all(secrets.iter().flat_map(push_values));
+        drop(secrets);
+        drop(credential);
         self.recorder
             .record(
-                target,
+                job,
                 &Step::Pushed {
                     rotation_id,
                     handle: handle.clone(),
                     at: pushed_at,
+                    fingerprint: fingerprint.clone(),
                 },
             )
             .await?;
+        fault::point("pushed");
         let retire_at = pushed_at + chrono_duration(job.policy.grace);
-        self.remind(job, target, &secrets, retire_at).await;
+        self.remind(job, target, retire_at).await;
         self.recorder
             .record(
-                target,
+                job,
                 &Step::Notified {
                     handle: handle.clone(),
                     pushed_at,
                 },
             )
             .await?;
+        fault::point("notified");
         Ok(Rotated::Pushed {
             handle,
-            fingerprint: secret::fingerprint_all(secrets.iter().flat_map(push_values)),
+            fingerprint,
             pushed_at,
             retire_at,
         })
@@ -342,7 +443,7 @@ impl Rotator {
             .ok_or_else(|| (RotationError::NoToken(job.installation.name.clone()), false))?;
         self.recorder
             .record(
-                target,
+                job,
                 &Step::Pushing {
                     rotation_id: rotation_id.to_owned(),
                     handle: credential.handle.clone(),
@@ -350,6 +451,7 @@ impl Rotator {
             )
             .await
             .map_err(|e| (e.into(), false))?;
+        fault::point("pushing");
         let installation = InstallationRef {
             name: &job.installation.name,
             id: &job.installation.id,
@@ -369,27 +471,30 @@ impl Rotator {
         }
     }
 
-    async fn retire_unpushed(&self, provider: &dyn Provider, target: &Target, handle: &str) {
+    /// Retires a credential that never reached Vercel. True when nothing of it is live any
+    /// more (retired, or the provider has nothing to retire).
+    async fn retire_unpushed(
+        &self,
+        provider: &dyn Provider,
+        target: &Target,
+        handle: &str,
+    ) -> bool {
         match provider.retire(target, handle).await {
             Ok(Outcome::Done) => {
-                info!(policy = %target.policy, resource = %target.resource, handle, "retired the new credential, which was never pushed")
+                info!(policy = %target.policy, resource = %target.resource, handle, "retired the new credential, which was never pushed");
+                true
             }
-            Ok(Outcome::Unsupported) => {}
+            Ok(Outcome::Unsupported) => true,
             Err(e) => {
-                warn!(policy = %target.policy, resource = %target.resource, handle, "could not retire the new credential, which was never pushed: {e}")
+                warn!(policy = %target.policy, resource = %target.resource, handle, "could not retire the new credential, which was never pushed (the retry redoes create with the same rotation id, which replaces it): {e}");
+                false
             }
         }
     }
 
     /// The redeploy reminder: always a warn-level log line; a dashboard banner when the
     /// policy asks for one. A failed banner is logged and never fails the rotation.
-    async fn remind(
-        &self,
-        job: &Job,
-        target: &Target,
-        secrets: &[PushSecret],
-        retire_at: DateTime<Utc>,
-    ) {
+    async fn remind(&self, job: &Job, target: &Target, retire_at: DateTime<Utc>) {
         let names: Vec<String> = job.policy.secrets.iter().map(|s| s.env_name()).collect();
         let names = names.join(", ");
         warn!(
@@ -415,7 +520,11 @@ impl Rotator {
             title: "Redeploy to use the rotated credentials".to_owned(),
             message: format!(
                 "{names} {} rotated. Running deployments keep the old values until you redeploy; the old credential stops working at {}.",
-                if secrets.len() == 1 { "was" } else { "were" },
+                if job.policy.secrets.len() == 1 {
+                    "was"
+                } else {
+                    "were"
+                },
                 retire_at.format("%Y-%m-%d %H:%M UTC"),
             ),
             href: None,

@@ -6,6 +6,8 @@
 mod common;
 
 mod config_fixtures;
+mod daemon;
 mod once;
 mod providers;
+mod state_file;
 mod vercel_client;

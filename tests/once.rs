@@ -812,11 +812,10 @@ async fn a_refused_push_retires_the_new_credential_but_an_ambiguous_one_keeps_it
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_daemon_and_bad_usage_exit_2() {
+async fn bad_usage_exits_2() {
     let s = Scenario::new().await;
     let config = s.write_config(RANDOM_POLICIES);
     for args in [
-        &["run"][..],
         &["run", "--dry-run"][..],
         &["frobnicate"][..],
         &["run", "--once", "--policy"][..],

@@ -198,10 +198,10 @@ pub(super) fn validate(path: &Path, source: &str, raw: RawConfig) -> Result<Conf
                 for resource in &policy.resources {
                     for secret in &policy.secrets {
                         let owner_key = (inst.id.clone(), resource.clone(), secret.name.clone());
-                        if let Some(other) = owners.insert(owner_key, policy.name.clone()) {
-                            if other != policy.name {
-                                v.problem(Some(raw_policy.span()), format!("{key}: secrets"), format!("secret {} of resource \"{resource}\" in installation \"{}\" is also pushed by policy \"{other}\": each secret of a resource belongs to one policy", secret.name, inst.name));
-                            }
+                        if let Some(other) = owners.insert(owner_key, policy.name.clone())
+                            && other != policy.name
+                        {
+                            v.problem(Some(raw_policy.span()), format!("{key}: secrets"), format!("secret {} of resource \"{resource}\" in installation \"{}\" is also pushed by policy \"{other}\": each secret of a resource belongs to one policy", secret.name, inst.name));
                         }
                     }
                 }
@@ -413,15 +413,14 @@ fn validate_policy(
     };
     let jitter = v.duration(p.jitter.as_ref(), &format!("{key}: jitter"), Duration::ZERO);
     let grace = v.duration(p.grace.as_ref(), &format!("{key}: grace"), DEFAULT_GRACE);
-    if let Some(schedule) = &schedule {
-        if let Some(gap) = schedule.min_gap(chrono::Utc::now()) {
-            if grace + jitter >= gap {
-                let span = p.grace.as_ref().map(|g| g.span()).or(Some(p.name.span()));
-                v.problem(span, format!("{key}: grace"), format!(
+    if let Some(schedule) = &schedule
+        && let Some(gap) = schedule.min_gap(chrono::Utc::now())
+        && grace + jitter >= gap
+    {
+        let span = p.grace.as_ref().map(|g| g.span()).or(Some(p.name.span()));
+        v.problem(span, format!("{key}: grace"), format!(
                     "grace {} plus jitter {} is not shorter than the shortest gap between two due times ({}): a rotation would overwrite a credential still in its grace period",
                     humantime::format_duration(grace), humantime::format_duration(jitter), humantime::format_duration(gap)));
-            }
-        }
     }
 
     let provider = validate_provider(v, key, &p.provider);
@@ -441,10 +440,10 @@ fn validate_policy(
         let name = s.name.get_ref().clone();
         let skey = format!("{key}: secrets[{i}] \"{}\"", shorten(&name));
         let prefix = s.prefix.as_ref().map(|p| p.get_ref().clone());
-        if let Some(prefix) = &s.prefix {
-            if let Err(why) = check_env_chars(prefix.get_ref()) {
-                v.problem(Some(prefix.span()), format!("{skey}.prefix"), why);
-            }
+        if let Some(prefix) = &s.prefix
+            && let Err(why) = check_env_chars(prefix.get_ref())
+        {
+            v.problem(Some(prefix.span()), format!("{skey}.prefix"), why);
         }
         let env_name = match &prefix {
             Some(p) => format!("{p}_{name}"),

@@ -806,12 +806,12 @@ fn validate_patch_body(body: &Value) -> Result<Option<StoredNotification>, Strin
         .get("href")
         .map(|h| expect_string(h, "notification.href"))
         .transpose()?;
-    if let Some(href) = href {
-        if !is_absolute_uri(href) {
-            return Err(format!(
-                "Invalid request: `notification.href` should match format \"uri\", got {href:?}."
-            ));
-        }
+    if let Some(href) = href
+        && !is_absolute_uri(href)
+    {
+        return Err(format!(
+            "Invalid request: `notification.href` should match format \"uri\", got {href:?}."
+        ));
     }
     Ok(Some(StoredNotification {
         level: level.to_owned(),

@@ -1,0 +1,194 @@
+//! Durable state: where each (policy, resource) is in its rotation, so a restart after a
+//! crash, a reboot or a `kill -9` finishes or cleanly redoes what was in flight.
+//!
+//! The state holds handles (a role name, a key id), timestamps, fingerprints and scrubbed
+//! error text: never a secret value. It sits behind the small [`StateStore`] trait (load,
+//! record, list, lock) so that a shared PostgreSQL store can slot in beside the local file
+//! store of [`file`] later (DESIGN, "Growing past one machine").
+
+pub mod file;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::rotation::Step;
+
+/// The version of the on-disk format this build reads and writes. A newer one stops the
+/// start with an error; it is never reset or downgraded silently.
+pub const STATE_VERSION: u32 = 1;
+
+/// One (policy, resource): the unit of rotation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Key {
+    pub policy: String,
+    pub resource: String,
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.policy, self.resource)
+    }
+}
+
+/// Everything the daemon knows about one (policy, resource).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    pub key: Key,
+    /// The installation's config name when the record was last written (for `status`).
+    pub installation: String,
+    /// Where the rotation is. `Idle` between rotations.
+    pub step: Step,
+    /// When the daemon first saw this resource in its config.
+    pub first_seen: DateTime<Utc>,
+    /// When the next rotation starts, jitter included. `None` while one is in flight.
+    pub next_due: Option<DateTime<Utc>>,
+    /// The handle of the credential Vercel holds now (after the last successful push).
+    pub current_handle: Option<String>,
+    /// Old credentials waiting for their grace period to end, oldest first.
+    #[serde(default)]
+    pub retirements: Vec<Retirement>,
+    /// When the last rotation completed its push.
+    pub last_success: Option<DateTime<Utc>>,
+    /// Fingerprint of the values last pushed (`secret::fingerprint_all`).
+    pub fingerprint: Option<String>,
+    /// Failed rotation attempts since the last success.
+    pub consecutive_failures: u32,
+    pub last_error: Option<Failure>,
+    /// After a transient failure: when to try again (backoff), ahead of the schedule.
+    pub retry_at: Option<DateTime<Utc>>,
+    /// After a permanent failure: the rotation stays stopped until the policy's config
+    /// changes (its digest differs from the one recorded here).
+    pub stopped: Option<Stopped>,
+}
+
+impl Record {
+    /// A resource seen for the first time, first due at `next_due`.
+    pub fn new(
+        key: Key,
+        installation: String,
+        now: DateTime<Utc>,
+        next_due: DateTime<Utc>,
+    ) -> Record {
+        Record {
+            key,
+            installation,
+            step: Step::Idle,
+            first_seen: now,
+            next_due: Some(next_due),
+            current_handle: None,
+            retirements: Vec::new(),
+            last_success: None,
+            fingerprint: None,
+            consecutive_failures: 0,
+            last_error: None,
+            retry_at: None,
+            stopped: None,
+        }
+    }
+}
+
+/// An old credential to retire once its grace period is over.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retirement {
+    pub handle: String,
+    /// `pushed_at + grace` of the push that superseded it.
+    pub due: DateTime<Utc>,
+    pub attempts: u32,
+    /// After a failed attempt: when to try again.
+    pub retry_at: Option<DateTime<Utc>>,
+    /// Scrubbed text of the last failure.
+    pub last_error: Option<String>,
+}
+
+/// A failed attempt, as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Failure {
+    pub at: DateTime<Utc>,
+    /// The step the rotation was in (`creating`, `pushing`, ...).
+    pub step: String,
+    /// The error's message. Error messages in this crate never hold a value.
+    pub message: String,
+    pub transient: bool,
+}
+
+/// A rotation stopped by a permanent failure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stopped {
+    pub at: DateTime<Utc>,
+    pub reason: String,
+    /// Digest of the policy's config when it stopped; a different digest restarts it.
+    pub policy_digest: String,
+}
+
+/// Why the state could not be read or written. Every variant names the file or directory.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state directory {dir} is locked by another vercel-secret-rotator (PID {pid}); stop it first, or use `run --once`, which hands its request to it", dir = .dir.display(), pid = .pid.map_or_else(|| "unknown".to_owned(), |p| p.to_string()))]
+    Locked { dir: PathBuf, pid: Option<u32> },
+    #[error("state file {path} is corrupt{at}: {reason}; it was left as it is: move it aside to start afresh (every resource is then new)", path = .path.display(), at = .line.map_or_else(String::new, |l| format!(" at line {l}")))]
+    Corrupt {
+        path: PathBuf,
+        line: Option<usize>,
+        reason: String,
+    },
+    #[error("state file {path} has version {found}, newer than this build reads ({supported}); run the newer vercel-secret-rotator, or move the file aside", path = .path.display())]
+    NewerVersion {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error("{path} is accessible by group or others (mode {mode:04o}); run `chmod {want:o} {path}`", path = .path.display())]
+    Permissions { path: PathBuf, mode: u32, want: u32 },
+    #[error("state I/O on {path} failed: {source}", path = .path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the state writer has stopped (an earlier write failed); restart the daemon")]
+    WriterGone,
+}
+
+impl crate::error::Classify for StateError {
+    fn persistence(&self) -> crate::error::Persistence {
+        match self {
+            // A full disk or an I/O hiccup may clear; the step is redone after it.
+            StateError::Io { .. } | StateError::WriterGone => crate::error::Persistence::Transient,
+            _ => crate::error::Persistence::Permanent,
+        }
+    }
+}
+
+/// Where rotation state lives. Writes are durable when `put` returns; concurrent writers are
+/// committed together (one fsync for many), so 10,000 rotations in one run do not mean
+/// 60,000 fsyncs of a large file.
+#[async_trait]
+pub trait StateStore: Send + Sync {
+    /// Every record as of the last commit, by key.
+    fn records(&self) -> BTreeMap<Key, Record>;
+    /// One record as of the last commit.
+    fn get(&self, key: &Key) -> Option<Record>;
+    /// Writes (inserts or replaces) a record; durable when it returns.
+    async fn put(&self, record: Record) -> Result<(), StateError>;
+    /// Writes many records as one commit (first start with thousands of new resources).
+    /// The default writes them one by one; stores that can batch should.
+    async fn put_all(&self, records: Vec<Record>) -> Result<(), StateError> {
+        for record in records {
+            self.put(record).await?;
+        }
+        Ok(())
+    }
+    /// Forgets a record (a resource removed from the config with nothing left to retire).
+    async fn remove(&self, key: &Key) -> Result<(), StateError>;
+    /// Makes everything durable and compacts; called at shutdown.
+    async fn flush(&self) -> Result<(), StateError>;
+}

@@ -1,0 +1,161 @@
+//! `status`: what the state says, as a table or JSON. Reads the state files without taking
+//! the lock, so it works while the daemon runs.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::rotation::Step;
+use crate::state::{Key, Record, StateError};
+
+#[derive(Serialize)]
+struct JsonStatus<'a> {
+    state_dir: String,
+    resources: Vec<JsonRecord<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonRecord<'a> {
+    #[serde(flatten)]
+    record: &'a Record,
+    /// False for a record whose (policy, resource) is no longer in the config.
+    in_config: bool,
+}
+
+fn time(t: Option<DateTime<Utc>>) -> String {
+    t.map_or_else(
+        || "-".to_owned(),
+        |t| t.format("%Y-%m-%d %H:%M UTC").to_string(),
+    )
+}
+
+/// Prints the state of every (policy, resource) the config or the state knows.
+pub fn print(
+    out: &mut impl Write,
+    config: &Config,
+    records: &BTreeMap<Key, Record>,
+    json: bool,
+) -> std::io::Result<()> {
+    let configured: std::collections::BTreeSet<Key> = config
+        .policies
+        .iter()
+        .flat_map(|p| {
+            p.resources.iter().map(|r| Key {
+                policy: p.name.clone(),
+                resource: r.clone(),
+            })
+        })
+        .collect();
+    if json {
+        let status = JsonStatus {
+            state_dir: config.state.dir.display().to_string(),
+            resources: records
+                .values()
+                .map(|record| JsonRecord {
+                    record,
+                    in_config: configured.contains(&record.key),
+                })
+                .collect(),
+        };
+        serde_json::to_writer_pretty(&mut *out, &status).map_err(std::io::Error::other)?;
+        return writeln!(out);
+    }
+
+    let header = [
+        "POLICY",
+        "RESOURCE",
+        "STEP",
+        "LAST SUCCESS",
+        "NEXT DUE",
+        "RETIRING",
+        "FAILURES",
+        "LAST ERROR",
+    ];
+    let mut rows: Vec<[String; 8]> = Vec::new();
+    for key in configured
+        .iter()
+        .chain(records.keys().filter(|k| !configured.contains(*k)))
+    {
+        let Some(r) = records.get(key) else {
+            rows.push([
+                key.policy.clone(),
+                key.resource.clone(),
+                "new".into(),
+                "-".into(),
+                "(first due once the daemon sees it)".into(),
+                "-".into(),
+                "0".into(),
+                "-".into(),
+            ]);
+            continue;
+        };
+        let mut step = r.step.name().to_owned();
+        if !configured.contains(key) {
+            step.push_str(" (not in config)");
+        } else if r.stopped.is_some() {
+            step = "STOPPED".into();
+        }
+        let next = match (&r.step, r.retry_at, r.next_due) {
+            (_, _, _) if r.stopped.is_some() => "until the config changes".to_owned(),
+            (Step::Idle, Some(retry), _) => format!("{} (retry)", time(Some(retry))),
+            (Step::Idle, None, due) => time(due),
+            (_, Some(retry), _) => format!("{} (retry)", time(Some(retry))),
+            _ => "in flight".to_owned(),
+        };
+        let retiring = r
+            .retirements
+            .iter()
+            .map(|t| format!("{} at {}", t.handle, time(Some(t.due))))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let error = r
+            .stopped
+            .as_ref()
+            .map(|s| s.reason.clone())
+            .or_else(|| r.last_error.as_ref().map(|e| e.message.clone()))
+            .unwrap_or_else(|| "-".into());
+        rows.push([
+            key.policy.clone(),
+            key.resource.clone(),
+            step,
+            time(r.last_success),
+            next,
+            if retiring.is_empty() {
+                "-".into()
+            } else {
+                retiring
+            },
+            r.consecutive_failures.to_string(),
+            error,
+        ]);
+    }
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    writeln!(out, "{}", line(&header.map(str::to_owned)))?;
+    for row in &rows {
+        writeln!(out, "{}", line(row))?;
+    }
+    Ok(())
+}
+
+/// Reads the state for `status`, without the lock.
+pub fn read(config: &Config) -> Result<BTreeMap<Key, Record>, StateError> {
+    crate::state::file::FileStore::read_only(&config.state.dir)
+}

@@ -1,0 +1,558 @@
+//! The daemon and crash recovery, with the real binary: periodic rotations and retirements,
+//! SIGHUP with a broken then a valid config, SIGTERM, the state lock, `run --once` handed to
+//! a running daemon, `status`, file modes, and a `kill` at every step of the protocol.
+//!
+//! The provider is a ledger: a Python program that keeps, in a JSON file, every credential
+//! it has made live and not yet retired. After any crash, the checks are DESIGN's invariant 1:
+//! Vercel (the fake) holds a credential the ledger says is live, and every credential that was
+//! superseded is eventually retired.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::cli;
+use crate::common::fake_vercel::{FakeVercel, Scripted};
+
+const ACME: &str = "icfg_acme";
+const ACME_TOKEN: &str = "tok_acme_DAEMON_1f0c";
+/// Every value the ledger makes starts with this, so a leak is easy to find.
+const CANARY: &str = "LEDGERCANARY";
+
+struct Scenario {
+    fake: FakeVercel,
+    dir: tempfile::TempDir,
+}
+
+impl Scenario {
+    async fn new(resources: &[&str]) -> Scenario {
+        let fake = FakeVercel::start().await;
+        fake.add_installation(ACME, ACME_TOKEN);
+        for r in resources {
+            fake.add_resource(ACME, r);
+        }
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        cli::write_token(dir.path(), "acme.token", ACME_TOKEN);
+        let s = Scenario { fake, dir };
+        s.write_ledger();
+        s
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.path("state")
+    }
+
+    /// The ledger provider: `live.json` maps handle -> value of every live credential.
+    fn write_ledger(&self) {
+        let script = format!(
+            r#"import fcntl, json, os, secrets, sys
+req = json.load(sys.stdin)
+live_path = {live:?}
+# Resources rotate concurrently: serialize the read-modify-write of the ledger.
+lock = open(live_path + ".lock", "w")
+fcntl.flock(lock, fcntl.LOCK_EX)
+live = json.load(open(live_path)) if os.path.exists(live_path) else {{}}
+with open({calls:?}, "a") as f:
+    f.write(json.dumps({{"action": req["action"], "handle": req.get("handle"), "rotation_id": req.get("rotation_id"), "previous_handle": req.get("previous_handle")}}) + "\n")
+if req["action"] == "create":
+    handle = "h-" + req["rotation_id"][:8]
+    live[handle] = "{CANARY}-" + secrets.token_hex(12)   # same id: replaced, not added
+    out = {{"handle": handle, "fields": {{"password": live[handle]}}}}
+elif req["action"] == "retire":
+    live.pop(req["handle"], None)
+    out = {{}}
+else:
+    sys.exit(3)
+tmp = live_path + ".tmp"
+json.dump(live, open(tmp, "w"))
+os.replace(tmp, live_path)
+json.dump(out, sys.stdout)
+"#,
+            live = self.path("live.json").display().to_string(),
+            calls = self.path("calls.jsonl").display().to_string(),
+        );
+        std::fs::write(self.path("ledger.py"), script).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    fn live(&self) -> BTreeMap<String, String> {
+        std::fs::read_to_string(self.path("live.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default()
+    }
+
+    fn calls(&self, action: &str) -> usize {
+        std::fs::read_to_string(self.path("calls.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&format!("\"action\": \"{action}\"")))
+            .count()
+    }
+
+    /// A config with one policy over `resources`; `when` is its schedule line(s).
+    fn write_config(&self, resources: &[&str], when: &str) -> PathBuf {
+        let list = resources
+            .iter()
+            .map(|r| format!("\"{r}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let text = format!(
+            r#"[vercel]
+api-url = "{url}"
+request-timeout = "5s"
+
+[state]
+dir = "{state}"
+
+[installations.acme]
+id = "{ACME}"
+token-file = "{token}"
+
+[[policies]]
+name = "db"
+installation = "acme"
+resources = [{list}]
+{when}
+provider = {{ kind = "command", command = ["/usr/bin/env", "python3", "{ledger}"], timeout = "20s" }}
+
+[[policies.secrets]]
+name = "DB_PASSWORD"
+value = "{{password}}"
+"#,
+            url = self.fake.url(),
+            state = self.state_dir().display(),
+            token = self.path("acme.token").display(),
+            ledger = self.path("ledger.py").display(),
+        );
+        let path = self.path("config.toml");
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+        path
+    }
+
+    fn pushed(&self, resource: &str) -> Option<String> {
+        self.fake
+            .secrets(ACME, resource)
+            .get("DB_PASSWORD")
+            .map(|s| s.value.clone())
+    }
+
+    fn puts(&self, resource: &str) -> usize {
+        self.fake
+            .requests()
+            .iter()
+            .filter(|r| r.method == "PUT" && r.path.contains(&format!("/resources/{resource}/")))
+            .count()
+    }
+
+    /// The state as `status --json` prints it: resource -> record.
+    async fn status(&self, config: &Path) -> BTreeMap<String, Value> {
+        let out = run(config, &["status", "--json"], &[]).await;
+        assert_eq!(out.status.code(), Some(0), "status: {}", cli::stderr(&out));
+        let json: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", cli::stdout(&out)));
+        json["resources"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| (r["key"]["resource"].as_str().unwrap_or("").to_owned(), r))
+            .collect()
+    }
+
+    /// Invariant 1 for one resource: Vercel holds the value of the credential the state
+    /// calls current, and the ledger says it is live.
+    async fn assert_consistent(&self, config: &Path, resource: &str) {
+        let status = self.status(config).await;
+        let record = &status[resource];
+        let handle = record["current_handle"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no current handle: {record}"));
+        let live = self.live();
+        let value = live
+            .get(handle)
+            .unwrap_or_else(|| panic!("current handle {handle} is not live: {live:?}"));
+        assert_eq!(
+            self.pushed(resource).as_deref(),
+            Some(value.as_str()),
+            "Vercel holds another value than the live current one"
+        );
+        assert_eq!(record["step"]["name"], "idle", "{record}");
+    }
+}
+
+async fn run(config: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut all = vec!["--config".to_owned(), config.display().to_string()];
+    all.extend(args.iter().map(|s| (*s).to_owned()));
+    cli::run_async(
+        all,
+        env.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    )
+    .await
+}
+
+/// A daemon process, killed if a test ends without stopping it.
+struct Daemon {
+    child: Child,
+    stderr: PathBuf,
+}
+
+impl Daemon {
+    fn start(s: &Scenario, config: &Path) -> Daemon {
+        let stderr = s.path(&format!("daemon-{}.log", rand_suffix()));
+        let log = std::fs::File::create(&stderr).unwrap_or_else(|e| panic!("{e}"));
+        let child = cli::bin()
+            .args(["--config", &config.display().to_string(), "run"])
+            .env("RUST_LOG", "info,vercel_secret_rotator=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start the daemon: {e}"));
+        Daemon { child, stderr }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not exit within {limit:?}; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(Instant::now())
+}
+
+/// Polls `cond` until it holds (or fails the test after `limit`, showing `context`).
+async fn wait_for(
+    limit: Duration,
+    what: &str,
+    context: impl Fn() -> String,
+    cond: impl Fn() -> bool,
+) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}:\n{}",
+            context()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+const EVERY_2S: &str = "schedule = \"*/2 * * * * *\"\ngrace = \"1s\"";
+const WEEKLY: &str = "schedule = \"0 3 * * 0\"\ngrace = \"1s\"";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_rotates_on_schedule_retires_after_grace_and_stops_cleanly() {
+    let s = Scenario::new(&["store_a1", "store_a2"]).await;
+    let config = s.write_config(&["store_a1", "store_a2"], EVERY_2S);
+    let mut daemon = Daemon::start(&s, &config);
+    wait_for(
+        Duration::from_secs(40),
+        "three rotations of each resource and two retirements",
+        || daemon.log(),
+        || s.puts("store_a1") >= 3 && s.puts("store_a2") >= 3 && s.calls("retire") >= 2,
+    )
+    .await;
+    daemon.signal("TERM");
+    let status = daemon.wait_exit(Duration::from_secs(35)).await;
+    assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log());
+    let log = daemon.log();
+    assert!(
+        log.contains("daemon started") && log.contains("stopped"),
+        "{log}"
+    );
+
+    for r in ["store_a1", "store_a2"] {
+        s.assert_consistent(&config, r).await;
+    }
+    // At most the current credential and the one in its grace period are live per resource.
+    assert!(s.live().len() <= 4, "{:?}", s.live());
+
+    // State: owner-only, and no value anywhere in it.
+    let state = s.state_dir();
+    let mode = std::fs::metadata(&state)
+        .map(|m| m.permissions().mode() & 0o777)
+        .unwrap_or(0);
+    assert_eq!(mode, 0o700, "state dir mode {mode:o}");
+    for entry in std::fs::read_dir(&state).unwrap_or_else(|e| panic!("{e}")) {
+        let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
+        if path.is_file() {
+            let mode = std::fs::metadata(&path)
+                .map(|m| m.permissions().mode() & 0o777)
+                .unwrap_or(0);
+            assert_eq!(mode, 0o600, "{path:?} mode {mode:o}");
+            let text =
+                String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default()).into_owned();
+            assert!(!text.contains(CANARY), "a value reached {path:?}");
+            assert!(!text.contains(ACME_TOKEN), "the token reached {path:?}");
+        }
+    }
+    assert!(
+        !log.contains(CANARY) && !log.contains(ACME_TOKEN),
+        "a value or the token reached the log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_refuses_a_broken_config_and_applies_a_valid_one() {
+    let s = Scenario::new(&["store_a1", "store_a2"]).await;
+    let config = s.write_config(&["store_a1"], EVERY_2S);
+    let mut daemon = Daemon::start(&s, &config);
+    wait_for(
+        Duration::from_secs(20),
+        "a first rotation",
+        || daemon.log(),
+        || s.puts("store_a1") >= 1,
+    )
+    .await;
+
+    let good = std::fs::read_to_string(&config).unwrap_or_default();
+    std::fs::write(&config, good.replace("schedule =", "schedul ="))
+        .unwrap_or_else(|e| panic!("{e}"));
+    daemon.signal("HUP");
+    wait_for(
+        Duration::from_secs(10),
+        "the refusal",
+        || daemon.log(),
+        || daemon.log().contains("config reload refused"),
+    )
+    .await;
+    let before = s.puts("store_a1");
+    wait_for(
+        Duration::from_secs(20),
+        "rotations to go on under the old config",
+        || daemon.log(),
+        || s.puts("store_a1") > before,
+    )
+    .await;
+
+    s.write_config(&["store_a1", "store_a2"], EVERY_2S);
+    daemon.signal("HUP");
+    wait_for(
+        Duration::from_secs(10),
+        "the reload",
+        || daemon.log(),
+        || daemon.log().contains("config reloaded"),
+    )
+    .await;
+    wait_for(
+        Duration::from_secs(20),
+        "the added resource to rotate",
+        || daemon.log(),
+        || s.puts("store_a2") >= 1,
+    )
+    .await;
+
+    daemon.signal("INT");
+    assert_eq!(
+        daemon.wait_exit(Duration::from_secs(35)).await.code(),
+        Some(0),
+        "{}",
+        daemon.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_daemon_per_state_dir_and_run_once_is_handed_to_it() {
+    let s = Scenario::new(&["store_a1", "store_a2"]).await;
+    let config = s.write_config(&["store_a1", "store_a2"], WEEKLY);
+    let mut daemon = Daemon::start(&s, &config);
+    let socket = s.state_dir().join("control.sock");
+    wait_for(
+        Duration::from_secs(20),
+        "the daemon to be ready",
+        || daemon.log(),
+        || socket.exists(),
+    )
+    .await;
+
+    // A second daemon on the same state exits 2 at once, naming the holder.
+    let out = run(&config, &["run"], &[]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", cli::stderr(&out));
+    let pid = daemon.child.id().to_string();
+    assert!(
+        cli::stderr(&out).contains(&format!("PID {pid}")),
+        "{}",
+        cli::stderr(&out)
+    );
+
+    // `run --once` while the daemon holds the state: the daemon does it, the caller prints.
+    let out = run(&config, &["run", "--once", "--policy", "db/store_a2"], &[]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        cli::stdout(&out),
+        cli::stderr(&out)
+    );
+    assert!(
+        cli::stdout(&out).contains("1 rotated, 0 failed"),
+        "{}",
+        cli::stdout(&out)
+    );
+    assert_eq!((s.puts("store_a1"), s.puts("store_a2")), (0, 1));
+    assert!(daemon.log().contains("control socket"), "{}", daemon.log());
+
+    // Its failures come back with the same exit status.
+    s.fake.script(
+        ACME,
+        "store_a1",
+        vec![Scripted::vercel_error(403, "forbidden", "no")],
+    );
+    let out = run(&config, &["run", "--once", "--policy", "db/store_a1"], &[]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", cli::stdout(&out));
+    assert!(
+        cli::stdout(&out).contains("FAILED (permanent)"),
+        "{}",
+        cli::stdout(&out)
+    );
+    let out = run(&config, &["run", "--once", "--policy", "nope"], &[]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", cli::stdout(&out));
+
+    // `status` works while the daemon runs, as a table and as JSON.
+    let out = run(&config, &["status"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", cli::stderr(&out));
+    let table = cli::stdout(&out);
+    assert!(
+        table.contains("store_a2") && table.contains("STOPPED"),
+        "{table}"
+    );
+    let status = s.status(&config).await;
+    assert_eq!(
+        status["store_a1"]["stopped"]["reason"]
+            .as_str()
+            .map(|r| r.contains("403")),
+        Some(true),
+        "{:?}",
+        status["store_a1"]
+    );
+    assert!(status["store_a2"]["last_success"].is_string());
+
+    daemon.signal("TERM");
+    assert_eq!(
+        daemon.wait_exit(Duration::from_secs(35)).await.code(),
+        Some(0),
+        "{}",
+        daemon.log()
+    );
+    assert!(!socket.exists(), "the socket is removed at exit");
+}
+
+/// Kills `run --once` at each step of the protocol, then checks that the next run finishes
+/// the job and that no credential is lost or left live.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kill_at_every_step_is_recovered_by_the_next_start() {
+    for point in [
+        "creating",
+        "created",
+        "pushing",
+        "pushed-unrecorded",
+        "pushed",
+        "notified",
+        "retiring",
+    ] {
+        let s = Scenario::new(&["store_a1"]).await;
+        let config = s.write_config(&["store_a1"], WEEKLY);
+        let once = ["run", "--once"];
+
+        // An established credential, and (for `retiring`) one whose grace is over.
+        let out = run(&config, &once, &[]).await;
+        assert_eq!(out.status.code(), Some(0), "{point}: {}", cli::stderr(&out));
+        if point == "retiring" {
+            let out = run(&config, &once, &[]).await;
+            assert_eq!(out.status.code(), Some(0), "{point}: {}", cli::stderr(&out));
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+        }
+
+        let out = run(&config, &once, &[("VSR_FAULT_KILL_AT", point)]).await;
+        assert_eq!(
+            out.status.code(),
+            None,
+            "{point}: the process should have died: {}",
+            cli::stderr(&out)
+        );
+        assert!(
+            cli::stderr(&out).contains(&format!("dying at {point}")),
+            "{point}: {}",
+            cli::stderr(&out)
+        );
+
+        // The next start finishes or redoes it.
+        let out = run(&config, &once, &[]).await;
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{point}: {}\n{}",
+            cli::stdout(&out),
+            cli::stderr(&out)
+        );
+        s.assert_consistent(&config, "store_a1").await;
+
+        // Every superseded credential is retired once its grace is over: let the daemon do it.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let mut daemon = Daemon::start(&s, &config);
+        let status_cfg = config.clone();
+        wait_for(
+            Duration::from_secs(20),
+            "retirements",
+            || format!("{point}: live {:?}\n{}", s.live(), daemon.log()),
+            || s.live().len() == 1,
+        )
+        .await;
+        daemon.signal("TERM");
+        assert_eq!(
+            daemon.wait_exit(Duration::from_secs(35)).await.code(),
+            Some(0),
+            "{point}: {}",
+            daemon.log()
+        );
+        s.assert_consistent(&status_cfg, "store_a1").await;
+        let status = s.status(&config).await;
+        assert_eq!(
+            status["store_a1"]["retirements"].as_array().map(Vec::len),
+            Some(0),
+            "{point}: {:?}",
+            status["store_a1"]
+        );
+    }
+}
