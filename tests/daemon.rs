@@ -208,11 +208,16 @@ struct Daemon {
 
 impl Daemon {
     fn start(s: &Scenario, config: &Path) -> Daemon {
+        Daemon::start_with(s, config, &[])
+    }
+
+    fn start_with(s: &Scenario, config: &Path, env: &[(&str, &str)]) -> Daemon {
         let stderr = s.path(&format!("daemon-{}.log", rand_suffix()));
         let log = std::fs::File::create(&stderr).unwrap_or_else(|e| panic!("{e}"));
         let child = cli::bin()
             .args(["--config", &config.display().to_string(), "run"])
             .env("RUST_LOG", "info,vercel_secret_rotator=debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -337,7 +342,34 @@ async fn the_daemon_rotates_on_schedule_retires_after_grace_and_stops_cleanly() 
 async fn sighup_refuses_a_broken_config_and_applies_a_valid_one() {
     let s = Scenario::new(&["store_a1", "store_a2"]).await;
     let config = s.write_config(&["store_a1"], EVERY_2S);
-    let mut daemon = Daemon::start(&s, &config);
+    // systemd's notification socket, as systemd would pass it.
+    let notify_path = s.path("notify.sock");
+    let notify =
+        std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap_or_else(|e| panic!("{e}"));
+    notify
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let notify_env = notify_path.display().to_string();
+    let mut daemon = Daemon::start_with(&s, &config, &[("NOTIFY_SOCKET", notify_env.as_str())]);
+    // Read as systemd does, all along: an unread datagram queue fills up and blocks the sender.
+    let messages = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let reader_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (messages, done) = (messages.clone(), reader_done.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(n) = notify.recv(&mut buf) {
+                    let mut got = messages.lock().unwrap_or_else(|p| p.into_inner());
+                    got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                }
+            }
+        })
+    };
+    let drain = || {
+        reader_done.store(true, std::sync::atomic::Ordering::Relaxed);
+        messages.lock().unwrap_or_else(|p| p.into_inner()).join("|")
+    };
     wait_for(
         Duration::from_secs(20),
         "a first rotation",
@@ -389,6 +421,33 @@ async fn sighup_refuses_a_broken_config_and_applies_a_valid_one() {
         Some(0),
         "{}",
         daemon.log()
+    );
+    // READY once started, RELOADING around each reload (then READY again), a STATUS line,
+    // STOPPING at the end.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen = drain();
+    let _ = reader.join();
+    let order: Vec<&str> = seen
+        .split('|')
+        .filter_map(|m| m.lines().next())
+        .filter(|l| ["READY=1", "RELOADING=1", "STOPPING=1"].contains(l))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "READY=1",
+            "RELOADING=1",
+            "READY=1",
+            "RELOADING=1",
+            "READY=1",
+            "STOPPING=1"
+        ],
+        "{seen}"
+    );
+    assert!(seen.contains("MONOTONIC_USEC="), "{seen}");
+    assert!(
+        seen.contains("STATUS=") && seen.contains("resources,"),
+        "{seen}"
     );
 }
 
