@@ -73,6 +73,41 @@ pub struct RawPolicy {
 pub enum RawProvider {
     Random(RawRandom),
     Command(RawCommand),
+    Http(RawHttp),
+    Postgres(RawDatabase),
+    Mysql(RawDatabase),
+    Redis(RawRedis),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawHttp {
+    pub url: String,
+    pub token_file: Option<PathBuf>,
+    pub timeout: Option<String>,
+    pub fields: Option<Vec<String>>,
+}
+
+/// `postgres` and `mysql`: two alternating users, administered through `admin-url-file`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawDatabase {
+    pub admin_url_file: PathBuf,
+    pub users: Vec<String>,
+    pub host: Option<String>,
+    pub port: Option<i64>,
+    pub database: Option<String>,
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawRedis {
+    pub admin_url_file: PathBuf,
+    pub user: String,
+    pub host: Option<String>,
+    pub port: Option<i64>,
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

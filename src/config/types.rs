@@ -165,6 +165,10 @@ impl CommandSpec {
 pub enum ProviderConfig {
     Random(RandomConfig),
     Command(CommandConfig),
+    Http(HttpConfig),
+    Postgres(DatabaseConfig),
+    Mysql(DatabaseConfig),
+    Redis(RedisConfig),
 }
 
 impl ProviderConfig {
@@ -172,6 +176,10 @@ impl ProviderConfig {
         match self {
             ProviderConfig::Random(_) => "random",
             ProviderConfig::Command(_) => "command",
+            ProviderConfig::Http(_) => "http",
+            ProviderConfig::Postgres(_) => "postgres",
+            ProviderConfig::Mysql(_) => "mysql",
+            ProviderConfig::Redis(_) => "redis",
         }
     }
 
@@ -181,6 +189,13 @@ impl ProviderConfig {
         match self {
             ProviderConfig::Random(_) => Some(vec!["password".to_owned()]),
             ProviderConfig::Command(c) => c.fields.clone(),
+            ProviderConfig::Http(c) => c.fields.clone(),
+            ProviderConfig::Postgres(_) | ProviderConfig::Mysql(_) => Some(
+                DATABASE_FIELDS.iter().map(|f| (*f).to_owned()).collect(),
+            ),
+            ProviderConfig::Redis(_) => {
+                Some(REDIS_FIELDS.iter().map(|f| (*f).to_owned()).collect())
+            }
         }
     }
 }
@@ -246,4 +261,47 @@ pub struct CommandConfig {
     pub timeout: Duration,
     /// Field names the program promises to return; lets `check` validate templates.
     pub fields: Option<Vec<String>>,
+}
+
+/// The fields the `postgres` and `mysql` providers yield.
+pub const DATABASE_FIELDS: [&str; 5] = ["username", "password", "host", "port", "database"];
+/// The fields the `redis` provider yields.
+pub const REDIS_FIELDS: [&str; 4] = ["username", "password", "host", "port"];
+
+/// `http`: the partner's own API makes the credential (the command protocol over HTTPS).
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub url: Url,
+    /// Bearer token for `url`, from a 0600 file; none: no Authorization header.
+    pub token_file: Option<PathBuf>,
+    pub timeout: Duration,
+    /// Field names the API promises to return; lets `check` validate templates.
+    pub fields: Option<Vec<String>>,
+}
+
+/// `postgres` and `mysql`: two login users that alternate, so the one Vercel holds keeps
+/// working while the other gets the new password.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// A 0600 file holding the admin connection URL (it holds a password).
+    pub admin_url_file: PathBuf,
+    /// Exactly two, different.
+    pub users: [String; 2],
+    /// What the pushed `host`, `port` and `database` fields say; default: the admin URL's.
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub database: Option<String>,
+    /// For each database call.
+    pub timeout: Duration,
+}
+
+/// `redis`: one ACL user holding several passwords at once.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// A 0600 file holding the admin connection URL (`redis://` or `rediss://`).
+    pub admin_url_file: PathBuf,
+    pub user: String,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub timeout: Duration,
 }

@@ -7,8 +7,12 @@
 
 pub mod command;
 pub mod dry_run;
+pub mod http;
+pub mod mysql;
+pub mod postgres;
 mod process;
 pub mod random;
+pub mod redis;
 
 use std::time::Duration;
 
@@ -67,6 +71,13 @@ pub trait Provider: Send + Sync {
         Ok(Outcome::Unsupported)
     }
 
+    /// For `check`: confirms, without changing anything, that the provider can do its job
+    /// (its admin connection works, its users exist and may be altered) and says what it
+    /// checked, one line each. Default: nothing to check beyond the config.
+    async fn preflight(&self) -> Result<Vec<String>, ProviderError> {
+        Ok(Vec::new())
+    }
+
     /// Makes an old credential stop working, after the grace period. Default: nothing to do.
     async fn retire(&self, _target: &Target, _handle: &str) -> Result<Outcome, ProviderError> {
         Ok(Outcome::Unsupported)
@@ -115,6 +126,16 @@ pub enum ProviderError {
     },
     #[error("the operating system's random source failed: {0}")]
     Random(String),
+    /// A backend the provider talks to itself (a database, the partner's API) failed or
+    /// refused. `reason` never holds a value, a password or an admin URL: providers build it
+    /// from error kinds and codes, or scrub it.
+    #[error("{kind} provider, {action}: {reason}")]
+    Backend {
+        kind: &'static str,
+        action: &'static str,
+        reason: String,
+        transient: bool,
+    },
 }
 
 fn stderr_suffix(stderr: &str) -> String {
@@ -141,6 +162,8 @@ impl Classify for ProviderError {
             ProviderError::BadOutput { .. } => Persistence::Permanent,
             ProviderError::Io { .. } => Persistence::Transient,
             ProviderError::Random(_) => Persistence::Transient,
+            ProviderError::Backend { transient: true, .. } => Persistence::Transient,
+            ProviderError::Backend { transient: false, .. } => Persistence::Permanent,
         }
     }
 }
@@ -150,5 +173,9 @@ pub fn build(config: &ProviderConfig) -> Box<dyn Provider> {
     match config {
         ProviderConfig::Random(c) => Box::new(random::RandomProvider::new(c.clone())),
         ProviderConfig::Command(c) => Box::new(command::CommandProvider::new(c.clone())),
+        ProviderConfig::Http(c) => Box::new(http::HttpProvider::new(c.clone())),
+        ProviderConfig::Postgres(c) => Box::new(postgres::PostgresProvider::new(c.clone())),
+        ProviderConfig::Mysql(c) => Box::new(mysql::MysqlProvider::new(c.clone())),
+        ProviderConfig::Redis(c) => Box::new(self::redis::RedisProvider::new(c.clone())),
     }
 }
