@@ -110,7 +110,7 @@ pub async fn execute(cli: Cli, out: &mut impl Write) -> u8 {
         }
     };
     match cli.command {
-        Command::Check => check(&config, out),
+        Command::Check => check(&config, out).await,
         Command::Status { json } => match status::read(&config) {
             Ok(records) => match status::print(out, &config, &records, json) {
                 Ok(()) => exit::OK,
@@ -176,7 +176,7 @@ pub async fn execute(cli: Cli, out: &mut impl Write) -> u8 {
 
 /// `check`: the config is valid (it was loaded), every token source is readable, and each
 /// policy's next three due times.
-fn check(config: &Config, out: &mut impl Write) -> u8 {
+async fn check(config: &Config, out: &mut impl Write) -> u8 {
     let mut status = exit::OK;
     let (_tokens, failures) = token::Tokens::read_all(config);
     let mut lines = Vec::new();
@@ -201,13 +201,44 @@ fn check(config: &Config, out: &mut impl Write) -> u8 {
     }
     let now = Utc::now();
     for policy in &config.policies {
+        // What the provider can check without changing anything: its admin connection, its
+        // users. A provider that cannot do its job fails `check` here rather than at 3 a.m.
+        let provider = crate::providers::build(&policy.provider);
+        match provider.preflight().await {
+            Ok(facts) => {
+                for fact in facts {
+                    lines.push(format!(
+                        "policy {}: provider {}: {fact}",
+                        policy.name,
+                        policy.provider.kind()
+                    ));
+                }
+            }
+            Err(e) => {
+                status = exit::INVALID;
+                eprintln!("error: policy {}: {e}", policy.name);
+                lines.push(format!(
+                    "policy {}: provider {}: NOT READY",
+                    policy.name,
+                    policy.provider.kind()
+                ));
+            }
+        }
         lines.push(format!(
-            "policy {} ({} resource{}, {}, provider {}): next due",
+            "policy {} ({} resource{}, {}, provider {}): next due{}",
             policy.name,
             policy.resources.len(),
             if policy.resources.len() == 1 { "" } else { "s" },
             policy.schedule.describe(),
             policy.provider.kind(),
+            if policy.jitter.is_zero() {
+                String::new()
+            } else {
+                format!(
+                    " (each resource up to {} later: jitter)",
+                    humantime::format_duration(policy.jitter)
+                )
+            },
         ));
         let tz = policy.schedule.timezone();
         for due in policy.schedule.upcoming(now, 3) {

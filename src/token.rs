@@ -22,9 +22,9 @@ const MAX_TOKEN_BYTES: u64 = 16 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
-    #[error("token file {path} is accessible by group or others (mode {mode:04o}); run `chmod 600 {path}`", path = .path.display())]
+    #[error("secret file {path} is accessible by group or others (mode {mode:04o}); run `chmod 600 {path}`", path = .path.display())]
     FilePermissions { path: PathBuf, mode: u32 },
-    #[error("cannot read token file {path}: {source}", path = .path.display())]
+    #[error("cannot read secret file {path}: {source}", path = .path.display())]
     FileRead {
         path: PathBuf,
         #[source]
@@ -44,7 +44,7 @@ pub enum TokenError {
         "the token from {source_name} holds whitespace or control characters, which cannot go in an HTTP header"
     )]
     BadCharacters { source_name: String },
-    #[error("token file {path} is larger than {MAX_TOKEN_BYTES} bytes: is it the right file?", path = .path.display())]
+    #[error("secret file {path} is larger than {MAX_TOKEN_BYTES} bytes: is it the right file?", path = .path.display())]
     TooLarge { path: PathBuf },
 }
 
@@ -82,6 +82,18 @@ pub fn read(source: &TokenSource) -> Result<SecretString, TokenError> {
     let token = SecretString::from(raw);
     check(&token, source)?;
     Ok(token)
+}
+
+/// Reads a secret from a file that only its owner may read (an `admin-url-file`, an http
+/// provider's `token-file`), trailing newline trimmed, refused when empty.
+pub fn read_secret_file(path: &Path) -> Result<SecretString, TokenError> {
+    let value = SecretString::from(read_file(path, true)?);
+    if value.expose_secret().is_empty() {
+        return Err(TokenError::Empty {
+            source_name: format!("file {}", path.display()),
+        });
+    }
+    Ok(value)
 }
 
 fn check(token: &SecretString, source: &TokenSource) -> Result<(), TokenError> {
@@ -227,7 +239,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.starts_with("cannot read token file /nonexistent/x.token"),
+            err.starts_with("cannot read secret file /nonexistent/x.token"),
             "{err}"
         );
         let err = read(&TokenSource::Env("VSR_SURELY_UNSET_VAR_42".into()))

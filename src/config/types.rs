@@ -190,9 +190,9 @@ impl ProviderConfig {
             ProviderConfig::Random(_) => Some(vec!["password".to_owned()]),
             ProviderConfig::Command(c) => c.fields.clone(),
             ProviderConfig::Http(c) => c.fields.clone(),
-            ProviderConfig::Postgres(_) | ProviderConfig::Mysql(_) => Some(
-                DATABASE_FIELDS.iter().map(|f| (*f).to_owned()).collect(),
-            ),
+            ProviderConfig::Postgres(_) | ProviderConfig::Mysql(_) => {
+                Some(DATABASE_FIELDS.iter().map(|f| (*f).to_owned()).collect())
+            }
             ProviderConfig::Redis(_) => {
                 Some(REDIS_FIELDS.iter().map(|f| (*f).to_owned()).collect())
             }

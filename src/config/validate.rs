@@ -709,7 +709,13 @@ fn validate_provider(
         }
         RawProvider::Http(h) => {
             let pkey = format!("{key}: provider (http)");
-            let timeout = provider_timeout(v, &format!("{pkey}.timeout"), span.clone(), h.timeout.as_ref(), Duration::from_secs(30));
+            let timeout = provider_timeout(
+                v,
+                &format!("{pkey}.timeout"),
+                span.clone(),
+                h.timeout.as_ref(),
+                Duration::from_secs(30),
+            );
             if let Some(fields) = &h.fields {
                 check_field_list(v, &format!("{pkey}.fields"), span.clone(), fields);
             }
@@ -717,7 +723,11 @@ fn validate_provider(
             let url = match check_api_url(&h.url, false) {
                 Ok(url) => Some(url),
                 Err(why) => {
-                    v.problem(Some(span.clone()), format!("{pkey}.url"), why.replace("vercel.allow-insecure-http = true", "https"));
+                    v.problem(
+                        Some(span.clone()),
+                        format!("{pkey}.url"),
+                        why.replace(", or set vercel.allow-insecure-http = true", ""),
+                    );
                     None
                 }
             };
@@ -729,9 +739,19 @@ fn validate_provider(
             })
         }
         RawProvider::Postgres(d) | RawProvider::Mysql(d) => {
-            let kind = if matches!(raw.get_ref(), RawProvider::Postgres(_)) { "postgres" } else { "mysql" };
+            let kind = if matches!(raw.get_ref(), RawProvider::Postgres(_)) {
+                "postgres"
+            } else {
+                "mysql"
+            };
             let pkey = format!("{key}: provider ({kind})");
-            let timeout = provider_timeout(v, &format!("{pkey}.timeout"), span.clone(), d.timeout.as_ref(), Duration::from_secs(30));
+            let timeout = provider_timeout(
+                v,
+                &format!("{pkey}.timeout"),
+                span.clone(),
+                d.timeout.as_ref(),
+                Duration::from_secs(30),
+            );
             let port = provider_port(v, &format!("{pkey}.port"), span.clone(), d.port);
             for u in &d.users {
                 provider_identifier(v, &format!("{pkey}.users"), span.clone(), u);
@@ -739,7 +759,13 @@ fn validate_provider(
             let users: Option<[String; 2]> = match d.users.as_slice() {
                 [a, b] if a != b => Some([a.clone(), b.clone()]),
                 [a, b] if a == b => {
-                    v.problem(Some(span.clone()), format!("{pkey}.users"), format!("names \"{a}\" twice: the two users alternate, so they must differ"));
+                    v.problem(
+                        Some(span.clone()),
+                        format!("{pkey}.users"),
+                        format!(
+                            "names \"{a}\" twice: the two users alternate, so they must differ"
+                        ),
+                    );
                     None
                 }
                 other => {
@@ -763,11 +789,21 @@ fn validate_provider(
         }
         RawProvider::Redis(r) => {
             let pkey = format!("{key}: provider (redis)");
-            let timeout = provider_timeout(v, &format!("{pkey}.timeout"), span.clone(), r.timeout.as_ref(), Duration::from_secs(30));
+            let timeout = provider_timeout(
+                v,
+                &format!("{pkey}.timeout"),
+                span.clone(),
+                r.timeout.as_ref(),
+                Duration::from_secs(30),
+            );
             let port = provider_port(v, &format!("{pkey}.port"), span.clone(), r.port);
             provider_identifier(v, &format!("{pkey}.user"), span.clone(), &r.user);
             if r.user.chars().any(char::is_whitespace) {
-                v.problem(Some(span.clone()), format!("{pkey}.user"), "holds whitespace, which Redis ACL user names cannot");
+                v.problem(
+                    Some(span.clone()),
+                    format!("{pkey}.user"),
+                    "holds whitespace, which Redis ACL user names cannot",
+                );
             }
             ProviderConfig::Redis(RedisConfig {
                 admin_url_file: r.admin_url_file.clone(),
@@ -783,16 +819,34 @@ fn validate_provider(
 
 fn check_field_list(v: &mut Validator, key: &str, span: Range<usize>, fields: &[String]) {
     if fields.is_empty() {
-        v.problem(Some(span.clone()), key, "is empty: list the field names the provider returns, or leave fields out");
+        v.problem(
+            Some(span.clone()),
+            key,
+            "is empty: list the field names the provider returns, or leave fields out",
+        );
     }
     for f in fields {
-        if f.is_empty() || !f.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-            v.problem(Some(span.clone()), key, format!("\"{f}\" is not a field name (letters, digits, `_`, `-`)"));
+        if f.is_empty()
+            || !f
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            v.problem(
+                Some(span.clone()),
+                key,
+                format!("\"{f}\" is not a field name (letters, digits, `_`, `-`)"),
+            );
         }
     }
 }
 
-fn provider_timeout(v: &mut Validator, key: &str, span: Range<usize>, raw: Option<&String>, default: Duration) -> Duration {
+fn provider_timeout(
+    v: &mut Validator,
+    key: &str,
+    span: Range<usize>,
+    raw: Option<&String>,
+    default: Duration,
+) -> Duration {
     match raw {
         None => default,
         Some(t) => match parse_duration(t) {
@@ -809,7 +863,12 @@ fn provider_timeout(v: &mut Validator, key: &str, span: Range<usize>, raw: Optio
     }
 }
 
-fn provider_port(v: &mut Validator, key: &str, span: Range<usize>, raw: Option<i64>) -> Option<u16> {
+fn provider_port(
+    v: &mut Validator,
+    key: &str,
+    span: Range<usize>,
+    raw: Option<i64>,
+) -> Option<u16> {
     let port = raw?;
     match u16::try_from(port) {
         Ok(p) if p > 0 => Some(p),
@@ -822,6 +881,12 @@ fn provider_port(v: &mut Validator, key: &str, span: Range<usize>, raw: Option<i
 
 fn provider_identifier(v: &mut Validator, key: &str, span: Range<usize>, name: &str) {
     if name.is_empty() || name.len() > 63 || name.chars().any(|c| c.is_control()) {
-        v.problem(Some(span), key, format!("\"{name}\" is not a usable user name (1-63 characters, no control characters)"));
+        v.problem(
+            Some(span),
+            key,
+            format!(
+                "\"{name}\" is not a usable user name (1-63 characters, no control characters)"
+            ),
+        );
     }
 }

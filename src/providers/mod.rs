@@ -162,8 +162,12 @@ impl Classify for ProviderError {
             ProviderError::BadOutput { .. } => Persistence::Permanent,
             ProviderError::Io { .. } => Persistence::Transient,
             ProviderError::Random(_) => Persistence::Transient,
-            ProviderError::Backend { transient: true, .. } => Persistence::Transient,
-            ProviderError::Backend { transient: false, .. } => Persistence::Permanent,
+            ProviderError::Backend {
+                transient: true, ..
+            } => Persistence::Transient,
+            ProviderError::Backend {
+                transient: false, ..
+            } => Persistence::Permanent,
         }
     }
 }

@@ -20,7 +20,14 @@ impl Provider for MysqlProvider {
         "mysql"
     }
 
-    async fn create(&self, _t: &Target, _r: &str, _p: Option<&str>) -> Result<Credential, ProviderError> {
-        Err(ProviderError::Random("the mysql provider is being written".into()))
+    async fn create(
+        &self,
+        _t: &Target,
+        _r: &str,
+        _p: Option<&str>,
+    ) -> Result<Credential, ProviderError> {
+        Err(ProviderError::Random(
+            "the mysql provider is being written".into(),
+        ))
     }
 }

@@ -20,7 +20,14 @@ impl Provider for PostgresProvider {
         "postgres"
     }
 
-    async fn create(&self, _t: &Target, _r: &str, _p: Option<&str>) -> Result<Credential, ProviderError> {
-        Err(ProviderError::Random("the postgres provider is being written".into()))
+    async fn create(
+        &self,
+        _t: &Target,
+        _r: &str,
+        _p: Option<&str>,
+    ) -> Result<Credential, ProviderError> {
+        Err(ProviderError::Random(
+            "the postgres provider is being written".into(),
+        ))
     }
 }

@@ -20,7 +20,14 @@ impl Provider for RedisProvider {
         "redis"
     }
 
-    async fn create(&self, _t: &Target, _r: &str, _p: Option<&str>) -> Result<Credential, ProviderError> {
-        Err(ProviderError::Random("the redis provider is being written".into()))
+    async fn create(
+        &self,
+        _t: &Target,
+        _r: &str,
+        _p: Option<&str>,
+    ) -> Result<Credential, ProviderError> {
+        Err(ProviderError::Random(
+            "the redis provider is being written".into(),
+        ))
     }
 }
