@@ -7,6 +7,9 @@ use clap::Parser;
 use vercel_secret_rotator::{cli, logging};
 
 fn main() -> ExitCode {
+    // Owner-only for everything this process creates (state, sockets, temp files), before
+    // anything is created. The state store also sets modes explicitly; this is the backstop.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let args = cli::Cli::parse();
     logging::init(args.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

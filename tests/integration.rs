@@ -6,6 +6,7 @@
 mod common;
 
 mod config_fixtures;
+mod config_fuzz;
 mod daemon;
 mod once;
 mod providers;
