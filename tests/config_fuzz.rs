@@ -23,7 +23,10 @@ fn check_outcome(text: &str) {
             assert!(message.contains("fuzz.toml"), "{message}");
             for p in e.problems() {
                 if let Some(line) = p.line {
-                    assert!(line >= 1 && line <= text.lines().count().max(1) + 1, "line {line} out of range");
+                    assert!(
+                        line >= 1 && line <= text.lines().count().max(1) + 1,
+                        "line {line} out of range"
+                    );
                 }
             }
         }

@@ -212,10 +212,20 @@ impl Daemon {
     }
 
     fn start_with(s: &Scenario, config: &Path, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_full(s, config, env, "text")
+    }
+
+    fn start_full(s: &Scenario, config: &Path, env: &[(&str, &str)], log_format: &str) -> Daemon {
         let stderr = s.path(&format!("daemon-{}.log", rand_suffix()));
         let log = std::fs::File::create(&stderr).unwrap_or_else(|e| panic!("{e}"));
         let child = cli::bin()
-            .args(["--config", &config.display().to_string(), "run"])
+            .args([
+                "--config",
+                &config.display().to_string(),
+                "--log-format",
+                log_format,
+                "run",
+            ])
             .env("RUST_LOG", "info,vercel_secret_rotator=debug")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
@@ -290,7 +300,8 @@ const WEEKLY: &str = "schedule = \"0 3 * * 0\"\ngrace = \"1s\"";
 async fn the_daemon_rotates_on_schedule_retires_after_grace_and_stops_cleanly() {
     let s = Scenario::new(&["store_a1", "store_a2"]).await;
     let config = s.write_config(&["store_a1", "store_a2"], EVERY_2S);
-    let mut daemon = Daemon::start(&s, &config);
+    // Trace logging in JSON: the canary must stay out of even the most verbose log.
+    let mut daemon = Daemon::start_full(&s, &config, &[("RUST_LOG", "trace")], "json");
     wait_for(
         Duration::from_secs(40),
         "three rotations of each resource and two retirements",
@@ -305,6 +316,11 @@ async fn the_daemon_rotates_on_schedule_retires_after_grace_and_stops_cleanly() 
     assert!(
         log.contains("daemon started") && log.contains("stopped"),
         "{log}"
+    );
+    assert!(
+        log.lines()
+            .all(|l| serde_json::from_str::<Value>(l).is_ok()),
+        "every log line is JSON"
     );
 
     for r in ["store_a1", "store_a2"] {
