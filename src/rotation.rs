@@ -463,9 +463,10 @@ impl Rotator {
         {
             Ok(()) => Ok(Some(secrets)),
             Err(e) => {
-                // A definite refusal (4xx) means Vercel kept the old values; a timeout or a 5xx
-                // leaves it unknown.
-                let sent_maybe = e.is_transient();
+                // A definite refusal (a 4xx, with no unclear attempt before it) means Vercel
+                // kept the old values; a timeout, a dropped connection or a 5xx leaves it
+                // unknown.
+                let sent_maybe = e.may_have_applied();
                 Err((RotationError::Vercel(e), sent_maybe))
             }
         }

@@ -49,7 +49,9 @@ impl Scenario {
         format!(
             r#"[vercel]
 api-url = "{url}"
-request-timeout = "5s"
+request-timeout = "2s"
+# Short, so a scripted run of 5xx or 429 answers exhausts the client's retries quickly.
+retry-deadline = "3s"
 
 [state]
 dir = "{state}"
@@ -387,10 +389,14 @@ async fn each_refusal_fails_only_its_resource_with_its_reason() {
     let config = s.write_config(RANDOM_POLICIES);
     for (status, code, transient) in cases {
         s.fake.clear_requests();
+        s.fake.clear_scripts();
         s.fake.script(
             ACME,
             "store_a2",
-            vec![Scripted::vercel_error(status, code, "scripted refusal")],
+            // Retried statuses are answered the same way until the client's retries run out.
+            (0..if transient { 60 } else { 1 })
+                .map(|_| Scripted::vercel_error(status, code, "scripted refusal"))
+                .collect(),
         );
         let out = s.run(&config, &["run", "--once"]).await;
         assert_exit(&out, 1);
@@ -523,11 +529,14 @@ async fn the_dashboard_notification_goes_out_and_its_failure_never_fails_the_rot
         1,
     );
     let config = s.write_config(&policies);
-    // store_a2: the push succeeds, then the PATCH fails.
+    // store_a2: the push succeeds, then the PATCH is refused.
     s.fake.script(
         ACME,
         "store_a2",
-        vec![Scripted::normal(), Scripted::status(500)],
+        vec![
+            Scripted::normal(),
+            Scripted::vercel_error(403, "forbidden", "no banners for you"),
+        ],
     );
     let out = s
         .run(&config, &["run", "--once", "--policy", "orders-db"])
@@ -599,8 +608,8 @@ value = "{{password}}"
     std::fs::write(
         &config,
         text.replace(
-            "request-timeout = \"5s\"",
-            "request-timeout = \"5s\"\nmax-concurrent-requests = 2",
+            "request-timeout = \"2s\"",
+            "request-timeout = \"2s\"\nmax-concurrent-requests = 2",
         ),
     )
     .unwrap_or_else(|e| panic!("{e}"));
@@ -801,9 +810,36 @@ async fn a_refused_push_retires_the_new_credential_but_an_ambiguous_one_keeps_it
 
     // 503: Vercel may have applied it; retiring would leave Vercel holding a dead credential.
     std::fs::remove_file(s.dir.path().join("calls.jsonl")).unwrap_or_else(|e| panic!("{e}"));
-    s.fake.script(ACME, "store_a1", vec![Scripted::status(503)]);
+    s.fake.clear_scripts();
+    s.fake.script(
+        ACME,
+        "store_a1",
+        (0..60).map(|_| Scripted::status(503)).collect(),
+    );
     let out = s.run(&config, &["run", "--once"]).await;
     assert_exit(&out, 1);
+    let actions: Vec<String> = calls(&s)
+        .iter()
+        .map(|c| c["action"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(actions, ["create", "verify"]);
+
+    // 503 then 422: the refusal comes after an attempt that may have been applied, so the
+    // new credential stays live too.
+    std::fs::remove_file(s.dir.path().join("calls.jsonl")).unwrap_or_else(|e| panic!("{e}"));
+    s.fake.clear_scripts();
+    s.fake.script(
+        ACME,
+        "store_a1",
+        vec![
+            Scripted::status(503),
+            Scripted::vercel_error(422, "unprocessable", "no"),
+        ],
+    );
+    let out = s.run(&config, &["run", "--once"]).await;
+    assert_exit(&out, 1);
+    let stdout = cli::stdout(&out);
+    assert!(stdout.contains("may hold the new values"), "{stdout}");
     let actions: Vec<String> = calls(&s)
         .iter()
         .map(|c| c["action"].as_str().unwrap_or("").to_owned())

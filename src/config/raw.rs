@@ -28,6 +28,8 @@ pub struct RawConfig {
 pub struct RawVercel {
     pub api_url: Option<Spanned<String>>,
     pub request_timeout: Option<Spanned<String>>,
+    /// How long one push, with its retries, may take.
+    pub retry_deadline: Option<Spanned<String>>,
     pub max_concurrent_requests: Option<Spanned<i64>>,
     /// Lets `api-url` use plain `http://` to a host that is not loopback.
     pub allow_insecure_http: Option<bool>,

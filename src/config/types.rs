@@ -27,6 +27,9 @@ pub struct Config {
 pub struct VercelSettings {
     pub api_url: Url,
     pub request_timeout: Duration,
+    /// How long one call to Vercel, retries included, may take from its first attempt; always
+    /// longer than `request_timeout`.
+    pub retry_deadline: Duration,
     /// Upper bound on requests in flight to Vercel, and so on rotations in flight.
     pub max_concurrent_requests: usize,
 }

@@ -260,6 +260,26 @@ fn validate_vercel(v: &mut Validator, raw: &RawVercel) -> Option<VercelSettings>
         let span = raw.request_timeout.as_ref().map(|s| s.span());
         v.problem(span, "vercel.request-timeout", "must be more than 0s");
     }
+    // Unset, it is 5m, or twice the request timeout if that is longer (so a long timeout alone
+    // is never an error); set, it must leave room for more than one attempt.
+    const DEFAULT_RETRY_DEADLINE: Duration = Duration::from_secs(5 * 60);
+    let retry_deadline = match &raw.retry_deadline {
+        None => DEFAULT_RETRY_DEADLINE.max(request_timeout.saturating_mul(2)),
+        Some(text) => {
+            let deadline = v.duration(Some(text), "vercel.retry-deadline", DEFAULT_RETRY_DEADLINE);
+            if deadline <= request_timeout {
+                v.problem(
+                    Some(text.span()),
+                    "vercel.retry-deadline",
+                    format!(
+                        "must be longer than vercel.request-timeout ({})",
+                        humantime::format_duration(request_timeout)
+                    ),
+                );
+            }
+            deadline
+        }
+    };
     let max_concurrent_requests = match &raw.max_concurrent_requests {
         None => DEFAULT_MAX_CONCURRENT,
         Some(n) if (1..=MAX_CONCURRENT_LIMIT).contains(n.get_ref()) => *n.get_ref() as usize,
@@ -275,6 +295,7 @@ fn validate_vercel(v: &mut Validator, raw: &RawVercel) -> Option<VercelSettings>
     Some(VercelSettings {
         api_url: api_url?,
         request_timeout,
+        retry_deadline,
         max_concurrent_requests,
     })
 }

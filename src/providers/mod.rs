@@ -11,6 +11,7 @@ pub mod http;
 pub mod mysql;
 pub mod postgres;
 mod process;
+mod protocol;
 pub mod random;
 pub mod redis;
 

@@ -27,25 +27,27 @@
 //!   the call itself is wrong (64 `EX_USAGE`, 65 `EX_DATAERR`, 77 `EX_NOPERM`,
 //!   78 `EX_CONFIG`), transient for every other code and for death by a signal.
 //!
-//! Messages about a bad answer never quote it: serde_json's error `Display` can quote the
-//! offending input, which may be a value, so reasons are built from the error's category,
-//! line and column plus a fixed description (see [`describe_json_error`]).
+//! What the request and the answer hold, and the strict parsing of the answer, are
+//! `protocol.rs`'s, shared with the `http` provider; this file only moves the bytes.
 
-use std::fmt;
 use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
-use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use zeroize::{Zeroize, Zeroizing};
 
-use super::ProviderError;
+use super::protocol::{self, Channel};
+use super::{Credential, ProviderError};
 use crate::config::CommandSpec;
-use crate::secret::{self, Fields};
+use crate::secret;
+
+// The buffer and the request serializers moved to `protocol.rs` with the messages; `random`'s
+// `apply` still finds them here, next to the `Invocation` it hands them to.
+pub(crate) use super::protocol::{Exposed, SecretBuf};
 
 /// The only environment variables a provider program inherits: what a script needs to find
 /// its tools, its locale, its time zone and a scratch directory, and nothing that can hold a
@@ -97,6 +99,12 @@ pub(crate) trait SecretValues {
 impl SecretValues for () {
     fn secret_values(&self) -> Vec<&SecretString> {
         Vec::new()
+    }
+}
+
+impl SecretValues for Credential {
+    fn secret_values(&self) -> Vec<&SecretString> {
+        self.fields.values().collect()
     }
 }
 
@@ -202,13 +210,7 @@ impl Invocation<'_> {
             }
         }
 
-        let parsed = match std::str::from_utf8(stdout.as_bytes()) {
-            Ok(text) => parse(text),
-            Err(e) => Err(format!(
-                "stdout is not UTF-8 (invalid byte at offset {})",
-                e.valid_up_to()
-            )),
-        };
+        let parsed = protocol::text_of(stdout.as_bytes(), Channel::Stdout).and_then(parse);
         match parsed {
             Ok(answer) => {
                 let tail = stderr.finish(sent.iter().copied().chain(answer.secret_values()));
@@ -357,23 +359,6 @@ fn is_transient(status: ExitStatus) -> bool {
     )
 }
 
-/// A reason for a JSON answer that did not parse, without quoting any of it: the category,
-/// line and column from `error`, and `expected`, a fixed description of the right shape.
-pub(crate) fn describe_json_error(expected: &str, error: &serde_json::Error) -> String {
-    use serde_json::error::Category;
-    let kind = match error.classify() {
-        Category::Syntax => "syntax error",
-        Category::Data => "data error",
-        Category::Eof => "unexpected end",
-        Category::Io => "read error",
-    };
-    format!(
-        "stdout is not the expected JSON: {expected} ({kind} at line {}, column {})",
-        error.line(),
-        error.column()
-    )
-}
-
 /// Every string (not key) in `stdout` if it is JSON, as secrets to scrub stderr of when the
 /// answer could not be used and so its values are unknown. Best effort: nothing for non-JSON.
 fn strings_in(stdout: &SecretBuf) -> Vec<SecretString> {
@@ -399,82 +384,6 @@ fn strings_in(stdout: &SecretBuf) -> Vec<SecretString> {
         collect(&mut value, &mut out);
     }
     out
-}
-
-/// A byte buffer for values in transit (a request, an answer) that leaves no copy behind:
-/// growing it zeroizes the old allocation, and dropping it zeroizes the contents. A plain
-/// `Vec` would leave every outgrown allocation in freed memory.
-#[derive(Default)]
-pub(crate) struct SecretBuf(Zeroizing<Vec<u8>>);
-
-impl SecretBuf {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
-        let needed = self.0.len() + bytes.len();
-        if needed > self.0.capacity() {
-            let mut grown = Zeroizing::new(Vec::with_capacity(
-                needed.max(2 * self.0.capacity()).max(256),
-            ));
-            grown.extend_from_slice(&self.0);
-            // The old allocation is zeroized when `grown`'s predecessor drops here.
-            self.0 = grown;
-        }
-        self.0.extend_from_slice(bytes);
-    }
-
-    /// Serializes `value` as JSON straight into a new buffer.
-    pub fn json(value: &impl Serialize) -> Result<SecretBuf, serde_json::Error> {
-        let mut buf = SecretBuf::new();
-        serde_json::to_writer(&mut buf, value)?;
-        Ok(buf)
-    }
-}
-
-impl io::Write for SecretBuf {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        self.extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl fmt::Debug for SecretBuf {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SecretBuf([REDACTED {} bytes])", self.0.len())
-    }
-}
-
-/// Serializes a secret as a JSON string, for requests (secrecy deliberately has no
-/// `Serialize` for `SecretString`).
-pub(crate) struct Exposed<'a>(pub &'a SecretString);
-
-impl Serialize for Exposed<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.0.expose_secret())
-    }
-}
-
-/// Serializes fields as a JSON object of name to value, for requests.
-pub(crate) struct ExposedFields<'a>(pub &'a Fields);
-
-impl Serialize for ExposedFields<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_map(self.0.iter().map(|(k, v)| (k, Exposed(v))))
-    }
 }
 
 /// The end of a child's stderr, in bounded memory.
@@ -559,41 +468,6 @@ mod tests {
 
     fn s(v: &str) -> SecretString {
         SecretString::from(v.to_owned())
-    }
-
-    #[test]
-    fn secret_buf_keeps_every_byte_across_growth() {
-        let mut buf = SecretBuf::new();
-        for i in 0..5000u32 {
-            buf.extend_from_slice(&i.to_le_bytes());
-        }
-        assert_eq!(buf.len(), 20_000);
-        assert_eq!(&buf.as_bytes()[4..8], &1u32.to_le_bytes());
-        assert!(!format!("{buf:?}").contains('\u{1}'));
-    }
-
-    #[test]
-    fn exposed_fields_serialize_as_a_json_object() {
-        let mut fields = Fields::new();
-        fields.insert("password".into(), s("p\"w"));
-        fields.insert("username".into(), s("u"));
-        let buf = SecretBuf::json(&ExposedFields(&fields)).unwrap();
-        assert_eq!(buf.as_bytes(), br#"{"password":"p\"w","username":"u"}"#);
-    }
-
-    #[test]
-    fn describe_json_error_never_quotes_the_input() {
-        let err = serde_json::from_str::<Vec<u32>>(r#"["hunter2-canary"]"#).unwrap_err();
-        assert!(
-            err.to_string().contains("hunter2-canary"),
-            "serde does quote: {err}"
-        );
-        let reason = describe_json_error("a list of numbers", &err);
-        assert!(!reason.contains("hunter2"), "{reason}");
-        assert_eq!(
-            reason,
-            "stdout is not the expected JSON: a list of numbers (data error at line 1, column 17)"
-        );
     }
 
     #[test]

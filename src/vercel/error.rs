@@ -87,6 +87,17 @@ pub enum VercelError {
         /// `error.limit.resetMs`/`reset`, else `X-RateLimit-Reset`. Read by the retry loop.
         retry_after: Option<Duration>,
     },
+    /// The call was not attempted (again): Vercel's rate limit holds requests to this endpoint
+    /// back until after the call's `vercel.retry-deadline`. Only when no attempt was made;
+    /// otherwise the last attempt's error is returned.
+    Throttled {
+        operation: Operation,
+        installation: Box<str>,
+        installation_id: Box<str>,
+        resource: Box<str>,
+        /// How long until the endpoint takes requests again.
+        retry_after: Duration,
+    },
     /// No answer: connection refused or reset, TLS failure, timeout.
     Transport {
         operation: Operation,
@@ -98,12 +109,46 @@ pub enum VercelError {
         /// reqwest's error chain, without the URL; it never holds headers or the body.
         detail: Box<str>,
     },
+    /// The call failed with `last`, after an earlier attempt whose outcome is unknown (a
+    /// timeout, a dropped connection, a 5xx): Vercel may hold the values all the same, so the
+    /// new credential must not be retired as if it had never been delivered.
+    Uncertain { last: Box<VercelError> },
 }
 
 impl VercelError {
+    /// The error of the last attempt (itself, unless wrapped by [`VercelError::Uncertain`]).
+    fn last(&self) -> &VercelError {
+        match self {
+            VercelError::Uncertain { last } => last.last(),
+            other => other,
+        }
+    }
+
+    /// Whether Vercel may have applied the call although it failed: no answer (timeout,
+    /// dropped connection), a 408 or 5xx (the change may be made before the error), or such
+    /// an attempt earlier in the call's retries. A 429 or another 4xx is a definite refusal.
+    pub fn may_have_applied(&self) -> bool {
+        match self {
+            VercelError::Uncertain { .. } | VercelError::Transport { .. } => true,
+            VercelError::Status { status, .. } => matches!(status, 408 | 500..=599),
+            _ => false,
+        }
+    }
+
+    /// Marks `self` as the end of a call in which an earlier attempt may have been applied.
+    pub(crate) fn after_uncertain_attempt(self) -> VercelError {
+        if self.may_have_applied() {
+            self
+        } else {
+            VercelError::Uncertain {
+                last: Box::new(self),
+            }
+        }
+    }
+
     /// The HTTP status Vercel answered with, if it answered.
     pub fn status(&self) -> Option<u16> {
-        match self {
+        match self.last() {
             VercelError::Status { status, .. } => Some(*status),
             _ => None,
         }
@@ -111,7 +156,7 @@ impl VercelError {
 
     /// Vercel's `error.code` (`forbidden`, `rate_limited`, ...), if the body carried one.
     pub fn code(&self) -> Option<&str> {
-        match self {
+        match self.last() {
             VercelError::Status { code, .. } => code.as_deref(),
             _ => None,
         }
@@ -119,7 +164,7 @@ impl VercelError {
 
     /// Vercel's `error.message`, scrubbed, if the body carried one.
     pub fn message(&self) -> Option<&str> {
-        match self {
+        match self.last() {
             VercelError::Status { message, .. } => message.as_deref(),
             _ => None,
         }
@@ -127,15 +172,16 @@ impl VercelError {
 
     /// How long the server asked to wait before trying again, if it said.
     pub fn retry_after(&self) -> Option<Duration> {
-        match self {
+        match self.last() {
             VercelError::Status { retry_after, .. } => *retry_after,
+            VercelError::Throttled { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
 
     /// Whether the request timed out.
     pub fn is_timeout(&self) -> bool {
-        matches!(self, VercelError::Transport { timeout: true, .. })
+        matches!(self.last(), VercelError::Transport { timeout: true, .. })
     }
 }
 
@@ -153,7 +199,8 @@ impl Classify for VercelError {
     fn persistence(&self) -> Persistence {
         match self {
             VercelError::Status { status, .. } => classify_status(*status),
-            VercelError::Transport { .. } => Persistence::Transient,
+            VercelError::Transport { .. } | VercelError::Throttled { .. } => Persistence::Transient,
+            VercelError::Uncertain { last } => last.persistence(),
             VercelError::Client { .. }
             | VercelError::BaseUrl { .. }
             | VercelError::InvalidId { .. }
@@ -189,6 +236,10 @@ impl fmt::Display for VercelError {
             VercelError::Client { detail } => {
                 write!(f, "could not set up the HTTP client for Vercel: {detail}")
             }
+            VercelError::Uncertain { last } => write!(
+                f,
+                "{last} (an earlier attempt got no clear answer, so Vercel may hold the new values)"
+            ),
             VercelError::BaseUrl { url } => write!(
                 f,
                 "vercel.api-url {url:?} cannot be used as a base URL: use an http or https URL"
@@ -292,6 +343,23 @@ impl fmt::Display for VercelError {
                 }
                 Ok(())
             }
+            VercelError::Throttled {
+                operation,
+                installation,
+                installation_id,
+                resource,
+                retry_after,
+            } => {
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                write!(
+                    f,
+                    "did not call Vercel for {} of installation \"{installation}\" \
+                     ({installation_id}): its rate limit holds this endpoint back for another {}, \
+                     past vercel.retry-deadline",
+                    operation.doing(resource),
+                    humantime::format_duration(Duration::from_secs(secs))
+                )
+            }
             VercelError::Transport {
                 operation,
                 installation,
@@ -392,6 +460,21 @@ mod tests {
             resource: "store_abc".into(),
         };
         assert_eq!(token.persistence(), Persistence::Permanent);
+        let throttled = VercelError::Throttled {
+            operation: Operation::UpdateSecrets,
+            installation: "acme".into(),
+            installation_id: "icfg_123".into(),
+            resource: "store_abc".into(),
+            retry_after: Duration::from_millis(41_500),
+        };
+        assert!(throttled.is_transient());
+        assert_eq!(throttled.retry_after(), Some(Duration::from_millis(41_500)));
+        assert_eq!(
+            throttled.to_string(),
+            "did not call Vercel for updating the secrets of resource \"store_abc\" of \
+             installation \"acme\" (icfg_123): its rate limit holds this endpoint back for \
+             another 42s, past vercel.retry-deadline"
+        );
     }
 
     #[test]

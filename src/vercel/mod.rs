@@ -7,27 +7,39 @@
 //!
 //! One [`VercelClient`] (one connection pool, timeout and User-Agent set once) serves every
 //! installation; each call takes the [`InstallationRef`] whose token it sends, so a token can
-//! only travel on its own installation's path. The client makes one attempt per call and says,
-//! through [`crate::error::Classify`] and [`VercelError::retry_after`], whether and when another
-//! attempt may succeed; the retry loop lives with its caller.
+//! only travel on its own installation's path.
+//!
+//! Each call retries by itself: no answer, 429, 500, 502, 503 and 504 are tried again with
+//! exponential backoff and full jitter (or when the server says), until
+//! `vercel.retry-deadline` from the first attempt; each retry is logged at warn. Requests to
+//! each endpoint start at the pace a shared limiter learns from Vercel's rate-limit answers.
+//! What is left after the deadline (or never worth retrying) comes back as a [`VercelError`]
+//! that says, through [`crate::error::Classify`] and [`VercelError::retry_after`], whether and
+//! when the engine's slower retry may succeed.
 //!
 //! # Layout
 //!
 //! - `body.rs`: [`PushSecret`], [`Notification`] and the JSON bodies (values exposed only
 //!   inside serialization).
 //! - `error.rs`: [`VercelError`], its messages and its classification.
-//! - `response.rs`: reading an error answer: the capped body, the server's message made safe,
+//! - `response.rs`: reading an answer: the capped body, the server's message made safe,
 //!   `Retry-After` and the rate-limit window.
+//! - `retry.rs`: which failures are retried, and the backoff.
+//! - `limiter.rs`: the shared pace of each endpoint (the algorithm is in its doc).
 
 mod body;
 mod error;
+mod limiter;
 mod response;
+mod retry;
 
-use std::time::{Instant, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
-use reqwest::{RequestBuilder, StatusCode};
+use reqwest::{Method, Request, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
+use tokio::time::Instant;
 use url::Url;
 use zeroize::Zeroizing;
 
@@ -37,17 +49,32 @@ pub use body::{Notification, NotificationLevel, PushSecret};
 pub use error::{Operation, VercelError};
 
 use body::{NotifyBody, UpdateSecretsBody};
+use limiter::{EndpointLimiter, RateWindow};
 use response::{CODE_CAP, ERROR_BODY_CAP, MESSAGE_CAP};
+use retry::RetryPolicy;
 
 /// Sent with every request, so Vercel (and a partner reading its logs) can tell who called.
 pub const USER_AGENT: &str = concat!("vercel-secret-rotator/", env!("CARGO_PKG_VERSION"));
 
-/// The client for every installation: one `reqwest::Client` and the API's base URL.
+/// The shortest time an attempt is given when little is left before the deadline: less could
+/// not get an answer even from a healthy server.
+const MIN_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// The client for every installation: one `reqwest::Client`, the API's base URL, the retry
+/// policy and one rate limiter per endpoint. Clones share the connection pool and the
+/// limiters.
 #[derive(Debug, Clone)]
 pub struct VercelClient {
     http: reqwest::Client,
     /// `vercel.api-url`; any path it has is kept as a prefix of every call's path.
     base: Url,
+    /// `vercel.request-timeout`: the most one attempt may take.
+    request_timeout: Duration,
+    retry: RetryPolicy,
+    /// The pace of the secrets PUT, shared by every task.
+    secrets_limiter: Arc<EndpointLimiter>,
+    /// The pace of the resource PATCH, shared by every task.
+    resource_limiter: Arc<EndpointLimiter>,
 }
 
 /// The installation a call is made for: whose token is sent, and what messages name.
@@ -62,10 +89,11 @@ pub struct InstallationRef<'a> {
 }
 
 impl VercelClient {
-    /// Builds the one HTTP client: total timeout `settings.request_timeout` (connect, send and
-    /// read, so a hanging server cannot stall a rotation), User-Agent [`USER_AGENT`], rustls,
-    /// and no redirects (the API does not redirect; a 3xx is reported, not followed with the
-    /// token and the body).
+    /// Builds the one HTTP client: timeout `settings.request_timeout` per attempt (connect,
+    /// send and read, body included, so a hanging or trickling server cannot stall a rotation),
+    /// User-Agent [`USER_AGENT`], rustls, and no redirects (the API does not redirect; a 3xx is
+    /// reported, not followed with the token and the body). Retries of one call end at
+    /// `settings.retry_deadline`.
     pub fn new(settings: &VercelSettings) -> Result<VercelClient, VercelError> {
         let base = settings.api_url.clone();
         if base.cannot_be_a_base() || !matches!(base.scheme(), "http" | "https") {
@@ -82,12 +110,25 @@ impl VercelClient {
             .map_err(|e| VercelError::Client {
                 detail: describe_reqwest_error(e).into(),
             })?;
-        Ok(VercelClient { http, base })
+        Ok(VercelClient {
+            http,
+            base,
+            request_timeout: settings.request_timeout,
+            retry: RetryPolicy {
+                base: retry::BACKOFF_BASE,
+                cap: retry::BACKOFF_CAP,
+                deadline: settings.retry_deadline,
+            },
+            secrets_limiter: Arc::default(),
+            resource_limiter: Arc::default(),
+        })
     }
 
     /// Pushes `secrets` to a resource: `PUT .../resources/{resourceId}/secrets` with
     /// `partial: true`, so the resource's other secrets stay as they are. `201` is success
-    /// (any body is ignored); every other answer is a [`VercelError`].
+    /// (any body is ignored); every other answer is a [`VercelError`]. Retried as the module
+    /// `retry` says (the PUT is idempotent: the same body twice gives the same state) until
+    /// `vercel.retry-deadline`; the error is the last attempt's.
     pub async fn update_resource_secrets(
         &self,
         installation: &InstallationRef<'_>,
@@ -108,14 +149,21 @@ impl VercelClient {
             .flat_map(PushSecret::values)
             .chain([installation.token])
             .collect();
-        self.send(&call, self.http.put(url), body, &scrub, |status| {
-            status == StatusCode::CREATED
-        })
+        self.send(
+            &call,
+            &self.secrets_limiter,
+            Method::PUT,
+            url,
+            body,
+            &scrub,
+            |status| status == StatusCode::CREATED,
+        )
         .await
     }
 
     /// Shows a banner on the resource in the user's dashboard: `PATCH .../resources/{resourceId}`
-    /// with `{"notification": {...}}` and nothing else. Any `2xx` is success.
+    /// with `{"notification": {...}}` and nothing else. Any `2xx` is success. Retried like
+    /// [`VercelClient::update_resource_secrets`] (setting the same banner twice is harmless).
     pub async fn notify_resource(
         &self,
         installation: &InstallationRef<'_>,
@@ -132,7 +180,9 @@ impl VercelClient {
             .map_err(|_| call.error(ErrorKind::Encode))?;
         self.send(
             &call,
-            self.http.patch(url),
+            &self.resource_limiter,
+            Method::PATCH,
+            url,
             body,
             &[installation.token],
             |status| status.is_success(),
@@ -170,36 +220,130 @@ impl VercelClient {
         Ok(url)
     }
 
-    /// Sends one request and turns the answer into `Ok` or a [`VercelError`]. `scrub` holds
-    /// every secret that must not come back in an error.
+    /// Sends one call: attempts and retries until success, an error not worth retrying, or
+    /// the retry deadline. The request (headers and body) is built once; each attempt sends a
+    /// cheap clone of it. `scrub` holds every secret that must not come back in an error.
+    #[allow(clippy::too_many_arguments)]
     async fn send(
         &self,
         call: &Call<'_>,
-        request: RequestBuilder,
+        limiter: &EndpointLimiter,
+        method: Method,
+        url: Url,
         body: Vec<u8>,
         scrub: &[&SecretString],
         is_success: impl Fn(StatusCode) -> bool,
     ) -> Result<(), VercelError> {
         let authorization = call.authorization()?;
-        let started = Instant::now();
-        let sent = request
+        let request = self
+            .http
+            .request(method, url)
             .header(AUTHORIZATION, authorization)
             .header(CONTENT_TYPE, "application/json")
             .body(body)
-            .send()
-            .await;
-        let mut response = match sent {
+            .build()
+            .map_err(|e| {
+                call.error(ErrorKind::Transport {
+                    timeout: false,
+                    detail: describe_reqwest_error(e).into(),
+                })
+            })?;
+        let deadline = Instant::now() + self.retry.deadline;
+        let mut last: Option<VercelError> = None;
+        // Whether an earlier attempt may have been applied: then so may the call, whatever
+        // the last attempt says, and the error must say so.
+        let mut uncertain = false;
+        let finish = |error: VercelError, uncertain: bool| {
+            if uncertain {
+                error.after_uncertain_attempt()
+            } else {
+                error
+            }
+        };
+        for attempt in 1u32.. {
+            if let Err(ready) = limiter.acquire(deadline).await {
+                let retry_after = ready.saturating_duration_since(Instant::now());
+                return Err(finish(
+                    last.unwrap_or_else(|| call.error(ErrorKind::Throttled { retry_after })),
+                    uncertain,
+                ));
+            }
+            // A body made of bytes always clones; the fallback only keeps this panic-free.
+            let Some(mut this) = request.try_clone() else {
+                return Err(last.unwrap_or_else(|| call.error(ErrorKind::Encode)));
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            *this.timeout_mut() = Some(self.request_timeout.min(left.max(MIN_ATTEMPT_TIMEOUT)));
+            let (result, window) = self.attempt(call, attempt, this, scrub, &is_success).await;
+            let error = match result {
+                Ok(()) => {
+                    limiter.observe(window, None);
+                    return Ok(());
+                }
+                Err(e) => e,
+            };
+            if !retry::is_retryable(&error) {
+                limiter.observe(window, None);
+                return Err(finish(error, uncertain));
+            }
+            uncertain |= error.may_have_applied();
+            let status = error.status();
+            let delay = error
+                .retry_after()
+                .unwrap_or_else(|| self.retry.backoff(attempt, rand::random::<f64>()));
+            // A 429 rests the whole endpoint, not just this call.
+            limiter.observe(window, (status == Some(429)).then_some(delay));
+            let retry_at = Instant::now().checked_add(delay);
+            if retry_at.is_none_or(|at| at >= deadline) {
+                tracing::warn!(
+                    installation = call.installation.name,
+                    resource = call.resource,
+                    attempt,
+                    status = %retry::outcome_label(&error),
+                    wait = ?delay,
+                    "Vercel call failed; not retrying: the next attempt would start after vercel.retry-deadline"
+                );
+                return Err(finish(error, uncertain));
+            }
+            tracing::warn!(
+                installation = call.installation.name,
+                resource = call.resource,
+                attempt,
+                status = %retry::outcome_label(&error),
+                delay = ?delay,
+                "Vercel call failed; retrying"
+            );
+            tokio::time::sleep(delay).await;
+            last = Some(error);
+        }
+        // `1u32..` ends only after u32::MAX attempts, which the deadline never allows.
+        Err(last.unwrap_or_else(|| call.error(ErrorKind::Encode)))
+    }
+
+    /// One attempt: sends the request and turns the answer into `Ok` or a [`VercelError`],
+    /// with the rate-limit window the answer described (if it did).
+    async fn attempt(
+        &self,
+        call: &Call<'_>,
+        attempt: u32,
+        request: Request,
+        scrub: &[&SecretString],
+        is_success: &impl Fn(StatusCode) -> bool,
+    ) -> (Result<(), VercelError>, Option<RateWindow>) {
+        let started = Instant::now();
+        let mut response = match self.http.execute(request).await {
             Ok(response) => response,
             Err(e) => {
                 let timeout = e.is_timeout();
                 tracing::debug!(
                     installation = call.installation.name,
                     resource = call.resource,
+                    attempt,
                     timeout,
                     elapsed = ?started.elapsed(),
                     "Vercel call failed without an answer"
                 );
-                return Err(call.error(ErrorKind::Transport {
+                let error = call.error(ErrorKind::Transport {
                     timeout,
                     detail: response::sanitize(
                         &describe_reqwest_error(e),
@@ -207,30 +351,35 @@ impl VercelClient {
                         MESSAGE_CAP,
                     )
                     .into(),
-                }));
+                });
+                return (Err(error), None);
             }
         };
         let status = response.status();
         tracing::debug!(
             installation = call.installation.name,
             resource = call.resource,
+            attempt,
             status = status.as_u16(),
             elapsed = ?started.elapsed(),
             "Vercel answered"
         );
+        let now = SystemTime::now();
+        let window = response::rate_window(response.headers(), now);
         if is_success(status) {
             // The body is not read: a success body carries nothing the daemon needs, and a
             // server that sends 201 and then stalls must not turn a done push into a failure.
-            return Ok(());
+            return (Ok(()), window);
         }
         let headers = response.headers().clone();
+        // Capped, and bounded in time by the attempt's timeout (which covers the body): a
+        // trickling body ends there, and the status alone says what happened.
         let raw = response::read_capped(&mut response, ERROR_BODY_CAP).await;
         drop(response);
         let parsed = response::parse_error_body(&raw);
-        let retry_after =
-            response::retry_after(status.as_u16(), &headers, &parsed, SystemTime::now());
+        let retry_after = response::retry_after(status.as_u16(), &headers, &parsed, now);
         let clean = |text: &str, cap| response::sanitize(text, scrub.iter().copied(), cap);
-        Err(call.error(ErrorKind::Status {
+        let error = call.error(ErrorKind::Status {
             status: status.as_u16(),
             code: parsed.code.as_deref().map(|c| clean(c, CODE_CAP).into()),
             message: parsed
@@ -238,7 +387,8 @@ impl VercelClient {
                 .as_deref()
                 .map(|m| clean(m, MESSAGE_CAP).into()),
             retry_after,
-        }))
+        });
+        (Err(error), window)
     }
 }
 
@@ -258,7 +408,10 @@ enum ErrorKind {
         status: u16,
         code: Option<Box<str>>,
         message: Option<Box<str>>,
-        retry_after: Option<std::time::Duration>,
+        retry_after: Option<Duration>,
+    },
+    Throttled {
+        retry_after: Duration,
     },
     Transport {
         timeout: bool,
@@ -320,6 +473,13 @@ impl Call<'_> {
                 message,
                 retry_after,
             },
+            ErrorKind::Throttled { retry_after } => VercelError::Throttled {
+                operation,
+                installation,
+                installation_id,
+                resource,
+                retry_after,
+            },
             ErrorKind::Transport { timeout, detail } => VercelError::Transport {
                 operation,
                 installation,
@@ -356,14 +516,13 @@ fn describe_reqwest_error(error: reqwest::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     fn client(base: &str) -> VercelClient {
         VercelClient::new(&VercelSettings {
             api_url: Url::parse(base).expect("url"),
             request_timeout: Duration::from_secs(1),
+            retry_deadline: Duration::from_secs(5),
             max_concurrent_requests: 1,
         })
         .expect("client")
@@ -446,6 +605,7 @@ mod tests {
             let err = VercelClient::new(&VercelSettings {
                 api_url: Url::parse(base).expect("url"),
                 request_timeout: Duration::from_secs(1),
+                retry_deadline: Duration::from_secs(5),
                 max_concurrent_requests: 1,
             })
             .expect_err("refused");

@@ -9,6 +9,8 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 use secrecy::SecretString;
 use serde_json::Value;
 
+use super::limiter::RateWindow;
+
 /// At most this much of an error body is read. Vercel's error bodies are a few hundred bytes;
 /// a proxy's HTML page or a misbehaving server must not make the daemon buffer megabytes.
 pub(crate) const ERROR_BODY_CAP: usize = 64 * 1024;
@@ -114,6 +116,25 @@ pub(crate) fn retry_after(
     header("x-ratelimit-reset")
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(|secs| until_epoch_ms(secs as f64 * 1000.0, now))
+}
+
+/// The rate-limit window an answer describes, from `X-RateLimit-Remaining` and
+/// `X-RateLimit-Reset` (Unix seconds; both needed) and `X-RateLimit-Limit` (optional). `None`
+/// when they are missing or not numbers: pacing then stays as it was.
+pub(crate) fn rate_window(headers: &HeaderMap, now: SystemTime) -> Option<RateWindow> {
+    let number = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let remaining = number("x-ratelimit-remaining")?;
+    let reset = number("x-ratelimit-reset")?;
+    Some(RateWindow {
+        limit: number("x-ratelimit-limit"),
+        remaining,
+        reset_in: until_epoch_ms(reset as f64 * 1000.0, now),
+    })
 }
 
 /// Parses a `Retry-After` value: delta-seconds or an HTTP-date (IMF-fixdate, and the obsolete
@@ -226,6 +247,44 @@ mod tests {
         // Retry-After counts for a 503; the rate-limit window does not count for a 400.
         assert_eq!(retry_after(503, &all, &empty, now()), Some(ms(7_000)));
         assert_eq!(retry_after(400, &rate, &body, now()), None);
+    }
+
+    #[test]
+    fn rate_window_needs_remaining_and_reset() {
+        let reset = (784_111_740u64 + 3).to_string();
+        let full = headers(&[
+            ("x-ratelimit-limit", "20"),
+            ("x-ratelimit-remaining", "7"),
+            ("x-ratelimit-reset", &reset),
+        ]);
+        assert_eq!(
+            rate_window(&full, now()),
+            Some(RateWindow {
+                limit: Some(20),
+                remaining: 7,
+                reset_in: Duration::from_secs(3),
+            })
+        );
+        let no_limit = headers(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1")]);
+        assert_eq!(
+            rate_window(&no_limit, now()),
+            Some(RateWindow {
+                limit: None,
+                remaining: 0,
+                reset_in: Duration::ZERO, // in the past
+            })
+        );
+        for partial in [
+            headers(&[("x-ratelimit-remaining", "7")]),
+            headers(&[("x-ratelimit-reset", &reset)]),
+            headers(&[
+                ("x-ratelimit-remaining", "many"),
+                ("x-ratelimit-reset", &reset),
+            ]),
+            HeaderMap::new(),
+        ] {
+            assert_eq!(rate_window(&partial, now()), None, "{partial:?}");
+        }
     }
 
     #[test]

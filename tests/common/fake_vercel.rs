@@ -13,15 +13,28 @@
 //! Every request is recorded as received (raw path, headers, body) before anything else, so a
 //! test can assert on exactly what the client sent, including requests the fake refused.
 //! Scripted answers ([`Scripted`]) replace the normal handling one request at a time: a status
-//! with headers and body, a delay, a dropped connection or a hang.
+//! with headers and body, a delay, a dropped connection, a hang, a body cut off midway or a
+//! body that trickles forever.
 //!
-//! Self-contained (axum, tokio, serde_json and std only) so benchmarks can reuse it. It binds
+//! Two modes act on every request, for resilience tests:
+//! - [`FakeVercel::set_rate_limit`]: a token bucket per endpoint kind (secrets PUT, resource
+//!   PATCH), checked first. A refused request gets Vercel's 429 (`Retry-After`, the
+//!   `X-RateLimit-*` headers and `error.limit` in the body); an accepted one gets the
+//!   `X-RateLimit-*` headers on whatever answer follows.
+//! - [`FakeVercel::set_faults`]: seeded random faults on requests with no script: a share
+//!   answered 5xx, a share dropped (before handling, after handling so the change is made but
+//!   the answer lost, or midway through a 5xx body), a share hung.
+//!
+//! Every answer is also recorded with its status ([`FakeVercel::answers`]).
+//!
+//! Self-contained (axum, tokio, tokio-util, serde_json and std only) so benchmarks can reuse it. It binds
 //! `127.0.0.1:0` and hands back its URL: no fixed port, no waiting for readiness.
 
 // Shared by every test module and by benchmarks; no one binary uses every helper.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -39,9 +52,12 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::serve::{IncomingStream, Listener};
 use serde_json::{Map, Value, json};
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_util::io::ReaderStream;
 
 /// Largest request body the fake reads; more is a 413. Far above anything the client sends.
 const REQUEST_BODY_LIMIT: usize = 16 * 1024 * 1024;
@@ -127,6 +143,15 @@ pub enum ScriptedAction {
     DropConnection,
     /// Never answer (until the fake shuts down): for client timeouts.
     Hang,
+    /// Handle the request normally (the change is made), then cut the connection instead of
+    /// answering: the answer is lost.
+    HandleThenDrop,
+    /// Answer the scripted status and headers, send the first half of the scripted body, then
+    /// cut the connection.
+    DropMidBody,
+    /// Answer the scripted status and headers, then send the body one byte every 100 ms,
+    /// forever (until the fake shuts down): for a client's timeout on reading the body.
+    Trickle,
 }
 
 /// One canned answer, consumed by one request. Build with [`Scripted::status`],
@@ -175,11 +200,35 @@ impl Scripted {
         }
     }
 
+    /// Make the change, lose the answer.
+    pub fn handle_then_drop() -> Scripted {
+        Scripted {
+            action: ScriptedAction::HandleThenDrop,
+            ..Scripted::status(200)
+        }
+    }
+
     /// Never answer.
     pub fn hang() -> Scripted {
         Scripted {
             action: ScriptedAction::Hang,
             ..Scripted::status(200)
+        }
+    }
+
+    /// Send the status and headers, half the body, then cut the connection.
+    pub fn drop_mid_body(status: u16, body: impl Into<Vec<u8>>) -> Scripted {
+        Scripted {
+            action: ScriptedAction::DropMidBody,
+            ..Scripted::status(status).body(body)
+        }
+    }
+
+    /// Send the status and headers, then a body that never ends.
+    pub fn trickle(status: u16) -> Scripted {
+        Scripted {
+            action: ScriptedAction::Trickle,
+            ..Scripted::status(status)
         }
     }
 
@@ -222,6 +271,58 @@ struct Inner {
     scripts: HashMap<(String, String), VecDeque<Scripted>>,
     script_all: VecDeque<Scripted>,
     latency: Duration,
+    answers: Vec<Answer>,
+    /// Token buckets by endpoint kind, when rate limiting is on.
+    rate_limit: Option<RateLimit>,
+    faults: Option<(Faults, Rng)>,
+}
+
+/// One answer as the fake gave it.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub method: String,
+    pub path: String,
+    /// When the request arrived.
+    pub at: Instant,
+    /// The status sent, or `None` when the connection was cut or hung without an answer.
+    pub status: Option<u16>,
+}
+
+/// Random faults on requests with no script, as percentages of all such requests.
+#[derive(Debug, Clone, Copy)]
+pub struct Faults {
+    pub seed: u64,
+    /// Answered 500, 502, 503 or 504 (a JSON error body), nothing changed.
+    pub server_error_percent: u32,
+    /// Connection cut: a third before handling, a third after handling (the change is made,
+    /// the answer lost), a third midway through a 5xx body.
+    pub drop_percent: u32,
+    /// Never answered (until shutdown).
+    pub hang_percent: u32,
+}
+
+/// A token bucket per endpoint kind: `per_second` tokens a second, as many at most.
+struct RateLimit {
+    per_second: f64,
+    /// (tokens, when last refilled), by endpoint kind ("secrets", "resource").
+    buckets: HashMap<&'static str, (f64, Instant)>,
+}
+
+/// splitmix64: small, seeded, good enough to pick faults.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
 }
 
 struct FakeInstallation {
@@ -330,6 +431,32 @@ impl FakeVercel {
     /// (installation, resource) queue is empty), one per request.
     pub fn script_all(&self, answers: Vec<Scripted>) {
         self.lock().script_all.extend(answers);
+    }
+
+    /// Turns on a token bucket of `per_second` requests a second (and as many at once) for
+    /// each endpoint kind, starting full.
+    pub fn set_rate_limit(&self, per_second: u32) {
+        self.lock().rate_limit = Some(RateLimit {
+            per_second: f64::from(per_second),
+            buckets: HashMap::new(),
+        });
+    }
+
+    /// Turns on seeded random faults for requests with no script.
+    pub fn set_faults(&self, faults: Faults) {
+        self.lock().faults = Some((faults, Rng(faults.seed)));
+    }
+
+    /// Every answer given so far, in the order the answers were decided.
+    pub fn answers(&self) -> Vec<Answer> {
+        self.lock().answers.clone()
+    }
+
+    /// Forgets every queued script (per resource and global).
+    pub fn clear_scripts(&self) {
+        let mut inner = self.lock();
+        inner.scripts.clear();
+        inner.script_all.clear();
     }
 
     /// Every request received so far, in arrival order.
@@ -442,6 +569,14 @@ impl Route {
         }
     }
 
+    /// The endpoint kind, for rate limiting: Vercel limits each endpoint separately.
+    fn kind(&self) -> &'static str {
+        match self {
+            Route::Secrets { .. } => "secrets",
+            Route::Resource { .. } => "resource",
+        }
+    }
+
     fn ids(&self) -> (&str, &str) {
         match self {
             Route::Secrets {
@@ -485,6 +620,25 @@ async fn handle(
     request: Request,
 ) -> Response {
     let at = Instant::now();
+    let method = request.method().to_string();
+    let path = request.uri().path().to_owned();
+    let (response, answered) = respond(&state, connection, request, at).await;
+    lock(&state).answers.push(Answer {
+        method,
+        path,
+        at,
+        status: answered.then(|| response.status().as_u16()),
+    });
+    response
+}
+
+/// The answer to one request, and whether it is really sent (false: the connection is cut).
+async fn respond(
+    state: &Arc<Shared>,
+    connection: Connection,
+    request: Request,
+    at: Instant,
+) -> (Response, bool) {
     let (parts, body) = request.into_parts();
     let header = |name: HeaderName| {
         parts
@@ -495,11 +649,12 @@ async fn handle(
     let body = match to_bytes(body, REQUEST_BODY_LIMIT).await {
         Ok(body) => body,
         Err(_) => {
-            return vercel_error(
+            let response = vercel_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
                 "Request body too large",
             );
+            return (response, true);
         }
     };
     let recorded_body = match serde_json::from_slice::<Value>(&body) {
@@ -507,8 +662,8 @@ async fn handle(
         Err(_) => RecordedBody::Text(String::from_utf8_lossy(&body).into_owned()),
     };
     let route = Route::parse(parts.uri.path());
-    let (latency, scripted) = {
-        let mut inner = lock(&state);
+    let (latency, scripted, rate) = {
+        let mut inner = lock(state);
         inner.requests.push(RecordedRequest {
             method: parts.method.to_string(),
             path: parts
@@ -521,6 +676,13 @@ async fn handle(
             body: recorded_body.clone(),
             at,
         });
+        let rate = match (&mut inner.rate_limit, &route) {
+            (Some(limit), Some(route)) => Some(limit.take(route.kind(), Instant::now())),
+            _ => None,
+        };
+        if let Some(rate) = rate.filter(|r| !r.accepted) {
+            return (rate.refusal(), true);
+        }
         let own = route.as_ref().and_then(|route| {
             let (i, r) = route.ids();
             inner
@@ -528,46 +690,239 @@ async fn handle(
                 .get_mut(&(i.to_owned(), r.to_owned()))
                 .and_then(VecDeque::pop_front)
         });
-        let scripted = own.or_else(|| inner.script_all.pop_front());
-        (inner.latency, scripted)
+        let scripted = own.or_else(|| inner.script_all.pop_front()).or_else(|| {
+            inner
+                .faults
+                .as_mut()
+                .and_then(|(f, rng)| pick_fault(f, rng))
+        });
+        (inner.latency, scripted, rate)
     };
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
+    let with_rate = |mut response: Response| {
+        if let Some(rate) = rate {
+            rate.add_headers(response.headers_mut());
+        }
+        response
+    };
+    let mut then_drop = false;
     if let Some(scripted) = scripted {
         if !scripted.delay.is_zero() {
             tokio::time::sleep(scripted.delay).await;
         }
         match scripted.action {
-            ScriptedAction::Respond => return scripted_response(&scripted),
+            ScriptedAction::Respond => return (with_rate(scripted_response(&scripted)), true),
             ScriptedAction::Normal => {}
+            ScriptedAction::HandleThenDrop => then_drop = true,
             ScriptedAction::DropConnection => {
                 connection.kill();
-                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+                return (StatusCode::INTERNAL_SERVER_ERROR.into_response(), false);
             }
             ScriptedAction::Hang => {
                 let mut stopped = state.shutdown.subscribe();
                 let _ = stopped.wait_for(|stop| *stop).await;
                 connection.kill();
-                return StatusCode::SERVICE_UNAVAILABLE.into_response();
+                return (StatusCode::SERVICE_UNAVAILABLE.into_response(), false);
+            }
+            ScriptedAction::DropMidBody => {
+                let half = scripted.body[..scripted.body.len() / 2].to_vec();
+                let reader = CutBody {
+                    first: Some(half),
+                    connection,
+                };
+                let mut response = scripted_response(&scripted);
+                *response.body_mut() = Body::from_stream(ReaderStream::new(reader));
+                return (with_rate(response), false);
+            }
+            ScriptedAction::Trickle => {
+                let reader = TrickleBody {
+                    tick: Box::pin(tokio::time::sleep(Duration::ZERO)),
+                    stopped: state.shutdown.subscribe(),
+                };
+                let mut response = scripted_response(&scripted);
+                *response.body_mut() = Body::from_stream(ReaderStream::new(reader));
+                return (with_rate(response), true);
             }
         }
     }
     let Some(route) = route else {
-        return vercel_error(
+        let response = vercel_error(
             StatusCode::NOT_FOUND,
             "not_found",
             "The requested path was not found",
         );
+        return (with_rate(response), true);
     };
-    handle_route(
-        &state,
+    let response = handle_route(
+        state,
         &parts.method,
         &parts.headers,
         route,
         &body,
         recorded_body,
-    )
+    );
+    if then_drop {
+        connection.kill();
+        return (response, false);
+    }
+    (with_rate(response), true)
+}
+
+/// The fault for one request with no script, if any.
+fn pick_fault(faults: &Faults, rng: &mut Rng) -> Option<Scripted> {
+    let roll = rng.below(100) as u32;
+    let error_until = faults.server_error_percent;
+    let drop_until = error_until + faults.drop_percent;
+    let hang_until = drop_until + faults.hang_percent;
+    let status = [500, 502, 503, 504][rng.below(4) as usize];
+    let body = json!({"error": {"code": "internal_server_error",
+        "message": "An unexpected error occurred (fault injected by the fake)"}})
+    .to_string();
+    if roll < error_until {
+        Some(Scripted::vercel_error(
+            status,
+            "internal_server_error",
+            "fault injected",
+        ))
+    } else if roll < drop_until {
+        Some(match rng.below(3) {
+            0 => Scripted::drop_connection(),
+            1 => Scripted::handle_then_drop(),
+            _ => Scripted::drop_mid_body(status, body),
+        })
+    } else if roll < hang_until {
+        Some(Scripted::hang())
+    } else {
+        None
+    }
+}
+
+/// What the token bucket decided for one request.
+#[derive(Debug, Clone, Copy)]
+struct RateDecision {
+    accepted: bool,
+    limit: u64,
+    remaining: u64,
+    /// When the bucket is full again, in ms since the Unix epoch.
+    reset_ms: u64,
+    /// For a refusal: whole seconds until the next token (at least 1).
+    retry_after_secs: u64,
+}
+
+impl RateLimit {
+    fn take(&mut self, kind: &'static str, now: Instant) -> RateDecision {
+        let rate = self.per_second;
+        let (tokens, last) = self.buckets.entry(kind).or_insert((rate, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(rate);
+        *last = now;
+        let accepted = *tokens >= 1.0;
+        if accepted {
+            *tokens -= 1.0;
+        }
+        let epoch_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let full_in_ms = ((rate - *tokens) / rate * 1000.0).ceil() as u64;
+        let next_token_secs = ((1.0 - *tokens).max(0.0) / rate).ceil() as u64;
+        RateDecision {
+            accepted,
+            limit: rate as u64,
+            remaining: tokens.floor() as u64,
+            reset_ms: epoch_ms + full_in_ms,
+            retry_after_secs: next_token_secs.max(1),
+        }
+    }
+}
+
+impl RateDecision {
+    /// `X-RateLimit-Reset` is in whole Unix seconds (rounded up), as Vercel sends it.
+    fn reset_secs(&self) -> u64 {
+        self.reset_ms.div_ceil(1000)
+    }
+
+    fn add_headers(&self, headers: &mut HeaderMap) {
+        for (name, value) in [
+            ("x-ratelimit-limit", self.limit),
+            ("x-ratelimit-remaining", self.remaining),
+            ("x-ratelimit-reset", self.reset_secs()),
+        ] {
+            headers.insert(name, HeaderValue::from(value));
+        }
+    }
+
+    /// Vercel's 429: headers, `Retry-After` and the window in the body.
+    fn refusal(&self) -> Response {
+        let mut response = vercel_json(
+            StatusCode::TOO_MANY_REQUESTS,
+            &json!({"error": {"code": "rate_limited",
+                "message": "Rate limit exceeded (fake token bucket)",
+                "limit": {"remaining": self.remaining, "reset": self.reset_secs(),
+                          "resetMs": self.reset_ms, "total": self.limit}}}),
+        );
+        self.add_headers(response.headers_mut());
+        response
+            .headers_mut()
+            .insert("retry-after", HeaderValue::from(self.retry_after_secs));
+        response
+    }
+}
+
+/// A body that yields its first part, then fails and cuts the connection.
+struct CutBody {
+    first: Option<Vec<u8>>,
+    connection: Connection,
+}
+
+impl AsyncRead for CutBody {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.first.take() {
+            Some(first) if !first.is_empty() => {
+                let n = first.len().min(buf.remaining());
+                buf.put_slice(&first[..n]);
+                Poll::Ready(Ok(()))
+            }
+            _ => {
+                self.connection.kill();
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "fake vercel: cut mid-body",
+                )))
+            }
+        }
+    }
+}
+
+/// A body that sends one byte every 100 ms until the fake shuts down.
+struct TrickleBody {
+    tick: Pin<Box<tokio::time::Sleep>>,
+    stopped: watch::Receiver<bool>,
+}
+
+impl AsyncRead for TrickleBody {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if *self.stopped.borrow() {
+            return Poll::Ready(Err(io::Error::other("fake vercel: shut down")));
+        }
+        match self.tick.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(()) => {
+                let next = tokio::time::Instant::now() + Duration::from_millis(100);
+                self.tick.as_mut().reset(next);
+                buf.put_slice(b" ");
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
 }
 
 /// The normal handling: method, installation, token, resource, content type, schema, effect.

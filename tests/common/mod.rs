@@ -1,3 +1,5 @@
 //! Shared test helpers.
 pub mod cli;
 pub mod fake_vercel;
+pub mod pg_cluster;
+pub mod services;

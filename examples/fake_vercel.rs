@@ -1,0 +1,415 @@
+//! A standalone fake of the Vercel API for the benchmarks in `bench/` (see BENCHMARKS.md).
+//!
+//! Serves `PUT /v1/installations/{id}/resources/{resourceId}/secrets` the way the test fake
+//! (`tests/common/fake_vercel.rs`) does, minus the recording and scripting, plus what a
+//! benchmark needs: an injected latency, an optional rate limit (a token bucket answering
+//! `429` with `Retry-After`, Vercel's error body and `X-RateLimit-*` headers), and counters.
+//!
+//! ```text
+//! cargo run --release --example fake_vercel -- --port 0 --latency-ms 50 \
+//!     --installations 8 --resources 10000 [--rate-limit 200 [--burst 10]] [--threads 1]
+//! ```
+//!
+//! - Installation `i` (0-based) has id `icfg_bench{i}` and token `benchtoken{i}`; resources
+//!   are `res{k}` for `k < --resources`, resource `k` belonging to installation
+//!   `k % --installations`. Anything else is a 404; a wrong token a 401.
+//! - The body is checked against the strict schema (`secrets` of `{name, value, prefix?,
+//!   environmentOverrides?}`, `partial`, no other key); a PUT without `partial: true` is
+//!   counted, as is a secret value that is not 40 alphanumeric characters.
+//! - `GET /__stats` answers the counters as JSON; `POST /__reset` zeroes them. On SIGTERM or
+//!   SIGINT the counters are printed to stdout and the process exits.
+//!
+//! First line on stdout: `listening on http://127.0.0.1:PORT`. Then it serves until killed.
+//! Per request it does one atomic add or two and a JSON parse: no lock, no recording, so it
+//! is not the bottleneck of a benchmark (BENCHMARKS.md measures its CPU).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::serve::ListenerExt;
+use clap::Parser;
+use serde_json::{Value, json};
+
+#[derive(Debug, Parser)]
+#[command(about = "A fake Vercel API for benchmarks")]
+struct Args {
+    /// Port on 127.0.0.1; 0 picks a free one (printed).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Added to every answer (including 429s), as a one-way-plus-server-time model.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// Requests per second accepted (token bucket); 0 = unlimited.
+    #[arg(long, default_value_t = 0.0)]
+    rate_limit: f64,
+    /// Bucket size: requests that may pass at once after an idle spell.
+    #[arg(long, default_value_t = 10.0)]
+    burst: f64,
+    /// Number of installations (ids icfg_bench0.., tokens benchtoken0..).
+    #[arg(long, default_value_t = 8)]
+    installations: u64,
+    /// Number of resources in all (res0.., resource k in installation k % installations).
+    #[arg(long, default_value_t = 10_000)]
+    resources: u64,
+    /// Tokio worker threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+#[derive(Default)]
+struct Counters {
+    requests: AtomicU64,
+    /// 201 answers to a PUT.
+    puts_ok: AtomicU64,
+    rate_limited: AtomicU64,
+    /// 4xx other than 429 (bad token, unknown id, bad body).
+    refused: AtomicU64,
+    /// Accepted PUTs without `partial: true`.
+    not_partial: AtomicU64,
+    /// Accepted PUTs with a value that is not 40 alphanumeric characters.
+    odd_values: AtomicU64,
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
+    /// Microseconds since the fake started: first and last 201.
+    first_ok_us: AtomicU64,
+    last_ok_us: AtomicU64,
+}
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+struct App {
+    args: Args,
+    started: Instant,
+    counters: Counters,
+    /// Per resource: how many PUTs it got (distinct resources updated = nonzero entries).
+    per_resource: Vec<AtomicU64>,
+    bucket: Mutex<Bucket>,
+}
+
+impl App {
+    fn stats(&self) -> Value {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let distinct = self
+            .per_resource
+            .iter()
+            .filter(|n| n.load(Ordering::Relaxed) > 0)
+            .count();
+        let (first, last) = (get(&c.first_ok_us), get(&c.last_ok_us));
+        let span = last.saturating_sub(first) as f64 / 1e6;
+        json!({
+            "requests": get(&c.requests),
+            "puts_ok": get(&c.puts_ok),
+            "rate_limited": get(&c.rate_limited),
+            "refused": get(&c.refused),
+            "not_partial": get(&c.not_partial),
+            "odd_values": get(&c.odd_values),
+            "distinct_resources_updated": distinct,
+            "max_in_flight": get(&c.max_in_flight),
+            "ok_span_s": span,
+            "ok_per_s": if span > 0.0 { get(&c.puts_ok).saturating_sub(1) as f64 / span } else { 0.0 },
+        })
+    }
+
+    fn reset(&self) {
+        let c = &self.counters;
+        for a in [
+            &c.requests,
+            &c.puts_ok,
+            &c.rate_limited,
+            &c.refused,
+            &c.not_partial,
+            &c.odd_values,
+            &c.max_in_flight,
+            &c.first_ok_us,
+            &c.last_ok_us,
+        ] {
+            a.store(0, Ordering::Relaxed);
+        }
+        for n in &self.per_resource {
+            n.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes a token from the bucket, or says how long until one is there.
+    fn admit(&self) -> Result<(), Duration> {
+        if self.args.rate_limit <= 0.0 {
+            return Ok(());
+        }
+        let mut b = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let refill = now.duration_since(b.at).as_secs_f64() * self.args.rate_limit;
+        b.tokens = (b.tokens + refill).min(self.args.burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64(
+                (1.0 - b.tokens) / self.args.rate_limit,
+            ))
+        }
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        [(CONTENT_TYPE, "application/json; charset=utf-8")],
+        json!({"error": {"code": code, "message": message}}).to_string(),
+    )
+        .into_response()
+}
+
+/// Decrements the in-flight gauge however the handler ends (a client may hang up).
+struct InFlight<'a>(&'a Counters);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn put_secrets(
+    State(app): State<Arc<App>>,
+    Path((installation, resource)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let c = &app.counters;
+    c.requests.fetch_add(1, Ordering::Relaxed);
+    let now_in_flight = c.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+    c.max_in_flight.fetch_max(now_in_flight, Ordering::Relaxed);
+    let _guard = InFlight(c);
+    let admitted = app.admit();
+    if app.args.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(app.args.latency_ms)).await;
+    }
+    if let Err(wait) = admitted {
+        c.rate_limited.fetch_add(1, Ordering::Relaxed);
+        let reset_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .saturating_add(wait)
+            .as_millis() as u64;
+        // Retry-After is whole seconds (RFC 9110): at least 1.
+        let retry_after = wait.as_secs_f64().ceil().max(1.0) as u64;
+        let body = json!({"error": {"code": "rate_limited",
+            "message": "Rate limit exceeded",
+            "limit": {"remaining": 0, "reset": reset_ms / 1000, "resetMs": reset_ms,
+                      "total": app.args.rate_limit}}});
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [
+                (CONTENT_TYPE, "application/json; charset=utf-8".to_owned()),
+                (RETRY_AFTER, retry_after.to_string()),
+                (
+                    axum::http::HeaderName::from_static("x-ratelimit-limit"),
+                    app.args.rate_limit.to_string(),
+                ),
+                (
+                    axum::http::HeaderName::from_static("x-ratelimit-remaining"),
+                    "0".to_owned(),
+                ),
+                (
+                    axum::http::HeaderName::from_static("x-ratelimit-reset"),
+                    (reset_ms / 1000).to_string(),
+                ),
+            ],
+            body.to_string(),
+        )
+            .into_response();
+    }
+    match check(&app, &installation, &resource, &headers, &body) {
+        Ok(k) => {
+            app.per_resource[k].fetch_add(1, Ordering::Relaxed);
+            let us = app.started.elapsed().as_micros() as u64;
+            if c.puts_ok.fetch_add(1, Ordering::Relaxed) == 0 {
+                c.first_ok_us.store(us, Ordering::Relaxed);
+            }
+            c.last_ok_us.fetch_max(us, Ordering::Relaxed);
+            StatusCode::CREATED.into_response()
+        }
+        Err(response) => {
+            c.refused.fetch_add(1, Ordering::Relaxed);
+            response
+        }
+    }
+}
+
+/// Token, ids, content type and schema; the resource's index when all is well.
+#[allow(clippy::result_large_err)]
+fn check(
+    app: &App,
+    installation: &str,
+    resource: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<usize, Response> {
+    let not_found = |what: &str| error(StatusCode::NOT_FOUND, "not_found", what);
+    let i: u64 = installation
+        .strip_prefix("icfg_bench")
+        .and_then(|n| n.parse().ok())
+        .filter(|i| *i < app.args.installations)
+        .ok_or_else(|| not_found("Installation not found"))?;
+    let want = format!("Bearer benchtoken{i}");
+    if headers.get(AUTHORIZATION).map(|v| v.as_bytes()) != Some(want.as_bytes()) {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "forbidden",
+            "Not authorized",
+        ));
+    }
+    let k: u64 = resource
+        .strip_prefix("res")
+        .and_then(|n| n.parse().ok())
+        .filter(|k| *k < app.args.resources && k % app.args.installations == i)
+        .ok_or_else(|| not_found("Resource not found"))?;
+    let bad = |m: &str| error(StatusCode::BAD_REQUEST, "bad_request", m);
+    let is_json = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|e| e.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(bad(
+            "Invalid request: the body must be sent as application/json",
+        ));
+    }
+    let body: Value =
+        serde_json::from_slice(body).map_err(|_| bad("Invalid request: invalid JSON"))?;
+    let top = body
+        .as_object()
+        .ok_or_else(|| bad("Invalid request: `body` should be object"))?;
+    if top.keys().any(|k| k != "secrets" && k != "partial") {
+        return Err(bad("Invalid request: unknown top-level property"));
+    }
+    let partial = match top.get("partial") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(bad("Invalid request: `partial` should be boolean")),
+    };
+    let secrets = top
+        .get("secrets")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("Invalid request: `secrets` should be array"))?;
+    let mut odd = false;
+    for s in secrets {
+        let s = s
+            .as_object()
+            .ok_or_else(|| bad("Invalid request: secret should be object"))?;
+        if s.keys()
+            .any(|k| !["name", "value", "prefix", "environmentOverrides"].contains(&k.as_str()))
+        {
+            return Err(bad("Invalid request: unknown secret property"));
+        }
+        if !s.get("name").is_some_and(Value::is_string) {
+            return Err(bad("Invalid request: `name` should be string"));
+        }
+        let value = s
+            .get("value")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("Invalid request: `value` should be string"))?;
+        if s.get("prefix").is_some_and(|p| !p.is_string()) {
+            return Err(bad("Invalid request: `prefix` should be string"));
+        }
+        if let Some(o) = s.get("environmentOverrides") {
+            let o = o
+                .as_object()
+                .ok_or_else(|| bad("Invalid request: `environmentOverrides` should be object"))?;
+            if o.iter().any(|(k, v)| {
+                !["production", "preview", "development"].contains(&k.as_str()) || !v.is_string()
+            }) {
+                return Err(bad("Invalid request: bad environmentOverrides"));
+            }
+        }
+        odd |= value.len() != 40 || !value.bytes().all(|b| b.is_ascii_alphanumeric());
+    }
+    if !partial {
+        app.counters.not_partial.fetch_add(1, Ordering::Relaxed);
+    }
+    if odd {
+        app.counters.odd_values.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(k as usize)
+}
+
+fn main() -> std::io::Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: Args) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let listener =
+        tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], args.port))).await?;
+    let addr = listener.local_addr()?;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let app = Arc::new(App {
+        per_resource: (0..args.resources).map(|_| AtomicU64::new(0)).collect(),
+        bucket: Mutex::new(Bucket {
+            tokens: args.burst,
+            at: Instant::now(),
+        }),
+        started: Instant::now(),
+        counters: Counters::default(),
+        args,
+    });
+    let router = Router::new()
+        .route(
+            "/v1/installations/{installation}/resources/{resource}/secrets",
+            put(put_secrets),
+        )
+        .route(
+            "/__stats",
+            get(|State(app): State<Arc<App>>| async move { axum::Json(app.stats()) }),
+        )
+        .route(
+            "/__reset",
+            post(|State(app): State<Arc<App>>| async move {
+                app.reset();
+                StatusCode::NO_CONTENT
+            }),
+        )
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "The requested path was not found",
+            )
+        })
+        .with_state(app.clone());
+    println!("listening on http://{addr}");
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let stop = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    };
+    tokio::select! {
+        r = axum::serve(listener, router).into_future() => r?,
+        () = stop => {}
+    }
+    println!("{}", app.stats());
+    Ok(())
+}

@@ -1,0 +1,597 @@
+//! The messages of DESIGN's provider protocol, shared by the `command` provider (a JSON
+//! object on a child's stdin and stdout) and the `http` provider (the same objects as a POST
+//! body and its answer): the requests, byte for byte, and the strict parsing of the answers.
+//! How a message travels (a child process, an HTTP call) and what a failed call means is each
+//! provider's own business.
+//!
+//! - **Requests** ([`Request`]) are serialized straight into a [`SecretBuf`], which zeroizes
+//!   them: a `verify` request carries the new credential's values.
+//! - **A `create` answer** is exactly `{"handle": "<non-empty>", "fields": {"name": "value",
+//!   ...}}` with at least one field ([`parse_create`]); any other key, a non-string value or a
+//!   missing key is refused. Values go straight into `SecretString`s as serde reads them. If
+//!   the config lists `fields`, every listed name must be present.
+//! - **A `verify` or `retire` answer** is any JSON object; its keys are ignored
+//!   ([`parse_any_object`]).
+//!
+//! Reasons for refusing an answer never quote it: serde_json's error `Display` can quote the
+//! offending input, which may be a value, so reasons are built from the error's category,
+//! line and column plus a fixed description (see [`describe_json_error`]). They name where
+//! the answer came from ([`Channel`]): "stdout" for a program, "the response body" for an API.
+
+use std::fmt;
+use std::io;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, Zeroizing};
+
+use super::{Credential, Target};
+use crate::secret::Fields;
+
+/// Where an answer came from, for the reasons that refuse it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Channel {
+    /// A provider program's stdout.
+    Stdout,
+    /// The body of an API's answer.
+    ResponseBody,
+}
+
+impl Channel {
+    fn noun(self) -> &'static str {
+        match self {
+            Channel::Stdout => "stdout",
+            Channel::ResponseBody => "the response body",
+        }
+    }
+}
+
+/// One call of the protocol, as the provider is asked it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Request<'a> {
+    Create {
+        target: &'a Target,
+        rotation_id: &'a str,
+        previous_handle: Option<&'a str>,
+    },
+    Verify {
+        target: &'a Target,
+        rotation_id: &'a str,
+        credential: &'a Credential,
+    },
+    Retire {
+        target: &'a Target,
+        handle: &'a str,
+    },
+}
+
+impl<'a> Request<'a> {
+    /// The protocol's `action`: `create`, `verify` or `retire`.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Request::Create { .. } => "create",
+            Request::Verify { .. } => "verify",
+            Request::Retire { .. } => "retire",
+        }
+    }
+
+    /// The secret values the request carries, so that whatever comes back (stderr, an error
+    /// message) can be scrubbed of them.
+    pub fn secrets(&self) -> Vec<&'a SecretString> {
+        match self {
+            Request::Verify { credential, .. } => credential.fields.values().collect(),
+            Request::Create { .. } | Request::Retire { .. } => Vec::new(),
+        }
+    }
+
+    /// The request's JSON, exactly as DESIGN shows it, in a buffer that zeroizes itself.
+    /// Serializing strings and maps into memory does not fail; the `Result` only keeps the
+    /// callers' `?` honest.
+    pub fn encode(&self) -> Result<SecretBuf, serde_json::Error> {
+        let action = self.action();
+        match *self {
+            Request::Create {
+                target,
+                rotation_id,
+                previous_handle,
+            } => SecretBuf::json(&CreateRequest {
+                action,
+                rotation_id,
+                policy: &target.policy,
+                installation: &target.installation,
+                resource: &target.resource,
+                previous_handle,
+            }),
+            Request::Verify {
+                target,
+                rotation_id,
+                credential,
+            } => SecretBuf::json(&VerifyRequest {
+                action,
+                rotation_id,
+                policy: &target.policy,
+                resource: &target.resource,
+                handle: &credential.handle,
+                fields: ExposedFields(&credential.fields),
+            }),
+            Request::Retire { target, handle } => SecretBuf::json(&RetireRequest {
+                action,
+                policy: &target.policy,
+                resource: &target.resource,
+                handle,
+            }),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct CreateRequest<'a> {
+    action: &'static str,
+    rotation_id: &'a str,
+    policy: &'a str,
+    installation: &'a str,
+    resource: &'a str,
+    /// `null` on the first rotation: the protocol always sends the key.
+    previous_handle: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct VerifyRequest<'a> {
+    action: &'static str,
+    rotation_id: &'a str,
+    policy: &'a str,
+    resource: &'a str,
+    handle: &'a str,
+    fields: ExposedFields<'a>,
+}
+
+#[derive(Serialize)]
+struct RetireRequest<'a> {
+    action: &'static str,
+    policy: &'a str,
+    resource: &'a str,
+    handle: &'a str,
+}
+
+/// A create answer. Values go straight into `SecretString`s as serde reads them.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateAnswer {
+    handle: String,
+    fields: Fields,
+}
+
+const CREATE_SHAPE: &str =
+    "an object with exactly `handle` (a string) and `fields` (an object mapping names to strings)";
+
+/// The answer's bytes as text, or a reason (safe to show) when they are not UTF-8.
+pub(crate) fn text_of(bytes: &[u8], from: Channel) -> Result<&str, String> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        format!(
+            "{} is not UTF-8 (invalid byte at offset {})",
+            from.noun(),
+            e.valid_up_to()
+        )
+    })
+}
+
+/// Parses a create answer, strictly, without ever quoting it in the reason. `promised` is the
+/// config's `fields` list: every name in it must be present.
+pub(crate) fn parse_create(
+    text: &str,
+    from: Channel,
+    promised: Option<&[String]>,
+) -> Result<Credential, String> {
+    require_object(text, from)?;
+    let answer = serde_json::from_str::<CreateAnswer>(text).map_err(|e| {
+        let expected = match e.classify() {
+            serde_json::error::Category::Data => diagnose_create(text),
+            _ => CREATE_SHAPE,
+        };
+        describe_json_error(from, expected, &e)
+    })?;
+    check_created(&answer, promised)?;
+    let CreateAnswer { handle, fields } = answer;
+    Ok(Credential { handle, fields })
+}
+
+/// Checks a create answer beyond its shape: what serde cannot say.
+fn check_created(answer: &CreateAnswer, promised: Option<&[String]>) -> Result<(), String> {
+    if answer.handle.is_empty() {
+        return Err("`handle` is empty".to_owned());
+    }
+    if answer.fields.is_empty() {
+        return Err("`fields` is empty; a credential needs at least one field".to_owned());
+    }
+    if let Some(promised) = promised {
+        // Names are not secret: they are what templates refer to.
+        let missing: Vec<String> = promised
+            .iter()
+            .filter(|name| !answer.fields.contains_key(name.as_str()))
+            .map(|name| format!("`{name}`"))
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "`fields` lacks {} that the config's `fields` list promises",
+                missing.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Which part of the create shape a well-formed but wrong answer broke. Only names of keys
+/// the protocol defines appear, never a value or a key the provider made up.
+fn diagnose_create(text: &str) -> &'static str {
+    let Ok(mut value) = serde_json::from_str::<serde_json::Value>(text) else {
+        return CREATE_SHAPE;
+    };
+    let verdict = match value.as_object() {
+        None => CREATE_SHAPE,
+        Some(map) if map.keys().any(|k| k != "handle" && k != "fields") => {
+            "only the keys `handle` and `fields` are allowed"
+        }
+        Some(map) => match (map.get("handle"), map.get("fields")) {
+            (None, _) => "`handle` is missing",
+            (Some(h), _) if !h.is_string() => "`handle` must be a string",
+            (_, None) => "`fields` is missing",
+            (_, Some(serde_json::Value::Object(fields)))
+                if fields.values().all(|v| v.is_string()) =>
+            {
+                CREATE_SHAPE
+            }
+            (_, Some(_)) => "`fields` must map names to strings",
+        },
+    };
+    zeroize_strings(&mut value);
+    verdict
+}
+
+/// Wipes every string in a parsed JSON value (answers reparsed into plain `String`s hold
+/// values) before it drops.
+pub(crate) fn zeroize_strings(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(s) => s.zeroize(),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(zeroize_strings),
+        serde_json::Value::Object(map) => map.values_mut().for_each(zeroize_strings),
+        _ => {}
+    }
+}
+
+/// Checks a verify or retire answer: any JSON object, contents ignored.
+pub(crate) fn parse_any_object(text: &str, from: Channel) -> Result<(), String> {
+    require_object(text, from)?;
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map(|_| ())
+        .map_err(|e| describe_json_error(from, "a JSON object", &e))
+}
+
+/// Rejects anything but `{...}` up front: serde's derived structs would also take an array.
+fn require_object(text: &str, from: Channel) -> Result<(), String> {
+    match text.trim_start().chars().next() {
+        None => Err(format!("{} is empty; expected a JSON object", from.noun())),
+        Some('{') => Ok(()),
+        Some(_) => Err(format!("{} is not a JSON object", from.noun())),
+    }
+}
+
+/// A reason for a JSON answer that did not parse, without quoting any of it: the category,
+/// line and column from `error`, and `expected`, a fixed description of the right shape.
+pub(crate) fn describe_json_error(
+    from: Channel,
+    expected: &str,
+    error: &serde_json::Error,
+) -> String {
+    use serde_json::error::Category;
+    let kind = match error.classify() {
+        Category::Syntax => "syntax error",
+        Category::Data => "data error",
+        Category::Eof => "unexpected end",
+        Category::Io => "read error",
+    };
+    format!(
+        "{} is not the expected JSON: {expected} ({kind} at line {}, column {})",
+        from.noun(),
+        error.line(),
+        error.column()
+    )
+}
+
+/// A byte buffer for values in transit (a request, an answer) that leaves no copy behind:
+/// growing it zeroizes the old allocation, and dropping it zeroizes the contents. A plain
+/// `Vec` would leave every outgrown allocation in freed memory.
+#[derive(Default)]
+pub(crate) struct SecretBuf(Zeroizing<Vec<u8>>);
+
+impl SecretBuf {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        let needed = self.0.len() + bytes.len();
+        if needed > self.0.capacity() {
+            let mut grown = Zeroizing::new(Vec::with_capacity(
+                needed.max(2 * self.0.capacity()).max(256),
+            ));
+            grown.extend_from_slice(&self.0);
+            // The old allocation is zeroized when `grown`'s predecessor drops here.
+            self.0 = grown;
+        }
+        self.0.extend_from_slice(bytes);
+    }
+
+    /// Serializes `value` as JSON straight into a new buffer.
+    pub fn json(value: &impl Serialize) -> Result<SecretBuf, serde_json::Error> {
+        let mut buf = SecretBuf::new();
+        serde_json::to_writer(&mut buf, value)?;
+        Ok(buf)
+    }
+}
+
+impl io::Write for SecretBuf {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl fmt::Debug for SecretBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretBuf([REDACTED {} bytes])", self.0.len())
+    }
+}
+
+/// Serializes a secret as a JSON string, for requests (secrecy deliberately has no
+/// `Serialize` for `SecretString`).
+pub(crate) struct Exposed<'a>(pub &'a SecretString);
+
+impl Serialize for Exposed<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.0.expose_secret())
+    }
+}
+
+/// Serializes fields as a JSON object of name to value, for requests.
+pub(crate) struct ExposedFields<'a>(pub &'a Fields);
+
+impl Serialize for ExposedFields<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(k, v)| (k, Exposed(v))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &str) -> SecretString {
+        SecretString::from(v.to_owned())
+    }
+
+    fn target() -> Target {
+        Target {
+            policy: "orders-db".into(),
+            installation: "acme".into(),
+            resource: "store_abc".into(),
+        }
+    }
+
+    fn reason(text: &str) -> String {
+        match parse_create(text, Channel::Stdout, None) {
+            Ok(_) => panic!("accepted {text}"),
+            Err(reason) => reason,
+        }
+    }
+
+    #[test]
+    fn requests_are_exactly_the_protocols_json() {
+        let target = target();
+        let mut fields = Fields::new();
+        fields.insert("password".into(), s("pw"));
+        let credential = Credential {
+            handle: "key-42".into(),
+            fields,
+        };
+        let table = [
+            (
+                Request::Create {
+                    target: &target,
+                    rotation_id: "rot-1",
+                    previous_handle: None,
+                },
+                r#"{"action":"create","rotation_id":"rot-1","policy":"orders-db","installation":"acme","resource":"store_abc","previous_handle":null}"#,
+            ),
+            (
+                Request::Create {
+                    target: &target,
+                    rotation_id: "rot-2",
+                    previous_handle: Some("key-41"),
+                },
+                r#"{"action":"create","rotation_id":"rot-2","policy":"orders-db","installation":"acme","resource":"store_abc","previous_handle":"key-41"}"#,
+            ),
+            (
+                Request::Verify {
+                    target: &target,
+                    rotation_id: "rot-1",
+                    credential: &credential,
+                },
+                r#"{"action":"verify","rotation_id":"rot-1","policy":"orders-db","resource":"store_abc","handle":"key-42","fields":{"password":"pw"}}"#,
+            ),
+            (
+                Request::Retire {
+                    target: &target,
+                    handle: "key-41",
+                },
+                r#"{"action":"retire","policy":"orders-db","resource":"store_abc","handle":"key-41"}"#,
+            ),
+        ];
+        for (request, want) in table {
+            let buf = request.encode().unwrap();
+            assert_eq!(std::str::from_utf8(buf.as_bytes()).unwrap(), want);
+            let secrets = request.secrets().len();
+            assert_eq!(secrets, usize::from(request.action() == "verify"));
+        }
+    }
+
+    #[test]
+    fn create_answers_parse_strictly_and_reasons_name_the_broken_part() {
+        let ok = parse_create(
+            r#" {"handle":"key-42","fields":{"password":"pw","username":"u"}}"#,
+            Channel::Stdout,
+            None,
+        )
+        .unwrap();
+        assert_eq!(ok.handle, "key-42");
+        assert_eq!(ok.fields["password"].expose_secret(), "pw");
+
+        let cases = [
+            (
+                r#"{"fields":{"password":"canary-1"}}"#,
+                "`handle` is missing",
+            ),
+            (r#"{"handle":"h"}"#, "`fields` is missing"),
+            (
+                r#"{"handle":7,"fields":{"password":"canary-1"}}"#,
+                "`handle` must be a string",
+            ),
+            (
+                r#"{"handle":"h","fields":{"password":"canary-1"},"x":"canary-1"}"#,
+                "only the keys",
+            ),
+            (
+                r#"{"handle":"h","fields":{"password":"canary-1","n":5}}"#,
+                "`fields` must map names to strings",
+            ),
+            (
+                r#"{"handle":"h","fields":["canary-1"]}"#,
+                "`fields` must map names to strings",
+            ),
+            (
+                r#"{"handle":"h","fields":{"password":"canary-1"}"#,
+                "unexpected end",
+            ),
+            (
+                r#"{"handle":"h","fields":{"password":"canary-1"}} canary-1"#,
+                "syntax error",
+            ),
+            (r#"["h",{"password":"canary-1"}]"#, "not a JSON object"),
+            ("", "stdout is empty"),
+            (
+                r#"{"handle":"","fields":{"password":"canary-1"}}"#,
+                "`handle` is empty",
+            ),
+            (r#"{"handle":"h","fields":{}}"#, "`fields` is empty"),
+        ];
+        for (text, want) in cases {
+            let got = reason(text);
+            assert!(got.contains(want), "{text}: {got}");
+            assert!(!got.contains("canary"), "{text}: {got}");
+        }
+    }
+
+    #[test]
+    fn promised_fields_must_all_be_present() {
+        let promised = ["username".to_owned(), "password".to_owned()];
+        let answer = r#"{"handle":"h","fields":{"password":"canary-1"}}"#;
+        let got = parse_create(answer, Channel::Stdout, Some(&promised)).err();
+        assert_eq!(
+            got.as_deref(),
+            Some("`fields` lacks `username` that the config's `fields` list promises")
+        );
+        let answer = r#"{"handle":"h","fields":{"password":"p","username":"u"}}"#;
+        assert!(parse_create(answer, Channel::Stdout, Some(&promised)).is_ok());
+    }
+
+    #[test]
+    fn reasons_name_the_channel() {
+        let from = Channel::ResponseBody;
+        let err = |r: Result<Credential, String>| r.err().unwrap_or_default();
+        assert_eq!(
+            err(parse_create("", from, None)),
+            "the response body is empty; expected a JSON object"
+        );
+        assert_eq!(
+            err(parse_create("[]", from, None)),
+            "the response body is not a JSON object"
+        );
+        assert!(
+            err(parse_create("{", from, None))
+                .starts_with("the response body is not the expected JSON")
+        );
+        assert_eq!(
+            text_of(b"{\"a\":\"\xff\"}", from).err().as_deref(),
+            Some("the response body is not UTF-8 (invalid byte at offset 6)")
+        );
+        assert_eq!(
+            text_of(b"ok\xfe", Channel::Stdout).err().as_deref(),
+            Some("stdout is not UTF-8 (invalid byte at offset 2)")
+        );
+    }
+
+    #[test]
+    fn verify_and_retire_answers_must_be_objects_of_any_content() {
+        for from in [Channel::Stdout, Channel::ResponseBody] {
+            assert!(parse_any_object("{}", from).is_ok());
+            assert!(parse_any_object(r#"{"note":"fine","n":[1]}"#, from).is_ok());
+            for bad in ["", "[]", "null", "\"ok\"", "{", "{} {}"] {
+                assert!(parse_any_object(bad, from).is_err(), "{bad:?} accepted");
+            }
+        }
+    }
+
+    #[test]
+    fn describe_json_error_never_quotes_the_input() {
+        let err = serde_json::from_str::<Vec<u32>>(r#"["hunter2-canary"]"#).unwrap_err();
+        assert!(
+            err.to_string().contains("hunter2-canary"),
+            "serde does quote: {err}"
+        );
+        let reason = describe_json_error(Channel::Stdout, "a list of numbers", &err);
+        assert!(!reason.contains("hunter2"), "{reason}");
+        assert_eq!(
+            reason,
+            "stdout is not the expected JSON: a list of numbers (data error at line 1, column 17)"
+        );
+    }
+
+    #[test]
+    fn zeroize_strings_wipes_nested_strings() {
+        let mut value: serde_json::Value =
+            serde_json::from_str(r#"{"a":["secret",{"b":"other"}],"n":1}"#).unwrap();
+        zeroize_strings(&mut value);
+        assert_eq!(value, serde_json::json!({"a": ["", {"b": ""}], "n": 1}));
+    }
+
+    #[test]
+    fn secret_buf_keeps_every_byte_across_growth() {
+        let mut buf = SecretBuf::new();
+        for i in 0..5000u32 {
+            buf.extend_from_slice(&i.to_le_bytes());
+        }
+        assert_eq!(buf.len(), 20_000);
+        assert_eq!(&buf.as_bytes()[4..8], &1u32.to_le_bytes());
+        assert!(!format!("{buf:?}").contains('\u{1}'));
+    }
+
+    #[test]
+    fn exposed_fields_serialize_as_a_json_object() {
+        let mut fields = Fields::new();
+        fields.insert("password".into(), s("p\"w"));
+        fields.insert("username".into(), s("u"));
+        let buf = SecretBuf::json(&ExposedFields(&fields)).unwrap();
+        assert_eq!(buf.as_bytes(), br#"{"password":"p\"w","username":"u"}"#);
+    }
+}
