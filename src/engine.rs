@@ -135,7 +135,26 @@ impl StepRecorder for StateRecorder {
         }
         record.step = step.clone();
         record.installation = job.installation.name.clone();
-        self.store.put(record).await.map_err(|e| RecordError {
+        // Only these steps must be on disk before their work goes on: `creating` (the id a
+        // redo must reuse), `created` (the handle), `pushed` (Vercel holds it: without it a
+        // restart would redo create and replace the credential Vercel holds) and `retiring`.
+        // Losing `due`, `pushing` or `notified` in a crash changes nothing about recovery
+        // (`due` and `pushing` recover like the step before them; `notified` like `pushed`,
+        // which only repeats the reminder), so they are written without waiting for an
+        // fsync: three waits per rotation instead of six.
+        let durable = matches!(
+            step,
+            Step::Creating { .. }
+                | Step::Created { .. }
+                | Step::Pushed { .. }
+                | Step::Retiring { .. }
+        );
+        let written = if durable {
+            self.store.put(record).await
+        } else {
+            self.store.put_lazy(record).await
+        };
+        written.map_err(|e| RecordError {
             policy: key.policy,
             resource: key.resource,
             step: step.name(),
@@ -335,7 +354,8 @@ impl Engine {
         record.step = Step::Idle;
         record.next_due = next_due(job, now);
         record.retry_at = None;
-        if let Err(e) = self.store.put(record.clone()).await {
+        // Lazy: lost in a crash, the record is `notified` again, which settles the same way.
+        if let Err(e) = self.store.put_lazy(record.clone()).await {
             warn!(policy = %job.policy.name, resource = %job.resource, "could not record the end of the rotation (it is redone as `notified` at the next start): {e}");
         }
         record

@@ -683,3 +683,46 @@ async fn measure_60000_puts_from_64_tasks() {
         dir.read("state.json").len() / 1024,
     );
 }
+
+/// A lazy put is visible at once, is not undone by the commit of an older lazy put of the
+/// same key, and reaches the disk with the next commit (or at drop).
+#[tokio::test]
+async fn lazy_puts_are_visible_at_once_kept_in_order_and_written() {
+    let dir = Dir::new();
+    let first = record("lazy", Step::Due);
+    let second = record(
+        "lazy",
+        Step::Pushing {
+            rotation_id: "rot-1".to_owned(),
+            handle: "h".to_owned(),
+        },
+    );
+    {
+        let store = dir.open().await;
+        store
+            .put_lazy(first.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.get(&first.key).as_ref(), Some(&first));
+        store
+            .put_lazy(second.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // A durable put of another key commits both lazy lines before it returns.
+        store
+            .put(record("other", Step::Idle))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.get(&second.key).as_ref(), Some(&second));
+        let journal = std::fs::read_to_string(dir.path.join("journal.jsonl")).unwrap_or_default();
+        assert_eq!(journal.lines().count(), 3, "{journal}");
+        // And one only followed by the drop.
+        store
+            .put_lazy(record("last", Step::Idle))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let store = dir.open().await;
+    assert_eq!(store.get(&second.key).as_ref(), Some(&second));
+    assert!(store.get(&key("last")).is_some());
+}

@@ -97,6 +97,8 @@ pub struct FileStore {
 enum Command {
     /// Boxed: a record is ten times the size of the other variants.
     Put(Box<Record>, Ack),
+    /// A put nobody waits for: already in the map, durable with this batch's fsync.
+    PutLazy(Box<Record>),
     Remove(Key, Ack),
     Flush(Ack),
 }
@@ -263,6 +265,19 @@ impl StateStore for FileStore {
 
     async fn put(&self, record: Record) -> Result<(), StateError> {
         self.submit(|ack| Command::Put(Box::new(record), ack)).await
+    }
+
+    async fn put_lazy(&self, record: Record) -> Result<(), StateError> {
+        let queue = self.queue.as_ref().ok_or(StateError::WriterGone)?;
+        // Visible to this process at once; on disk, in order, with the next commit. Callers
+        // hold the key's lock, so no other put of this key races with it.
+        self.records
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(record.key.clone(), record.clone());
+        queue
+            .send(Command::PutLazy(Box::new(record)))
+            .map_err(|_| StateError::WriterGone)
     }
 
     async fn remove(&self, key: &Key) -> Result<(), StateError> {
@@ -613,6 +628,8 @@ struct Fatal;
 /// A change encoded into its journal line, waiting for the commit.
 enum Change {
     Put(Box<Record>),
+    /// Already in the in-memory map (applied when it was sent): only written here.
+    PutLazy(Box<Record>),
     Remove(Key),
 }
 
@@ -657,15 +674,16 @@ impl Writer {
         let mut flushes = Vec::new();
         for command in batch {
             let (change, ack) = match command {
-                Command::Put(record, ack) => (Change::Put(record), ack),
-                Command::Remove(key, ack) => (Change::Remove(key), ack),
+                Command::Put(record, ack) => (Change::Put(record), Some(ack)),
+                Command::PutLazy(record) => (Change::PutLazy(record), None),
+                Command::Remove(key, ack) => (Change::Remove(key), Some(ack)),
                 Command::Flush(ack) => {
                     flushes.push(ack);
                     continue;
                 }
             };
             let entry = match &change {
-                Change::Put(record) => EntryOut {
+                Change::Put(record) | Change::PutLazy(record) => EntryOut {
                     v: STATE_VERSION,
                     put: Some(record),
                     remove: None,
@@ -683,10 +701,12 @@ impl Writer {
                     changes.push((change, ack));
                 }
                 Err(e) => {
-                    let _ = ack.send(Err(StateError::Io {
-                        path: self.journal_path.clone(),
-                        source: io::Error::new(io::ErrorKind::InvalidData, e),
-                    }));
+                    if let Some(ack) = ack {
+                        let _ = ack.send(Err(StateError::Io {
+                            path: self.journal_path.clone(),
+                            source: io::Error::new(io::ErrorKind::InvalidData, e),
+                        }));
+                    }
                 }
             }
         }
@@ -701,11 +721,14 @@ impl Writer {
                             Change::Put(record) => {
                                 records.insert(record.key.clone(), *record);
                             }
+                            // Applied when sent; applying it again now could undo a newer
+                            // lazy put of the same key.
+                            Change::PutLazy(_) => {}
                             Change::Remove(key) => {
                                 records.remove(&key);
                             }
                         }
-                        acks.push(ack);
+                        acks.extend(ack);
                     }
                     drop(records);
                     for ack in acks {
@@ -714,7 +737,7 @@ impl Writer {
                 }
                 Err((source, fatal)) => {
                     warn!(path = %self.journal_path.display(), changes = changes.len(), "state write failed: {source}");
-                    for (_, ack) in changes {
+                    for ack in changes.into_iter().filter_map(|(_, ack)| ack) {
                         let _ = ack.send(Err(StateError::Io {
                             path: self.journal_path.clone(),
                             source: copy_io_error(&source),

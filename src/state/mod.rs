@@ -187,6 +187,12 @@ pub trait StateStore: Send + Sync {
         }
         Ok(())
     }
+    /// Writes a record without waiting for it to be durable: for steps whose loss in a
+    /// crash changes nothing about recovery (see `engine`). It is visible to `get` at once and
+    /// reaches the disk, in order, with the next commit. The default is a durable `put`.
+    async fn put_lazy(&self, record: Record) -> Result<(), StateError> {
+        self.put(record).await
+    }
     /// Forgets a record (a resource removed from the config with nothing left to retire).
     async fn remove(&self, key: &Key) -> Result<(), StateError>;
     /// Makes everything durable and compacts; called at shutdown.
