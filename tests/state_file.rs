@@ -726,3 +726,27 @@ async fn lazy_puts_are_visible_at_once_kept_in_order_and_written() {
     assert_eq!(store.get(&second.key).as_ref(), Some(&second));
     assert!(store.get(&key("last")).is_some());
 }
+
+/// The first start with thousands of new resources records them in one commit, not one
+/// fsync each.
+#[tokio::test]
+async fn put_all_commits_many_records_together() {
+    let dir = Dir::new();
+    let store = dir.open().await;
+    let before = store.commit_count();
+    let records: Vec<Record> = (0..2000)
+        .map(|i| record(&format!("bulk-{i}"), Step::Idle))
+        .collect();
+    store
+        .put_all(records.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        store.commit_count() - before <= 3,
+        "{} commits",
+        store.commit_count() - before
+    );
+    assert_eq!(store.records().len(), 2000);
+    drop(store);
+    assert_eq!(dir.open().await.records(), by_key(&records));
+}

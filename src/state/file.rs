@@ -267,6 +267,23 @@ impl StateStore for FileStore {
         self.submit(|ack| Command::Put(Box::new(record), ack)).await
     }
 
+    async fn put_all(&self, records: Vec<Record>) -> Result<(), StateError> {
+        // Queue them all before waiting: the writer takes them as one batch, one fsync.
+        let queue = self.queue.as_ref().ok_or(StateError::WriterGone)?;
+        let mut acks = Vec::with_capacity(records.len());
+        for record in records {
+            let (ack, done) = oneshot::channel();
+            queue
+                .send(Command::Put(Box::new(record), ack))
+                .map_err(|_| StateError::WriterGone)?;
+            acks.push(done);
+        }
+        for done in acks {
+            done.await.unwrap_or(Err(StateError::WriterGone))?;
+        }
+        Ok(())
+    }
+
     async fn put_lazy(&self, record: Record) -> Result<(), StateError> {
         let queue = self.queue.as_ref().ok_or(StateError::WriterGone)?;
         // Visible to this process at once; on disk, in order, with the next commit. Callers
