@@ -132,6 +132,11 @@ pub enum RotationError {
 impl Classify for RotationError {
     fn persistence(&self) -> Persistence {
         match self {
+            // A credential that does not work yet is not pushed; whatever the reason, the
+            // next attempt makes a new one, so it is always worth retrying (with backoff).
+            RotationError::Provider {
+                action: "verify", ..
+            } => Persistence::Transient,
             RotationError::Provider { source, .. } => source.persistence(),
             RotationError::Template { .. } => Persistence::Permanent,
             RotationError::Vercel(e) => e.persistence(),

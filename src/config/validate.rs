@@ -174,6 +174,7 @@ pub(super) fn validate(path: &Path, source: &str, raw: RawConfig) -> Result<Conf
 
     let mut policies = Vec::new();
     let mut names: HashMap<String, usize> = HashMap::new();
+    let mut user_pairs: HashMap<(PathBuf, Vec<String>), String> = HashMap::new();
     // (installation id, resource, secret name) -> the policy that owns it.
     let mut owners: HashMap<(String, String, String), String> = HashMap::new();
     for (index, raw_policy) in raw.policies.iter().enumerate() {
@@ -192,6 +193,22 @@ pub(super) fn validate(path: &Path, source: &str, raw: RawConfig) -> Result<Conf
                 format!("{key}: name"),
                 format!("duplicate policy name: policies[{first}] is also called \"{name}\""),
             );
+        }
+        // Two alternating database users serve one resource: a second resource (or policy) on
+        // the same pair would set the password the first one's deployments still use.
+        if let RawProvider::Postgres(d) | RawProvider::Mysql(d) = p.provider.get_ref() {
+            let resources = p.resources.get_ref().len();
+            if resources > 1 {
+                v.problem(Some(p.resources.span()), format!("{key}: resources"), format!("lists {resources} resources, but a postgres or mysql policy's two users take turns for one resource only: give each resource its own policy and its own pair of users"));
+            }
+            let pair = (d.admin_url_file.clone(), {
+                let mut u = d.users.clone();
+                u.sort();
+                u
+            });
+            if let Some(other) = user_pairs.insert(pair, name.clone()) {
+                v.problem(Some(p.provider.span()), format!("{key}: provider.users"), format!("the same users (through the same admin-url-file) are rotated by policy \"{other}\": each pair of users serves one resource"));
+            }
         }
         if let Some(policy) = validate_policy(&mut v, &key, p, &raw.installations, &installations) {
             if let Some(inst) = installations.get(&policy.installation) {
