@@ -113,6 +113,9 @@ impl StepRecorder for StateRecorder {
             ..
         } = step
         {
+            // A handle that comes back (two alternating users) is current again: its pending
+            // retirement would cut off the credential Vercel now holds.
+            record.retirements.retain(|r| r.handle != *handle);
             // The credential Vercel held until now starts its grace period.
             if let Some(old) = record.current_handle.replace(handle.clone())
                 && old != *handle
@@ -161,6 +164,25 @@ impl StepRecorder for StateRecorder {
             reason: e.to_string(),
         })
     }
+}
+
+/// Until when a rotation must wait so it does not overwrite a credential still in its grace
+/// period: with two alternating users (postgres, mysql) the next rotation takes the user whose
+/// retirement is pending. `None`: nothing to wait for.
+fn held_until(job: &Job, record: &Record, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let alternates = matches!(
+        job.policy.provider,
+        crate::config::ProviderConfig::Postgres(_) | crate::config::ProviderConfig::Mysql(_)
+    );
+    if !alternates {
+        return None;
+    }
+    record
+        .retirements
+        .iter()
+        .map(|r| r.due)
+        .max()
+        .filter(|due| *due > now)
 }
 
 pub struct Engine {
@@ -243,6 +265,13 @@ impl Engine {
                 (d, r) => d.or(r),
             },
         };
+        // A rotation that would overwrite a credential in its grace period waits for it.
+        let rotation = match (&record.step, rotation) {
+            (Step::Idle | Step::Due, Some(at)) => {
+                Some(held_until(job, record, DateTime::<Utc>::MIN_UTC).map_or(at, |h| h.max(at)))
+            }
+            (_, r) => r,
+        };
         let retirement = record
             .retirements
             .iter()
@@ -282,8 +311,21 @@ impl Engine {
             }
             record = self.store.get(&key).unwrap_or(record);
         }
-        if matches!(record.step, Step::Notified { .. }) {
+        // A rotation a crash interrupted after its push is the rotation a `run --once` asked
+        // for: it is reported as done, and no second one is started.
+        let mut finished = None;
+        if let Step::Notified { handle, pushed_at } = record.step.clone() {
             record = self.settle(job, record).await;
+            finished = Some(RotationReport {
+                target: job.target(),
+                secret_names: job.policy.secrets.iter().map(|s| s.env_name()).collect(),
+                result: Ok(Rotated::Pushed {
+                    handle,
+                    fingerprint: record.fingerprint.clone().unwrap_or_else(|| "-".to_owned()),
+                    pushed_at,
+                    retire_at: pushed_at + delta(job.policy.grace),
+                }),
+            });
         }
         if let Step::Retiring { previous_handle } = record.step.clone() {
             self.retire_one(job, &previous_handle).await;
@@ -291,6 +333,9 @@ impl Engine {
         }
 
         let mut report = None;
+        if force && finished.is_some() {
+            report = finished;
+        }
         let stopped = record
             .stopped
             .as_ref()
@@ -302,6 +347,7 @@ impl Engine {
             _ => None,
         };
         let due = match &record.step {
+            _ if force && report.is_some() => false,
             _ if force => true,
             _ if stopped => false,
             Step::Due | Step::Creating { .. } | Step::Created { .. } | Step::Pushing { .. } => {
@@ -313,7 +359,20 @@ impl Engine {
             }
             _ => false,
         };
-        if due {
+        let held = match record.step {
+            Step::Idle | Step::Due => held_until(job, &record, now),
+            _ => None,
+        };
+        if due && let Some(until) = held {
+            info!(policy = %key.policy, resource = %key.resource, %until, "rotation held back: the other user's credential is still in its grace period");
+            if force {
+                report = Some(RotationReport {
+                    target: job.target(),
+                    secret_names: job.policy.secrets.iter().map(|s| s.env_name()).collect(),
+                    result: Err(RotationError::HeldBack { until }),
+                });
+            }
+        } else if due {
             let start = Start {
                 rotation_id: unfinished,
                 previous_handle: record.current_handle.clone(),
@@ -623,6 +682,37 @@ mod tests {
         for (what, record, want) in cases {
             assert_eq!(Engine::next_wake(&job, &record), want, "{what}");
         }
+    }
+
+    #[test]
+    fn alternating_users_wait_for_the_pending_retirement() {
+        let text = "[installations.a]\nid = \"icfg_1\"\ntoken-env = \"T\"\n[[policies]]\nname = \"p\"\ninstallation = \"a\"\nresources = [\"r\"]\nschedule = \"0 3 * * *\"\ngrace = \"1h\"\nprovider = { kind = \"postgres\", admin-url-file = \"/x\", users = [\"a\", \"b\"] }\n[[policies.secrets]]\nname = \"P\"\nvalue = \"{password}\"\n";
+        let config = crate::config::parse(Path::new("test.toml"), text).unwrap();
+        let pg = crate::once::all_jobs(&config).pop().unwrap();
+        let random = job("schedule = \"0 3 * * *\"");
+        let mut r = record(Step::Idle);
+        r.next_due = Some(at("2026-01-04T03:00:00Z"));
+        let pending = at("2026-01-04T05:00:00Z");
+        r.retirements.push(Retirement {
+            handle: "a".into(),
+            due: pending,
+            attempts: 0,
+            retry_at: None,
+            last_error: None,
+        });
+        // The rotation would give the new password to the user still in its grace period.
+        assert_eq!(Engine::next_wake(&pg, &r), Some(pending));
+        assert_eq!(
+            held_until(&pg, &r, at("2026-01-04T03:00:00Z")),
+            Some(pending)
+        );
+        assert_eq!(held_until(&pg, &r, pending), None, "once the grace is over");
+        // Providers that make a new credential each time need not wait.
+        assert_eq!(
+            Engine::next_wake(&random, &r),
+            Some(at("2026-01-04T03:00:00Z"))
+        );
+        assert_eq!(held_until(&random, &r, at("2026-01-04T03:00:00Z")), None);
     }
 
     #[test]

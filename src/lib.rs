@@ -15,8 +15,9 @@
 //! - [`schedule`]: cron (crontab semantics) and `every` schedules in a time zone, DST-correct.
 //! - [`template`]: `{field}` templates that turn a provider's fields into secret values.
 //! - [`secret`]: secret fields, fingerprints, scrubbing of text that may echo a value.
-//! - [`providers`]: the `Provider` trait and one file per kind (`random`, `command`), plus
-//!   the dry-run wrapper.
+//! - [`providers`]: the `Provider` trait and one file per kind (`random`, `command`, `http`,
+//!   `postgres`, `mysql`, `redis`), the protocol `command` and `http` share, and the dry-run
+//!   wrapper.
 //! - [`vercel`]: the Vercel API client (update resource secrets, dashboard notification).
 //! - [`rotation`]: the rotation steps of DESIGN as a type, and one rotation walked through
 //!   them (with its retirement).

@@ -127,6 +127,8 @@ pub enum RotationError {
     NoToken(String),
     #[error(transparent)]
     Record(#[from] RecordError),
+    #[error("held back until {}: the other user's credential is still in its grace period, and rotating now would overwrite it while running deployments may still use it", .until.format("%Y-%m-%d %H:%M:%S UTC"))]
+    HeldBack { until: DateTime<Utc> },
 }
 
 impl Classify for RotationError {
@@ -143,6 +145,7 @@ impl Classify for RotationError {
             RotationError::NoToken(_) => Persistence::Permanent,
             // A full disk or a lost lease may clear; the step will be redone.
             RotationError::Record(_) => Persistence::Transient,
+            RotationError::HeldBack { .. } => Persistence::Transient,
         }
     }
 }

@@ -98,6 +98,7 @@ async fn assert_refused(db: &Mysql, user: &str, password: &str) {
 struct Setup {
     db: Mysql,
     users: [String; 2],
+    database: String,
     admin_user: String,
     admin_password: String,
     /// The users' passwords before any rotation: what Vercel held at the start.
@@ -114,28 +115,34 @@ impl Setup {
         let admin_user = format!("rot_admin_{id}");
         let admin_password = format!("Admin{id}");
         let initial = [format!("InitA{id}"), format!("InitB{id}")];
-        let guard = db
+        let database = format!("rot_db_{id}");
+        let mut guard = db
             .create_users(&[
                 (&users[0], &initial[0]),
                 (&users[1], &initial[1]),
                 (&admin_user, &admin_password),
             ])
             .await;
+        guard.create_database(&database).await;
+        // The admin gets no privilege on the application's database: it needs none.
         db.run(&[
             format!("GRANT CREATE USER ON *.* TO '{admin_user}'@'%'"),
             format!("GRANT SELECT ON mysql.user TO '{admin_user}'@'%'"),
+            format!(
+                "GRANT SELECT ON `{database}`.* TO '{}'@'%', '{}'@'%'",
+                users[0], users[1]
+            ),
         ])
         .await;
         let dir = TempDir::new().unwrap();
-        let admin_url_file = write_file(
-            dir.path(),
-            "admin.url",
-            &db.url_as(&admin_user, &admin_password),
-            0o600,
-        );
+        // The URL names the application's database: the pushed `database` field.
+        let mut url = url::Url::parse(&db.url_as(&admin_user, &admin_password)).unwrap();
+        url.set_path(&database);
+        let admin_url_file = write_file(dir.path(), "admin.url", url.as_str(), 0o600);
         Setup {
             db,
             users,
+            database,
             admin_user,
             admin_password,
             initial,
@@ -173,6 +180,7 @@ async fn mysql_two_rotations_then_retirement_keep_a_working_credential_throughou
     assert_eq!(field(&first, "username"), a);
     assert_eq!(field(&first, "host"), s.db.host());
     assert_eq!(field(&first, "port"), s.db.port().to_string());
+    assert_eq!(field(&first, "database"), s.database);
     assert_eq!(p.verify(&t, "rot-1", &first).await.unwrap(), Outcome::Done);
     assert_logs_in(&s.db, a, &pw1).await;
     assert_refused(&s.db, a, &s.initial[0]).await;
@@ -239,14 +247,11 @@ async fn mysql_user_with_several_hosts_gets_the_password_on_every_account() {
             .any(|l| l.contains(&format!("{a}@'%'")) && l.contains(&format!("{a}@'localhost'"))),
         "{lines:#?}"
     );
+    let distinct_hashes = "SELECT DISTINCT authentication_string FROM mysql.user WHERE User = ?";
+    assert_eq!(s.db.strings(distinct_hashes, a).await.len(), 2);
     p.create(&target(), "rot-1", None).await.unwrap();
     // Both accounts now hold the same hash.
-    let hashes =
-        s.db.strings(
-            "SELECT DISTINCT authentication_string FROM mysql.user WHERE User = ?",
-            a,
-        )
-        .await;
+    let hashes = s.db.strings(distinct_hashes, a).await;
     assert_eq!(hashes.len(), 1, "{hashes:?}");
 }
 
@@ -262,6 +267,15 @@ async fn mysql_preflight_reports_each_fact_and_names_a_missing_user() {
     let all = lines.join("\n");
     assert!(
         lines[0].contains("admin connection to") && lines[0].contains(&s.admin_user),
+        "{all}"
+    );
+    assert!(
+        all.contains(&format!(
+            "pushed fields: host {}, port {}, database {}",
+            s.db.host(),
+            s.db.port(),
+            s.database
+        )),
         "{all}"
     );
     assert!(

@@ -23,7 +23,7 @@ use vercel_secret_rotator::secret::{ExposeSecret, Fields, SecretString};
 
 use crate::common::cli;
 use crate::common::fake_vercel::FakeVercel;
-use crate::common::pg_cluster::{PgCluster, quote_ident};
+use crate::common::pg_cluster::{PgCluster, quote_ident, skip};
 
 const USERS: [&str; 2] = ["orders_a", "orders_b"];
 
@@ -586,13 +586,13 @@ struct CrashScenario {
 }
 
 impl CrashScenario {
-    async fn new(pg: &PgCluster) -> CrashScenario {
+    async fn new(admin_url: &str) -> CrashScenario {
         let fake = FakeVercel::start().await;
         fake.add_installation(ACME, ACME_TOKEN);
         fake.add_resource(ACME, RESOURCE);
         let dir = TempDir::new().unwrap_or_else(|e| panic!("{e}"));
         let token = cli::write_token(dir.path(), "acme.token", ACME_TOKEN);
-        let admin = write_file(dir.path(), "admin.url", &pg.superuser_url(), 0o600);
+        let admin = write_file(dir.path(), "admin.url", admin_url, 0o600);
         let text = format!(
             r#"[vercel]
 api-url = "{url}"
@@ -787,7 +787,7 @@ async fn postgres_a_kill_at_every_step_leaves_vercel_with_a_working_credential()
             b = quote_ident(USERS[1])
         ))
         .await;
-        let s = CrashScenario::new(&pg).await;
+        let s = CrashScenario::new(&pg.superuser_url()).await;
 
         // An established credential, so the rotation that dies has a previous one.
         let out = s.run(&once, &[]).await;
@@ -840,7 +840,7 @@ async fn postgres_a_kill_at_every_step_leaves_vercel_with_a_working_credential()
             .await;
         assert_eq!(
             pg.roles_with_password().await,
-            [after.clone()],
+            [after],
             "{point}: only the current role may keep a password"
         );
 
@@ -859,7 +859,7 @@ async fn postgres_a_kill_at_every_step_leaves_vercel_with_a_working_credential()
         b = quote_ident(USERS[1])
     ))
     .await;
-    let s = CrashScenario::new(&pg).await;
+    let s = CrashScenario::new(&pg.superuser_url()).await;
     let out = s.run(&once, &[]).await;
     assert_eq!(
         out.status.code(),
@@ -889,4 +889,81 @@ async fn postgres_a_kill_at_every_step_leaves_vercel_with_a_working_credential()
     s.retire_with_daemon("retiring").await;
     assert_eq!(s.assert_vercel_works(&pg, "retiring").await, current);
     assert_eq!(pg.roles_with_password().await, [current]);
+}
+
+/// `sslmode` is honoured: `require` and `prefer` speak TLS and check the server's certificate
+/// against the system's roots (a certificate they cannot check is a permanent failure, with
+/// the hint); with the test CA as the system's roots (`SSL_CERT_FILE`, read by
+/// rustls-native-certs) the binary's `check` and a whole rotation go through over TLS.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_tls_follows_sslmode_and_checks_the_certificate() {
+    const TEST: &str = "postgres_tls_follows_sslmode";
+    let Some(pg) = PgCluster::start_or_skip(TEST) else {
+        return;
+    };
+    let ca = match pg.enable_tls() {
+        Ok(ca) => ca,
+        Err(why) => return skip(TEST, &why),
+    };
+    pg.create_login_roles(&USERS).await;
+    let dir = TempDir::new().unwrap_or_else(|e| panic!("{e}"));
+    let with_mode = |mode: &str| {
+        pg.superuser_url()
+            .replace("sslmode=disable", &format!("sslmode={mode}"))
+    };
+
+    for mode in ["require", "prefer"] {
+        let admin = write_file(dir.path(), &format!("{mode}.url"), &with_mode(mode), 0o600);
+        let err = provider(&admin, USERS).preflight().await.unwrap_err();
+        assert_backend(&err, false, "error performing TLS handshake");
+        assert!(
+            err.to_string().contains("root certificates"),
+            "{mode}: {err}"
+        );
+        assert!(
+            !err.to_string()
+                .contains(crate::common::pg_cluster::SUPERUSER_PASSWORD)
+        );
+    }
+    let plain = write_file(dir.path(), "disable.url", &with_mode("disable"), 0o600);
+    provider(&plain, USERS)
+        .preflight()
+        .await
+        .unwrap_or_else(|e| panic!("sslmode=disable: {e}"));
+
+    let s = CrashScenario::new(&with_mode("require")).await;
+    let trust = [("SSL_CERT_FILE", ca.to_str().unwrap_or_default())];
+    let out = s.run(&["check"], &trust).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        cli::stdout(&out),
+        cli::stderr(&out)
+    );
+    assert!(
+        cli::stdout(&out).contains("admin connection works"),
+        "{}",
+        cli::stdout(&out)
+    );
+    let out = s.run(&["run", "--once"], &trust).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        cli::stdout(&out),
+        cli::stderr(&out)
+    );
+    let user = s.assert_vercel_works(&pg, "tls").await;
+    // The admin session and the verifying login both used TLS (log_connections).
+    let log = pg.log_text();
+    for who in [crate::common::pg_cluster::SUPERUSER, user.as_str()] {
+        assert!(
+            log.lines().any(|l| l.contains("connection authorized")
+                && l.contains(&format!("user={who} "))
+                && l.contains("application_name=vercel-secret-rotator")
+                && l.contains("SSL enabled")),
+            "no TLS session of {who} in the log:\n{log}"
+        );
+    }
 }

@@ -120,12 +120,10 @@ impl Setup {
             .create_users(&[(&user, &user_rules), (&admin_user, &admin_rules)])
             .await;
         let dir = TempDir::new().unwrap();
-        let admin_url_file = write_file(
-            dir.path(),
-            "admin.url",
-            &db.url_as(&admin_user, &admin_password),
-            0o600,
-        );
+        // A database number in the URL: the admin may not SELECT, and needs not.
+        let mut url = url::Url::parse(&db.url_as(&admin_user, &admin_password)).unwrap();
+        url.set_path("/3");
+        let admin_url_file = write_file(dir.path(), "admin.url", url.as_str(), 0o600);
         Setup {
             db,
             user,
@@ -211,6 +209,15 @@ async fn redis_preflight_reports_each_fact_and_names_a_missing_user() {
         all.contains(&format!(
             "ACL user \"{}\" exists, is on and holds 1 password(s)",
             s.user
+        )),
+        "{all}"
+    );
+    assert!(
+        all.contains(&format!(
+            "pushed fields: username {}, host {}, port {}",
+            s.user,
+            s.db.host(),
+            s.db.port()
         )),
         "{all}"
     );

@@ -5,7 +5,9 @@
 //!   `mysql_async`; `?require_ssl=true` turns TLS on, `verify_ca` / `verify_identity` tune it).
 //!   The provider always talks TCP to the URL's host: `mysql_async` would otherwise switch a
 //!   loopback connection to the unix socket, where another account (`root@localhost`) and no
-//!   TLS apply. Every call, connection included, is bounded by the config's `timeout`.
+//!   TLS apply. The admin session uses no database (the URL's database is only the default of
+//!   the pushed `database` field), so the admin needs no privilege on it. Every call,
+//!   connection included, is bounded by the config's `timeout`.
 //! - Accounts: a MySQL user is a name *and* a host. `users` holds names only; each call looks
 //!   the name up in `mysql.user` and acts on every account with that name (`orders_a@'%'` and
 //!   `orders_a@'10.0.%'` get the same password and are locked together). A name with no account
@@ -39,10 +41,11 @@
 //!   writes the statement as sent to its general query log (checked on 10.11), so the provider
 //!   turns that log off for its own session (`SET SESSION sql_log_off = ON`) when the admin
 //!   may (MariaDB: SUPER); otherwise it goes on, and `preflight` reports whether the general
-//!   log is on. Users with the PROCESS privilege can see the statement while it runs.
+//!   log is on. MariaDB's binary log was not checked here. Users with the PROCESS privilege
+//!   can see the statement while it runs.
 //! - The MariaDB `ALTER USER` grammar takes no `?` placeholder for the password (a prepared
 //!   statement is a syntax error), so it is a literal. It is only ever a value this module
-//!   generated, which is alphanumeric; [`password_literal`] refuses anything else rather than
+//!   generated, which is alphanumeric; `password_literal` refuses anything else rather than
 //!   depend on the session's `NO_BACKSLASH_ESCAPES` mode for escaping.
 //!
 //! # Errors
@@ -79,7 +82,10 @@ pub struct MysqlProvider {
 
 /// What one call read from `admin-url-file`.
 struct Admin {
+    /// Connection options, without a database: the admin needs none.
     opts: Opts,
+    /// The database the URL names: the default of the pushed `database` field.
+    database: Option<String>,
     /// `host:port`, for messages.
     addr: String,
     /// The file's text and the admin password: never in a message.
@@ -145,9 +151,16 @@ impl MysqlProvider {
             secrets.push(SecretString::from(pass.to_owned()));
         }
         let addr = format!("{}:{}", opts.ip_or_hostname(), opts.tcp_port());
-        let opts = OptsBuilder::from_opts(opts).prefer_socket(false).into();
+        let database = opts.db_name().map(str::to_owned);
+        // The URL's database is what the pushed credential is for; the admin connection
+        // itself uses none, so the admin needs no privilege on it.
+        let opts = OptsBuilder::from_opts(opts)
+            .prefer_socket(false)
+            .db_name(None::<String>)
+            .into();
         Ok(Admin {
             opts,
+            database,
             addr,
             secrets,
         })
@@ -173,22 +186,26 @@ impl MysqlProvider {
     }
 
     fn fields(&self, admin: &Admin, user: &str, password: SecretString) -> Fields {
+        let (host, port, database) = self.endpoint(admin);
+        let mut fields = Fields::new();
+        fields.insert("username".to_owned(), secret(user));
+        fields.insert("password".to_owned(), password);
+        fields.insert("host".to_owned(), secret(&host));
+        fields.insert("port".to_owned(), secret(&port.to_string()));
+        fields.insert("database".to_owned(), secret(database));
+        fields
+    }
+
+    /// The pushed `host`, `port` and `database`: the config's, else the admin URL's (the
+    /// database is empty when neither names one).
+    fn endpoint<'a>(&'a self, admin: &'a Admin) -> (String, u16, &'a str) {
         let host = self
             .config
             .host
             .clone()
             .unwrap_or_else(|| admin.opts.ip_or_hostname().to_owned());
         let port = self.config.port.unwrap_or_else(|| admin.opts.tcp_port());
-        let mut fields = Fields::new();
-        fields.insert("username".to_owned(), secret(user));
-        fields.insert("password".to_owned(), password);
-        fields.insert("host".to_owned(), secret(&host));
-        fields.insert("port".to_owned(), secret(&port.to_string()));
-        fields.insert(
-            "database".to_owned(),
-            secret(self.database(admin).unwrap_or("")),
-        );
-        fields
+        (host, port, self.database(admin).unwrap_or(""))
     }
 
     /// The database the pushed credential is for: the config's, else the admin URL's.
@@ -196,7 +213,7 @@ impl MysqlProvider {
         self.config
             .database
             .as_deref()
-            .or_else(|| admin.opts.db_name())
+            .or(admin.database.as_deref())
             .filter(|d| !d.is_empty())
     }
 }
@@ -509,6 +526,11 @@ impl Provider for MysqlProvider {
                 "admin connection to {} as {current_user} works (server {version}; {tls})",
                 admin.addr
             ));
+            let (host, port, database) = self.endpoint(&admin);
+            let database = if database.is_empty() { "(none)" } else { database };
+            lines.push(format!(
+                "pushed fields: host {host}, port {port}, database {database}"
+            ));
 
             let mut missing = Vec::new();
             for user in &self.config.users {
@@ -805,12 +827,17 @@ mod tests {
 
     #[test]
     fn fields_come_from_the_admin_url_unless_the_config_overrides_them() {
-        let p = provider();
-        let admin = Admin {
-            opts: Opts::from_url("mysql://admin:pw@db.internal:3307/orders").unwrap(),
-            addr: String::new(),
-            secrets: Vec::new(),
-        };
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin.url");
+        std::fs::write(&path, "mysql://admin:pw@db.internal:3307/orders\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut p = provider();
+        p.config.admin_url_file = path;
+        let admin = p.admin("create").unwrap();
+        assert_eq!(admin.addr, "db.internal:3307");
+        // The admin connection itself goes to no database.
+        assert_eq!(admin.opts.db_name(), None);
         let f = p.fields(&admin, "orders_a", secret("pw1"));
         let get = |f: &Fields, k: &str| f[k].expose_secret().to_owned();
         assert_eq!(get(&f, "username"), "orders_a");
@@ -823,7 +850,6 @@ mod tests {
         want.sort_unstable();
         assert_eq!(names, want);
 
-        let mut p = provider();
         p.config.host = Some("db.example.com".into());
         p.config.port = Some(3306);
         p.config.database = Some("shop".into());

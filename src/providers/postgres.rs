@@ -30,7 +30,7 @@ use rand::distr::{Alphanumeric, Distribution};
 use rand::rngs::OsRng;
 use rand::{RngCore, TryRngCore};
 use tokio_postgres::config::{Host, SslMode};
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config, NoTls, SimpleQueryMessage};
 use tokio_postgres_rustls::MakeRustlsConnect;
 use zeroize::Zeroizing;
 
@@ -56,7 +56,7 @@ const ADMIN_OPTION_SINCE: i32 = 160_000;
 pub struct PostgresProvider {
     config: DatabaseConfig,
     /// The rustls connector, built on first TLS use (loading the system roots reads files).
-    tls: OnceLock<MakeRustlsConnect>,
+    tls: OnceLock<Tls>,
 }
 
 impl std::fmt::Debug for PostgresProvider {
@@ -152,24 +152,16 @@ impl PostgresProvider {
     }
 
     /// The rustls connector: the ring provider explicitly (no process default needed) and
-    /// the system's root certificates.
-    fn tls(&self) -> Result<MakeRustlsConnect, String> {
+    /// the system's root certificates, with how many of those were loaded. With none, a
+    /// server that offers TLS is refused under `prefer` too (its certificate cannot be
+    /// checked), while one that does not still works under `prefer`.
+    fn tls(&self) -> Result<&Tls, String> {
         if let Some(tls) = self.tls.get() {
-            return Ok(tls.clone());
+            return Ok(tls);
         }
         let mut roots = rustls::RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        let (added, _ignored) = roots.add_parsable_certificates(native.certs);
-        if added == 0 {
-            let why = native
-                .errors
-                .first()
-                .map(|e| format!(": {e}"))
-                .unwrap_or_default();
-            return Err(format!(
-                "TLS was asked for (sslmode), but no system root certificate could be loaded{why}"
-            ));
-        }
+        let (roots_loaded, _unparsable) =
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
         let config = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
@@ -177,8 +169,10 @@ impl PostgresProvider {
         .map_err(|e| format!("cannot set up TLS: {e}"))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-        let tls = MakeRustlsConnect::new(config);
-        Ok(self.tls.get_or_init(|| tls).clone())
+        Ok(self.tls.get_or_init(|| Tls {
+            connector: MakeRustlsConnect::new(config),
+            roots_loaded,
+        }))
     }
 
     /// Opens a session per `config` (its `sslmode` decides TLS) and drives it in a task.
@@ -189,8 +183,15 @@ impl PostgresProvider {
         what: &str,
         held: &[&SecretString],
     ) -> Result<Client, ProviderError> {
-        let connected = match config.get_ssl_mode() {
-            SslMode::Disable => config.connect(NoTls).await.map(|(client, connection)| {
+        let tls = match config.get_ssl_mode() {
+            SslMode::Disable => None,
+            _ => Some(
+                self.tls()
+                    .map_err(|reason| backend(action, format!("{what}: {reason}"), false))?,
+            ),
+        };
+        let connected = match tls {
+            None => config.connect(NoTls).await.map(|(client, connection)| {
                 tokio::spawn(async move {
                     // Ends when the client is dropped; an error here has already reached the
                     // caller through the client.
@@ -198,22 +199,33 @@ impl PostgresProvider {
                 });
                 client
             }),
-            _ => {
-                let tls = self
-                    .tls()
-                    .map_err(|reason| backend(action, format!("{what}: {reason}"), false))?;
-                config.connect(tls).await.map(|(client, connection)| {
+            Some(tls) => config
+                .connect(tls.connector.clone())
+                .await
+                .map(|(client, connection)| {
                     tokio::spawn(async move {
                         let _ = connection.await;
                     });
                     client
-                })
-            }
+                }),
         };
-        connected.map_err(|e| db_failure(action, what, &e, held))
+        connected.map_err(|e| {
+            let mut err = db_failure(action, what, &e, held);
+            if let (Some(tls), ProviderError::Backend { reason, .. }) = (tls, &mut err)
+                && has_tls_failure(&e)
+            {
+                reason.push_str(&format!(
+                    " (sslmode prefer and require check the server's certificate against the system's root certificates; {} loaded)",
+                    tls.roots_loaded
+                ));
+            }
+            err
+        })
     }
 
-    /// Runs `work` within the configured timeout.
+    /// Runs `work` within the configured timeout. A statement it abandons may still finish
+    /// on the server: a late `ALTER ROLE` on the idle role (the retry sets it again) or a late
+    /// `PASSWORD NULL` on a retiring one, both harmless.
     async fn bounded<T>(
         &self,
         action: &'static str,
@@ -358,32 +370,31 @@ impl PostgresProvider {
             .await?;
         let failed = |what: &str, e: tokio_postgres::Error| db_failure(ACTION, what, &e, &held);
 
-        let row = client
-            .query_one(
-                "SELECT current_user::text, r.rolsuper, r.rolcreaterole, \
-                 current_setting('server_version_num')::int, current_setting('server_version') \
-                 FROM pg_roles r WHERE r.rolname = current_user",
-                &[],
+        // The simple query protocol throughout (no prepared statements), so this also works
+        // through a pooler in transaction mode.
+        const ADMIN: &str = "reading the admin role";
+        let row = one_row(
+            &client,
+            "SELECT current_user, r.rolsuper, r.rolcreaterole, \
+             current_setting('server_version_num'), current_setting('server_version') \
+             FROM pg_roles r WHERE r.rolname = current_user",
+        )
+        .await
+        .map_err(|e| failed(ADMIN, e))?
+        .ok_or_else(|| {
+            backend(
+                ACTION,
+                format!("{ADMIN}: pg_roles has no row for it"),
+                false,
             )
-            .await
-            .map_err(|e| failed("reading the admin role", e))?;
+        })?;
         let me = AdminRole {
-            name: row
-                .try_get(0)
-                .map_err(|e| failed("reading the admin role", e))?,
-            superuser: row
-                .try_get(1)
-                .map_err(|e| failed("reading the admin role", e))?,
-            createrole: row
-                .try_get(2)
-                .map_err(|e| failed("reading the admin role", e))?,
-            version_num: row
-                .try_get(3)
-                .map_err(|e| failed("reading the admin role", e))?,
+            name: row.text(0),
+            superuser: row.flag(1),
+            createrole: row.flag(2),
+            version_num: row.text(3).parse().unwrap_or(0),
         };
-        let version: String = row
-            .try_get(4)
-            .map_err(|e| failed("reading the admin role", e))?;
+        let version = row.text(4);
 
         let mut facts = vec![format!(
             "admin connection works: PostgreSQL {version}, connected as \"{}\" ({})",
@@ -393,26 +404,24 @@ impl PostgresProvider {
         let mut problems = Vec::new();
         for role in &self.config.users {
             let what = format!("reading role \"{role}\"");
-            let row = client
-                .query_opt(
-                    "SELECT r.rolcanlogin, r.rolsuper, r.rolreplication, \
-                     pg_has_role(r.oid, 'MEMBER WITH ADMIN OPTION'), \
-                     COALESCE(r.rolvaliduntil < now(), false) \
-                     FROM pg_roles r WHERE r.rolname = $1",
-                    &[role],
-                )
-                .await
-                .map_err(|e| failed(&what, e))?;
+            let mut sql = String::from(
+                "SELECT r.rolcanlogin, r.rolsuper, r.rolreplication, \
+                 pg_has_role(r.oid, 'MEMBER WITH ADMIN OPTION'), \
+                 COALESCE(r.rolvaliduntil < now(), false) \
+                 FROM pg_roles r WHERE r.rolname = ",
+            );
+            push_literal(&mut sql, role);
+            let row = one_row(&client, &sql).await.map_err(|e| failed(&what, e))?;
             let Some(row) = row else {
                 problems.push(format!("role \"{role}\" does not exist"));
                 continue;
             };
             let target = TargetRole {
-                can_login: row.try_get(0).map_err(|e| failed(&what, e))?,
-                superuser: row.try_get(1).map_err(|e| failed(&what, e))?,
-                replication: row.try_get(2).map_err(|e| failed(&what, e))?,
-                admin_option: row.try_get(3).map_err(|e| failed(&what, e))?,
-                expired: row.try_get(4).map_err(|e| failed(&what, e))?,
+                can_login: row.flag(0),
+                superuser: row.flag(1),
+                replication: row.flag(2),
+                admin_option: row.flag(3),
+                expired: row.flag(4),
             };
             match assess(role, &me, &target) {
                 Ok(fact) => facts.push(fact),
@@ -428,6 +437,11 @@ impl PostgresProvider {
         ));
         Ok(facts)
     }
+}
+
+struct Tls {
+    connector: MakeRustlsConnect,
+    roots_loaded: usize,
 }
 
 /// The admin connection as read for one call.
@@ -537,6 +551,33 @@ fn effective_dbname(config: &Config) -> Option<String> {
         .get_dbname()
         .or_else(|| config.get_user())
         .map(str::to_owned)
+}
+
+/// The first row of a simple query, as text (what the simple protocol returns).
+async fn one_row(client: &Client, sql: &str) -> Result<Option<TextRow>, tokio_postgres::Error> {
+    let messages = client.simple_query(sql).await?;
+    Ok(messages.into_iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(row) => Some(TextRow(
+            (0..row.len())
+                .map(|i| row.get(i).map(str::to_owned))
+                .collect(),
+        )),
+        _ => None,
+    }))
+}
+
+/// A row of text values; NULL is `None`.
+struct TextRow(Vec<Option<String>>);
+
+impl TextRow {
+    fn text(&self, i: usize) -> String {
+        self.0.get(i).cloned().flatten().unwrap_or_default()
+    }
+
+    /// A boolean column: PostgreSQL's text form is `t` or `f`.
+    fn flag(&self, i: usize) -> bool {
+        self.text(i) == "t"
+    }
 }
 
 #[async_trait]

@@ -112,6 +112,9 @@ impl RedisProvider {
                     false,
                 )
             })?;
+        // ACLs are server-wide: no SELECT of the URL's database, which the admin may lack.
+        let mut info = info;
+        info.redis.db = 0;
         let mut secrets = vec![url];
         if let Some(pass) = info.redis.password.as_ref().filter(|p| !p.is_empty()) {
             secrets.push(SecretString::from(pass.clone()));
@@ -176,25 +179,29 @@ impl RedisProvider {
     }
 
     fn fields(&self, admin: &Admin, password: SecretString) -> Result<Fields, String> {
-        let (url_host, url_port) = match &admin.info.addr {
-            ConnectionAddr::Tcp(host, port) => (Some(host.clone()), Some(*port)),
-            ConnectionAddr::TcpTls { host, port, .. } => (Some(host.clone()), Some(*port)),
-            ConnectionAddr::Unix(_) => (None, None),
-        };
-        let host = self.config.host.clone().or(url_host);
-        let port = self.config.port.or(url_port);
-        let (Some(host), Some(port)) = (host, port) else {
-            return Err(
-                "the admin URL is a unix socket: set the provider's `host` and `port` for the pushed fields"
-                    .to_owned(),
-            );
-        };
+        let (host, port) = self.endpoint(admin)?;
         let mut fields = Fields::new();
         fields.insert("username".to_owned(), secret(&self.config.user));
         fields.insert("password".to_owned(), password);
         fields.insert("host".to_owned(), secret(&host));
         fields.insert("port".to_owned(), secret(&port.to_string()));
         Ok(fields)
+    }
+
+    /// The pushed `host` and `port`: the config's, else the admin URL's.
+    fn endpoint(&self, admin: &Admin) -> Result<(String, u16), String> {
+        let (url_host, url_port) = match &admin.info.addr {
+            ConnectionAddr::Tcp(host, port) => (Some(host.clone()), Some(*port)),
+            ConnectionAddr::TcpTls { host, port, .. } => (Some(host.clone()), Some(*port)),
+            ConnectionAddr::Unix(_) => (None, None),
+        };
+        match (self.config.host.clone().or(url_host), self.config.port.or(url_port)) {
+            (Some(host), Some(port)) => Ok((host, port)),
+            _ => Err(
+                "the admin URL is a unix socket: set the provider's `host` and `port` for the pushed fields"
+                    .to_owned(),
+            ),
+        }
     }
 }
 
@@ -473,6 +480,12 @@ impl Provider for RedisProvider {
                 }
             };
             lines.push(format!("admin connection to {} as {me} works ({tls})", admin.addr));
+            let (host, port) = self
+                .endpoint(&admin)
+                .map_err(|reason| backend(ACTION, reason, false))?;
+            lines.push(format!(
+                "pushed fields: username {user}, host {host}, port {port}"
+            ));
 
             match get_user(&mut conn, user)
                 .await

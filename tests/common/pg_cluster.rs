@@ -19,6 +19,7 @@
 #![allow(dead_code)]
 
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -47,11 +48,8 @@ impl PgCluster {
     pub fn start_or_skip(test: &str) -> Option<PgCluster> {
         match PgCluster::start() {
             Ok(pg) => Some(pg),
-            Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-                panic!("{test}: PostgreSQL is required under CI=true: {why}")
-            }
             Err(why) => {
-                eprintln!("skipping {test}: PostgreSQL is not usable here: {why}");
+                skip(test, &why);
                 None
             }
         }
@@ -192,6 +190,102 @@ impl PgCluster {
             .await
             .unwrap_or_else(|e| panic!("server_version_num: {e:?}"));
         row.get(0)
+    }
+
+    /// Turns TLS on: a throwaway CA and a server certificate for 127.0.0.1 and localhost
+    /// (openssl), `ssl = on`, `log_connections = on` (the log then says which sessions used
+    /// TLS), applied by a restart. Returns the CA certificate's path, for clients to trust.
+    pub fn enable_tls(&self) -> Result<PathBuf, String> {
+        let tls = self.dir.join("tls");
+        std::fs::create_dir_all(&tls).map_err(|e| format!("{}: {e}", tls.display()))?;
+        let ext = tls.join("server.ext");
+        std::fs::write(
+            &ext,
+            "subjectAltName = IP:127.0.0.1, DNS:localhost\n\
+             basicConstraints = critical, CA:FALSE\n\
+             keyUsage = critical, digitalSignature\n\
+             extendedKeyUsage = serverAuth\n",
+        )
+        .map_err(|e| format!("{}: {e}", ext.display()))?;
+        let openssl = |args: &[&str]| {
+            run(
+                Command::new("openssl").current_dir(&tls).args(args),
+                &format!("openssl {}", args.first().copied().unwrap_or_default()),
+            )
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509", "-days", "2", "-subj", "/CN=vsr test CA"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign,cRLSign",
+                ],
+            ]
+            .concat(),
+        )?;
+        openssl(
+            &[
+                &["req", "-subj", "/CN=127.0.0.1"][..],
+                &ec,
+                &["-keyout", "server.key", "-out", "server.csr"],
+            ]
+            .concat(),
+        )?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.crt",
+        ])?;
+        let key = tls.join("server.key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("{}: {e}", key.display()))?;
+        if self.as_postgres {
+            run(
+                Command::new("chown").args(["-R", "postgres:"]).arg(&tls),
+                "chown",
+            )?;
+        }
+        let conf = format!(
+            "\nssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\nlog_connections = on\n",
+            tls.join("server.crt").display(),
+            key.display()
+        );
+        let path = self.dir.join("data").join("postgresql.conf");
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(conf.as_bytes()))
+            .map_err(|e| format!("cannot append to {}: {e}", path.display()))?;
+        // A restart rather than a reload: when it returns, every new session gets TLS.
+        self.stop();
+        self.start_server()?;
+        Ok(tls.join("ca.pem"))
     }
 
     /// Stops the server now (`-m immediate`), as a crash or an outage would.
@@ -343,6 +437,15 @@ impl Drop for PgCluster {
             }
         }
     }
+}
+
+/// Says why `test` cannot run and lets it pass, except under `CI=true`, where it fails:
+/// CI must never pass by skipping.
+pub fn skip(test: &str, why: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: PostgreSQL is required under CI=true: {why}");
+    }
+    eprintln!("skipping {test}: PostgreSQL is not usable here: {why}");
 }
 
 pub fn quote_ident(name: &str) -> String {

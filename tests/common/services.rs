@@ -184,6 +184,7 @@ impl Mysql {
         let guard = MysqlUsers {
             mysql: self.clone(),
             names: users.iter().map(|(n, _)| (*n).to_owned()).collect(),
+            databases: Vec::new(),
         };
         let statements: Vec<String> = users
             .iter()
@@ -194,10 +195,11 @@ impl Mysql {
     }
 }
 
-/// Users a test made; dropped (all their accounts) with the guard.
+/// Users (all their accounts) and databases a test made; dropped with the guard.
 pub struct MysqlUsers {
     mysql: Mysql,
     names: Vec<String>,
+    databases: Vec<String>,
 }
 
 impl MysqlUsers {
@@ -205,16 +207,28 @@ impl MysqlUsers {
     pub fn also(&mut self, name: &str) {
         self.names.push(name.to_owned());
     }
+
+    /// Creates a database, dropped with the guard.
+    pub async fn create_database(&mut self, name: &str) {
+        self.databases.push(name.to_owned());
+        self.mysql.run(&[format!("CREATE DATABASE `{name}`")]).await;
+    }
 }
 
 impl Drop for MysqlUsers {
     fn drop(&mut self) {
         let opts = self.mysql.opts.clone();
         let names = std::mem::take(&mut self.names);
+        let databases = std::mem::take(&mut self.databases);
         run_cleanup(async move {
             let Ok(mut conn) = Conn::new(opts).await else {
                 return;
             };
+            for db in databases {
+                let _ = conn
+                    .query_drop(format!("DROP DATABASE IF EXISTS `{db}`"))
+                    .await;
+            }
             for name in names {
                 let hosts: Vec<String> = conn
                     .exec("SELECT Host FROM mysql.user WHERE User = ?", (&name,))
