@@ -135,7 +135,10 @@ impl EndpointLimiter {
                 if w.remaining == 0 {
                     pace.pause_until(now + reset_in);
                     if let Some(limit) = w.limit.filter(|l| *l > 0) {
-                        pace.interval = reset_in / saturate(limit);
+                        // `X-RateLimit-Reset` has whole-second resolution, so a window that
+                        // ends within the second reads as "now": pace over at least a second,
+                        // or the queue would rush in after every pause and be refused again.
+                        pace.interval = reset_in.max(MIN_WINDOW) / saturate(limit);
                     }
                 } else {
                     pace.interval = reset_in / saturate(w.remaining);
@@ -158,6 +161,9 @@ impl EndpointLimiter {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+/// The shortest rate-limit window assumed when the server's reset time has passed already.
+const MIN_WINDOW: Duration = Duration::from_secs(1);
 
 fn saturate(n: u64) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
@@ -228,6 +234,18 @@ mod tests {
             times.iter().all(|t| *t == Duration::from_secs(2)),
             "{times:?}"
         );
+    }
+
+    /// A 429 whose `X-RateLimit-Reset` (whole seconds) has already passed, with only
+    /// `Retry-After: 1`: after the pause, the limit is spread over a second instead of the
+    /// whole queue rushing in (regression: a bench against a 200/s bucket settled at 10/s).
+    #[tokio::test(start_paused = true)]
+    async fn a_reset_already_past_paces_the_limit_over_a_second() {
+        let limiter = Arc::new(EndpointLimiter::default());
+        limiter.observe(window(200, 0, 0), Some(Duration::from_secs(1)));
+        let times = start_times(&limiter, 4).await;
+        let ms = Duration::from_millis;
+        assert_eq!(times, [ms(1_000), ms(1_005), ms(1_010), ms(1_015)]);
     }
 
     #[tokio::test(start_paused = true)]
