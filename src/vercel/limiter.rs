@@ -106,7 +106,17 @@ impl EndpointLimiter {
                 let now = Instant::now();
                 let ready = pace.ready_at(now);
                 if ready <= now {
-                    pace.last_start = Some(now);
+                    // Count from the slot this start was due at, not from when the timer
+                    // fired: a millisecond of timer lateness per start would slow a 200/s
+                    // pace to 160/s. A slot more than one interval old is not used, so an idle
+                    // endpoint does not bank a burst.
+                    let interval = pace.interval;
+                    let due = [pace.paused_until, pace.last_start.map(|at| at + interval)]
+                        .into_iter()
+                        .flatten()
+                        .max();
+                    let slot = due.filter(|d| *d + interval > now).unwrap_or(now).min(now);
+                    pace.last_start = Some(slot);
                     return Ok(());
                 }
                 ready
