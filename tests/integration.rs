@@ -9,6 +9,7 @@ mod config_fixtures;
 mod config_fuzz;
 mod daemon;
 mod http_provider;
+mod hygiene;
 mod mysql;
 mod once;
 mod postgres;
