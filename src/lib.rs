@@ -30,6 +30,7 @@
 //!   (snapshot + group-committed journal, lock).
 //! - [`control`]: the daemon's owner-only unix socket for `run --once` hand-offs.
 //! - [`status`]: `status`: the state as a table or JSON.
+//! - [`table`]: plain-text tables (the `run --once` summary, `status`).
 //! - [`clock`]: "now", from one place, so tests can run the scheduler on tokio's paused clock.
 //! - [`fault`]: crash injection for the recovery tests, compiled into debug builds only.
 //! - [`systemd`]: sd_notify(3) messages to systemd (READY, RELOADING, STOPPING, STATUS, WATCHDOG).
@@ -56,6 +57,7 @@ pub mod secret;
 pub mod state;
 pub mod status;
 pub mod systemd;
+pub mod table;
 pub mod template;
 pub mod token;
 pub mod vercel;

@@ -336,26 +336,7 @@ pub fn print_summary(out: &mut impl Write, reports: &[RotationReport]) -> std::i
         })
         .collect();
     let header = ["POLICY", "RESOURCE", "OUTCOME", "SECRETS", "FINGERPRINT"];
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: &[String]| {
-        cells
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_owned()
-    };
-    writeln!(out, "{}", line(&header.map(str::to_owned)))?;
-    for row in &rows {
-        writeln!(out, "{}", line(row))?;
-    }
+    crate::table::write(out, header, &rows)?;
     let failed: Vec<&RotationReport> = reports.iter().filter(|r| r.result.is_err()).collect();
     let rotated = reports
         .iter()

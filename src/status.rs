@@ -132,26 +132,7 @@ pub fn print(
             error,
         ]);
     }
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: &[String]| {
-        cells
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_owned()
-    };
-    writeln!(out, "{}", line(&header.map(str::to_owned)))?;
-    for row in &rows {
-        writeln!(out, "{}", line(row))?;
-    }
+    crate::table::write(out, header, &rows)?;
     Ok(())
 }
 

@@ -58,8 +58,6 @@
 use async_trait::async_trait;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, UrlError};
-use rand::TryRngCore;
-use rand::rngs::OsRng;
 use zeroize::Zeroizing;
 
 use super::{Credential, Outcome, Provider, ProviderError, Target};
@@ -71,8 +69,6 @@ const KIND: &str = "mysql";
 
 /// Length of a generated password: 32 alphanumeric characters are about 190 bits.
 const PASSWORD_LENGTH: usize = 32;
-
-const ALPHANUMERIC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
 /// Alternates the two configured users through `ALTER USER`.
 #[derive(Debug, Clone)]
@@ -243,29 +239,10 @@ fn url_problem(e: &UrlError) -> &'static str {
     }
 }
 
-/// A fresh password: `length` characters drawn uniformly from [`ALPHANUMERIC`] with the OS
-/// random source. Bytes of 248 and up are thrown away (248 = 4 * 62), so `byte % 62` favours
-/// no character; a failing source is an error, never a panic.
+/// A fresh password of `length` ASCII letters and digits: the `random` provider's generator
+/// (OS CSPRNG, unbiased, an error rather than a panic when the source fails).
 pub(super) fn generate_password(length: usize) -> Result<SecretString, ProviderError> {
-    let mut value = String::with_capacity(length);
-    let mut bytes = Zeroizing::new([0u8; 64]);
-    while value.len() < length {
-        OsRng
-            .try_fill_bytes(bytes.as_mut())
-            .map_err(|e| ProviderError::Random(e.to_string()))?;
-        for &b in bytes
-            .iter()
-            .filter(|&&b| usize::from(b) < 4 * ALPHANUMERIC.len())
-        {
-            if value.len() == length {
-                break;
-            }
-            value.push(char::from(
-                ALPHANUMERIC[usize::from(b) % ALPHANUMERIC.len()],
-            ));
-        }
-    }
-    Ok(SecretString::from(value))
+    super::random::generate(length, crate::config::Charset::Alphanumeric)
 }
 
 /// `'value'` for a password this module generated. Anything but ASCII letters and digits is
@@ -703,14 +680,15 @@ mod tests {
 
     #[test]
     fn every_character_is_drawn_about_equally_often() {
-        let n = ALPHANUMERIC.len() * 2000;
+        let n = crate::config::Charset::Alphanumeric.alphabet().len() * 2000;
         let value = generate_password(n).unwrap();
         let mut counts = [0u32; 256];
         for b in value.expose_secret().bytes() {
             counts[usize::from(b)] += 1;
         }
         let expected = 2000.0;
-        let chi2: f64 = ALPHANUMERIC
+        let chi2: f64 = crate::config::Charset::Alphanumeric
+            .alphabet()
             .iter()
             .map(|&b| (f64::from(counts[usize::from(b)]) - expected).powi(2) / expected)
             .sum();

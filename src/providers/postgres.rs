@@ -26,9 +26,6 @@ use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
-use rand::distr::{Alphanumeric, Distribution};
-use rand::rngs::OsRng;
-use rand::{RngCore, TryRngCore};
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::{Client, Config, NoTls, SimpleQueryMessage};
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -786,57 +783,8 @@ fn push_literal(out: &mut String, value: &str) {
 /// `PASSWORD_LENGTH` alphanumeric characters from the OS random source. Unbiased:
 /// `Alphanumeric` samples by rejection.
 fn generate_password() -> Result<SecretString, ProviderError> {
-    let mut rng = CheckedOsRng::default();
-    // Sized up front and ASCII only: the String never reallocates and leaves no copy behind.
-    let mut value = String::with_capacity(PASSWORD_LENGTH);
-    for _ in 0..PASSWORD_LENGTH {
-        value.push(char::from(Alphanumeric.sample(&mut rng)));
-    }
-    let value = SecretString::from(value);
-    match rng.failure {
-        None => Ok(value),
-        // `value` is wiped as it drops: it came from a failing source.
-        Some(e) => Err(ProviderError::Random(e.to_string())),
-    }
-}
-
-/// `OsRng` as an infallible `RngCore` that keeps the first failure instead of panicking;
-/// after one it yields a counter only to let rejection sampling finish, and the caller
-/// discards the result.
-#[derive(Default)]
-struct CheckedOsRng {
-    failure: Option<rand::rand_core::OsError>,
-    fallback: u64,
-}
-
-impl CheckedOsRng {
-    fn fail(&mut self, e: rand::rand_core::OsError) -> u64 {
-        self.failure.get_or_insert(e);
-        self.fallback = self.fallback.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        self.fallback
-    }
-}
-
-impl RngCore for CheckedOsRng {
-    fn next_u32(&mut self) -> u32 {
-        match OsRng.try_next_u32() {
-            Ok(v) => v,
-            Err(e) => self.fail(e) as u32,
-        }
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        match OsRng.try_next_u64() {
-            Ok(v) => v,
-            Err(e) => self.fail(e),
-        }
-    }
-
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        if let Err(e) = OsRng.try_fill_bytes(dest) {
-            self.fail(e);
-        }
-    }
+    // The `random` provider's generator: OS CSPRNG, unbiased, no panic on a failing source.
+    super::random::generate(PASSWORD_LENGTH, crate::config::Charset::Alphanumeric)
 }
 
 #[cfg(test)]

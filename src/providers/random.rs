@@ -110,7 +110,7 @@ impl Provider for RandomProvider {
 /// fall in the incomplete last "zone" above the largest multiple of the alphabet size are
 /// thrown away and redrawn), so every index is exactly equally likely. `byte % len` would
 /// favour the first `256 % len` characters.
-fn generate(length: usize, charset: Charset) -> Result<SecretString, ProviderError> {
+pub(crate) fn generate(length: usize, charset: Charset) -> Result<SecretString, ProviderError> {
     let alphabet = charset.alphabet();
     let index = Uniform::new(0, alphabet.len())
         .map_err(|e| ProviderError::Random(format!("empty alphabet: {e}")))?;
