@@ -212,7 +212,7 @@ impl Daemon {
                     continue;
                 };
                 in_flight.insert(key.clone());
-                self.spawn_tend(job, key, false, done_tx.clone(), None);
+                self.spawn_tend(job, key, done_tx.clone());
             }
             let status = self.status_line(&wakes, &in_flight);
             if status != last_status {
@@ -328,26 +328,14 @@ impl Daemon {
         }
     }
 
-    fn spawn_tend(
-        &self,
-        job: Arc<Job>,
-        key: Key,
-        force: bool,
-        done: mpsc::UnboundedSender<Key>,
-        report_to: Option<tokio::sync::oneshot::Sender<Option<crate::rotation::RotationReport>>>,
-    ) {
-        let engine = self.generation.engine.clone();
-        let limit = self.generation.limit.clone();
-        let locks = self.locks.clone();
+    fn spawn_tend(&self, job: Arc<Job>, key: Key, done: mpsc::UnboundedSender<Key>) {
+        let (engine, limit, locks) = (
+            self.generation.engine.clone(),
+            self.generation.limit.clone(),
+            self.locks.clone(),
+        );
         self.tracker.spawn(async move {
-            let _permit = limit.acquire_owned().await.ok();
-            let report = {
-                let _guard = locks.lock(&key).await;
-                engine.tend(&job, force).await
-            };
-            if let Some(tx) = report_to {
-                let _ = tx.send(report);
-            }
+            tend_exclusive(&engine, &limit, &locks, &job, &key, false).await;
             let _ = done.send(key);
         });
     }
@@ -420,11 +408,7 @@ impl Daemon {
                 let (engine, limit, locks, done) =
                     (engine.clone(), limit.clone(), locks.clone(), done.clone());
                 tasks.spawn(async move {
-                    let _permit = limit.acquire_owned().await.ok();
-                    let report = {
-                        let _guard = locks.lock(&key).await;
-                        engine.tend(&job, true).await
-                    };
+                    let report = tend_exclusive(&engine, &limit, &locks, &job, &key, true).await;
                     let _ = done.send(key);
                     (index, report)
                 });
@@ -506,6 +490,22 @@ impl Daemon {
             in_flight.len()
         )
     }
+}
+
+/// One key's turn: a slot under `max-concurrent-requests`, then the key's lock (one task per
+/// key, whoever asks), then whatever is due (everything, with `force`).
+async fn tend_exclusive(
+    engine: &Engine,
+    limit: &Arc<Semaphore>,
+    locks: &KeyLocks,
+    job: &Job,
+    key: &Key,
+    force: bool,
+) -> Option<crate::rotation::RotationReport> {
+    // The semaphore is never closed; should acquiring fail anyway, the work still runs.
+    let _permit = limit.clone().acquire_owned().await.ok();
+    let _guard = locks.lock(key).await;
+    engine.tend(job, force).await
 }
 
 #[cfg(test)]

@@ -173,6 +173,26 @@ impl Classify for ProviderError {
     }
 }
 
+/// Runs a provider's backend `work` within its `timeout`; past it, the call fails as a
+/// transient `Backend` error whose reason `late` words for that backend.
+pub(crate) async fn within<T>(
+    kind: &'static str,
+    action: &'static str,
+    timeout: Duration,
+    late: impl FnOnce(String) -> String,
+    work: impl std::future::Future<Output = Result<T, ProviderError>>,
+) -> Result<T, ProviderError> {
+    match tokio::time::timeout(timeout, work).await {
+        Ok(result) => result,
+        Err(_) => Err(ProviderError::Backend {
+            kind,
+            action,
+            reason: late(humantime::format_duration(timeout).to_string()),
+            transient: true,
+        }),
+    }
+}
+
 /// Builds the provider a policy's config names.
 pub fn build(config: &ProviderConfig) -> Box<dyn Provider> {
     match config {

@@ -168,17 +168,14 @@ impl MysqlProvider {
         action: &'static str,
         work: impl Future<Output = Result<T, ProviderError>>,
     ) -> Result<T, ProviderError> {
-        match tokio::time::timeout(self.config.timeout, work).await {
-            Ok(result) => result,
-            Err(_) => Err(backend(
-                action,
-                format!(
-                    "the database did not answer within {}",
-                    humantime::format_duration(self.config.timeout)
-                ),
-                true,
-            )),
-        }
+        super::within(
+            KIND,
+            action,
+            self.config.timeout,
+            |t| format!("the database did not answer within {t}"),
+            work,
+        )
+        .await
     }
 
     fn fields(&self, admin: &Admin, user: &str, password: SecretString) -> Fields {

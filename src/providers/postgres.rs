@@ -228,17 +228,14 @@ impl PostgresProvider {
         action: &'static str,
         work: impl Future<Output = Result<T, ProviderError>>,
     ) -> Result<T, ProviderError> {
-        match tokio::time::timeout(self.config.timeout, work).await {
-            Ok(result) => result,
-            Err(_) => Err(backend(
-                action,
-                format!(
-                    "no answer from the database within {} (the provider's `timeout`)",
-                    humantime::format_duration(self.config.timeout)
-                ),
-                true,
-            )),
-        }
+        super::within(
+            KIND,
+            action,
+            self.config.timeout,
+            |t| format!("no answer from the database within {t} (the provider's `timeout`)"),
+            work,
+        )
+        .await
     }
 
     async fn create_inner(&self, role: &str) -> Result<Credential, ProviderError> {

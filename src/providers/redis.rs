@@ -142,17 +142,14 @@ impl RedisProvider {
         action: &'static str,
         work: impl Future<Output = Result<T, ProviderError>>,
     ) -> Result<T, ProviderError> {
-        match tokio::time::timeout(self.config.timeout, work).await {
-            Ok(result) => result,
-            Err(_) => Err(backend(
-                action,
-                format!(
-                    "Redis did not answer within {}",
-                    humantime::format_duration(self.config.timeout)
-                ),
-                true,
-            )),
-        }
+        super::within(
+            KIND,
+            action,
+            self.config.timeout,
+            |t| format!("Redis did not answer within {t}"),
+            work,
+        )
+        .await
     }
 
     /// Saves the ACLs after a change, if the server and the admin's permissions allow it.
