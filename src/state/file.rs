@@ -99,6 +99,8 @@ enum Command {
     Put(Box<Record>, Ack),
     /// A put nobody waits for: already in the map, durable with this batch's fsync.
     PutLazy(Box<Record>),
+    /// Many puts in one command, so they share one append and one fsync.
+    PutAll(Vec<Record>, Ack),
     Remove(Key, Ack),
     Flush(Ack),
 }
@@ -268,20 +270,8 @@ impl StateStore for FileStore {
     }
 
     async fn put_all(&self, records: Vec<Record>) -> Result<(), StateError> {
-        // Queue them all before waiting: the writer takes them as one batch, one fsync.
-        let queue = self.queue.as_ref().ok_or(StateError::WriterGone)?;
-        let mut acks = Vec::with_capacity(records.len());
-        for record in records {
-            let (ack, done) = oneshot::channel();
-            queue
-                .send(Command::Put(Box::new(record), ack))
-                .map_err(|_| StateError::WriterGone)?;
-            acks.push(done);
-        }
-        for done in acks {
-            done.await.unwrap_or(Err(StateError::WriterGone))?;
-        }
-        Ok(())
+        // One command: the writer appends them all and fsyncs once.
+        self.submit(|ack| Command::PutAll(records, ack)).await
     }
 
     async fn put_lazy(&self, record: Record) -> Result<(), StateError> {
@@ -689,16 +679,29 @@ impl Writer {
         let mut lines = Vec::new();
         let mut changes = Vec::with_capacity(batch.len());
         let mut flushes = Vec::new();
+        // Each command as the changes it makes; a PutAll's ack rides on its last record and
+        // answers for all of them (one append, one fsync).
+        let mut items: Vec<(Change, Option<Ack>)> = Vec::with_capacity(batch.len());
         for command in batch {
-            let (change, ack) = match command {
-                Command::Put(record, ack) => (Change::Put(record), Some(ack)),
-                Command::PutLazy(record) => (Change::PutLazy(record), None),
-                Command::Remove(key, ack) => (Change::Remove(key), Some(ack)),
-                Command::Flush(ack) => {
-                    flushes.push(ack);
-                    continue;
+            match command {
+                Command::PutAll(records, ack) => {
+                    let mut ack = Some(ack);
+                    let n = records.len();
+                    for (i, record) in records.into_iter().enumerate() {
+                        let last = if i + 1 == n { ack.take() } else { None };
+                        items.push((Change::Put(Box::new(record)), last));
+                    }
+                    if let Some(ack) = ack {
+                        let _ = ack.send(Ok(())); // nothing to write
+                    }
                 }
-            };
+                Command::Put(record, ack) => items.push((Change::Put(record), Some(ack))),
+                Command::PutLazy(record) => items.push((Change::PutLazy(record), None)),
+                Command::Remove(key, ack) => items.push((Change::Remove(key), Some(ack))),
+                Command::Flush(ack) => flushes.push(ack),
+            }
+        }
+        for (change, ack) in items {
             let entry = match &change {
                 Change::Put(record) | Change::PutLazy(record) => EntryOut {
                     v: STATE_VERSION,
