@@ -150,7 +150,7 @@ bulk() {
     distinct="$(json_get "$stats" distinct_resources_updated)"
     limited="$(json_get "$stats" rate_limited)"
     refused="$(json_get "$stats" refused)"
-    record "$name" "$run" "$wall" "$cpu" "$rss" "$ok" "exit=$status distinct=$distinct 429s=$limited refused=$refused not_partial=$(json_get "$stats" not_partial) odd_values=$(json_get "$stats" odd_values) fake_cpu_s=$fake_cpu max_in_flight=$(json_get "$stats" max_in_flight) ok_per_s_at_fake=$(json_get "$stats" ok_per_s | cut -c1-7)"
+    record "$name" "$run" "$wall" "$cpu" "$rss" "$ok" "exit=$status distinct=$distinct 429s=$limited refused=$refused not_partial=$(json_get "$stats" not_partial) odd_values=$(json_get "$stats" odd_values) fake_cpu_s=$fake_cpu max_in_flight=$(json_get "$stats" max_in_flight) ok_per_s_at_fake=$(json_get "$stats" ok_per_s | cut -c1-7) fake_mean_latency_ms=$(json_get "$stats" mean_latency_ms | cut -c1-6)"
     log "$name run $run: wall ${wall}s cpu ${cpu}s rss ${rss}KiB ok=$ok/$N distinct=$distinct 429s=$limited exit=$status pushes/s=$(awk -v n="$ok" -v w="$wall" 'BEGIN{printf "%.0f", n/w}') (ideal ${ideal}s, fake cpu ${fake_cpu}s)"
   done
 }

@@ -82,6 +82,10 @@ struct Counters {
     /// Microseconds since the fake started: first and last 201.
     first_ok_us: AtomicU64,
     last_ok_us: AtomicU64,
+    /// Total time the injected latency actually slept, in microseconds: Tokio's timer rounds
+    /// a sleep up to its next millisecond tick, so the real network model is a little slower
+    /// than `--latency-ms`, and the report says by how much.
+    slept_us: AtomicU64,
 }
 
 struct Bucket {
@@ -120,6 +124,7 @@ impl App {
             "max_in_flight": get(&c.max_in_flight),
             "ok_span_s": span,
             "ok_per_s": if span > 0.0 { get(&c.puts_ok).saturating_sub(1) as f64 / span } else { 0.0 },
+            "mean_latency_ms": get(&c.slept_us) as f64 / 1e3 / get(&c.requests).max(1) as f64,
         })
     }
 
@@ -135,6 +140,7 @@ impl App {
             &c.max_in_flight,
             &c.first_ok_us,
             &c.last_ok_us,
+            &c.slept_us,
         ] {
             a.store(0, Ordering::Relaxed);
         }
@@ -195,7 +201,10 @@ async fn put_secrets(
     let _guard = InFlight(c);
     let admitted = app.admit();
     if app.args.latency_ms > 0 {
+        let slept = Instant::now();
         tokio::time::sleep(Duration::from_millis(app.args.latency_ms)).await;
+        c.slept_us
+            .fetch_add(slept.elapsed().as_micros() as u64, Ordering::Relaxed);
     }
     if let Err(wait) = admitted {
         c.rate_limited.fetch_add(1, Ordering::Relaxed);

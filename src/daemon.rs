@@ -3,7 +3,8 @@
 //!
 //! One loop owns the schedule: a sorted set of (next wake, key). It sleeps until the first
 //! entry (or a signal, a finished task, a control request) and never polls. Each due key runs
-//! as its own task, at most `max-concurrent-requests` at once, under the key's lock, through
+//! as its own task, at most twice `max-concurrent-requests` at once (the client keeps the
+//! requests themselves to `max-concurrent-requests`), under the key's lock, through
 //! [`Engine::tend`], which records every step before its work. So a `kill -9` at any instant
 //! leaves state the next start finishes.
 //!
@@ -84,7 +85,7 @@ fn build(
         .map(|job| (key_of(&job), Arc::new(job)))
         .collect();
     Ok(Generation {
-        limit: Arc::new(Semaphore::new(config.vercel.max_concurrent_requests)),
+        limit: Arc::new(Semaphore::new(config.vercel.max_rotations_in_flight())),
         engine: Arc::new(Engine::new(store, client, tokens, clock)),
         config: Arc::new(config),
         jobs,
@@ -302,24 +303,21 @@ impl Daemon {
 
     fn rebuild_wakes(&self, wakes: &mut Wakes, in_flight: &HashSet<Key>) {
         *wakes = Wakes::default();
-        let records = self.store.records();
-        for (key, job) in &self.generation.jobs {
-            if records
-                .get(key)
-                .is_some_and(|r| r.consecutive_failures > 0 || r.stopped.is_some())
-            {
+        let mut orphans = 0;
+        // Every job has its record (`sync` made the missing ones), so one walk over the
+        // records sees them all.
+        self.store.visit(&mut |record| {
+            let Some((key, job)) = self.generation.jobs.get_key_value(&record.key) else {
+                orphans += 1;
+                return;
+            };
+            if record.consecutive_failures > 0 || record.stopped.is_some() {
                 wakes.failing.insert(key.clone());
             }
-            if in_flight.contains(key) {
-                continue;
+            if !in_flight.contains(key) {
+                wakes.set(key.clone(), Engine::next_wake(job, record));
             }
-            let at = records.get(key).and_then(|r| Engine::next_wake(job, r));
-            wakes.set(key.clone(), at);
-        }
-        let orphans = records
-            .keys()
-            .filter(|k| !self.generation.jobs.contains_key(*k))
-            .count();
+        });
         if orphans > 0 {
             warn!(
                 orphans,
@@ -492,7 +490,7 @@ impl Daemon {
     }
 }
 
-/// One key's turn: a slot under `max-concurrent-requests`, then the key's lock (one task per
+/// One key's turn: a slot among [`crate::config::VercelSettings::max_rotations_in_flight`], then the key's lock (one task per
 /// key, whoever asks), then whatever is due (everything, with `force`).
 async fn tend_exclusive(
     engine: &Engine,

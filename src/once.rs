@@ -1,8 +1,8 @@
 //! `run --once`: rotate now, every policy or the ones selected, and report.
 //!
 //! Picks the (policy, resource) targets, reads the tokens they need, rotates them
-//! concurrently (at most `max-concurrent-requests` at a time; one failing never stops the
-//! others) and returns one report per target, which [`print_summary`] turns into the table.
+//! concurrently (at most twice `max-concurrent-requests` rotations, and `max-concurrent-requests`
+//! requests, at a time; one failing never stops the others) and returns one report per target, which [`print_summary`] turns into the table.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -250,7 +250,7 @@ pub async fn run_once(
     let engine = Arc::new(Engine::new(store.clone(), client, tokens, clock));
     engine.sync(&jobs).await.map_err(UsageError::State)?;
 
-    let limit = Arc::new(Semaphore::new(config.vercel.max_concurrent_requests));
+    let limit = Arc::new(Semaphore::new(config.vercel.max_rotations_in_flight()));
     let mut set = JoinSet::new();
     let count = jobs.len();
     for (index, job) in jobs.into_iter().enumerate() {

@@ -577,7 +577,7 @@ async fn the_dashboard_notification_goes_out_and_its_failure_never_fails_the_rot
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn rotations_in_flight_never_exceed_max_concurrent_requests() {
+async fn requests_in_flight_never_exceed_max_concurrent_requests() {
     let s = Scenario::new().await;
     let resources: Vec<String> = (0..8).map(|i| format!("store_c{i}")).collect();
     for r in &resources {
@@ -627,6 +627,79 @@ value = "{{password}}"
             w[2] - w[0]
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn provider_work_overlaps_requests_up_to_twice_max_concurrent_requests() {
+    // With max-concurrent-requests = 1, two rotations are under way at once, so one's
+    // provider call overlaps the other's request; never three.
+    let s = Scenario::new().await;
+    let resources: Vec<String> = (0..6).map(|i| format!("store_p{i}")).collect();
+    for r in &resources {
+        s.fake.add_resource(ACME, r);
+    }
+    let active = s.dir.path().join("active");
+    std::fs::create_dir(&active).unwrap_or_else(|e| panic!("{e}"));
+    let seen = s.dir.path().join("seen.log");
+    // Each create marks itself active for 0.4 s and logs how many creates it saw active.
+    let script = s.script(
+        "provider.py",
+        &format!(
+            r#"import json, os, sys, time
+req = json.load(sys.stdin)
+if req["action"] == "create":
+    mine = os.path.join({active:?}, req["rotation_id"])
+    open(mine, "w").close()
+    for _ in range(4):
+        with open({seen:?}, "a") as f:
+            f.write(str(len(os.listdir({active:?}))) + "\n")
+        time.sleep(0.1)
+    os.remove(mine)
+    json.dump({{"handle": "h-" + req["rotation_id"][:8], "fields": {{"password": "pw"}}}}, sys.stdout)
+else:
+    json.dump({{}}, sys.stdout)
+"#,
+            active = active.display().to_string(),
+            seen = seen.display().to_string(),
+        ),
+    );
+    let list = resources
+        .iter()
+        .map(|r| format!("\"{r}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let config = s.write_config(&format!(
+        r#"[[policies]]
+name = "slow"
+installation = "acme"
+resources = [{list}]
+every = "30d"
+provider = {{ kind = "command", command = ["/usr/bin/env", "python3", "{script}"], timeout = "20s" }}
+
+[[policies.secrets]]
+name = "PASSWORD"
+value = "{{password}}"
+"#,
+        script = script.display()
+    ));
+    let text = std::fs::read_to_string(&config).unwrap_or_default();
+    std::fs::write(
+        &config,
+        text.replace(
+            "request-timeout = \"2s\"",
+            "request-timeout = \"2s\"\nmax-concurrent-requests = 1",
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let out = s.run(&config, &["run", "--once"]).await;
+    assert_exit(&out, 0);
+    assert_eq!(s.fake.requests().len(), 6);
+    let most = std::fs::read_to_string(&seen)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.parse::<usize>().ok())
+        .max();
+    assert_eq!(most, Some(2), "creates under way at once");
 }
 
 /// A command provider in Python that logs every call it gets to `calls.jsonl` (action, handle

@@ -30,8 +30,18 @@ pub struct VercelSettings {
     /// How long one call to Vercel, retries included, may take from its first attempt; always
     /// longer than `request_timeout`.
     pub retry_deadline: Duration,
-    /// Upper bound on requests in flight to Vercel, and so on rotations in flight.
+    /// Upper bound on requests in flight to Vercel (kept by the client, per attempt).
     pub max_concurrent_requests: usize,
+}
+
+impl VercelSettings {
+    /// How many rotations may be under way at once: twice the requests, so one rotation's
+    /// provider call and state commits overlap another's request instead of leaving its
+    /// request slot idle, while the provider's backend still sees a bounded number of
+    /// credentials being made at once.
+    pub fn max_rotations_in_flight(&self) -> usize {
+        self.max_concurrent_requests.saturating_mul(2)
+    }
 }
 
 #[derive(Debug, Clone)]

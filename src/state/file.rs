@@ -44,7 +44,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{DirBuilder, File, OpenOptions, TryLockError};
-use std::io::{self, Write};
+use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -69,6 +69,8 @@ const LOCK: &str = "lock";
 const DIR_MODE: u32 = 0o700;
 const FILE_MODE: u32 = 0o600;
 
+/// The journal is written through a buffer of this size (a batch is never held whole).
+const JOURNAL_BUFFER: usize = 64 * 1024;
 /// The journal is compacted once it holds more lines than this, or than twice the records,
 /// whichever is more: a small state is not rewritten every few commits, a large one not
 /// replayed from a journal much longer than itself.
@@ -263,6 +265,10 @@ impl StateStore for FileStore {
 
     fn get(&self, key: &Key) -> Option<Record> {
         self.read_records().get(key).cloned()
+    }
+
+    fn visit(&self, visit: &mut dyn FnMut(&Record)) {
+        self.read_records().values().for_each(visit);
     }
 
     async fn put(&self, record: Record) -> Result<(), StateError> {
@@ -635,6 +641,8 @@ struct Fatal;
 /// A change encoded into its journal line, waiting for the commit.
 enum Change {
     Put(Box<Record>),
+    /// A `PutAll`: one ack for all of them.
+    PutMany(Vec<Record>),
     /// Already in the in-memory map (applied when it was sent): only written here.
     PutLazy(Box<Record>),
     Remove(Key),
@@ -676,63 +684,24 @@ impl Writer {
     }
 
     fn commit(&mut self, batch: Vec<Command>) -> Result<(), Fatal> {
-        let mut lines = Vec::new();
-        let mut changes = Vec::with_capacity(batch.len());
         let mut flushes = Vec::new();
-        // Each command as the changes it makes; a PutAll's ack rides on its last record and
-        // answers for all of them (one append, one fsync).
-        let mut items: Vec<(Change, Option<Ack>)> = Vec::with_capacity(batch.len());
+        // Each command as the change it makes and who waits for it; a PutAll stays one
+        // change (its records are never copied one by one) and one ack.
+        let mut changes: Vec<(Change, Option<Ack>)> = Vec::with_capacity(batch.len());
         for command in batch {
             match command {
                 Command::PutAll(records, ack) => {
-                    let mut ack = Some(ack);
-                    let n = records.len();
-                    for (i, record) in records.into_iter().enumerate() {
-                        let last = if i + 1 == n { ack.take() } else { None };
-                        items.push((Change::Put(Box::new(record)), last));
-                    }
-                    if let Some(ack) = ack {
-                        let _ = ack.send(Ok(())); // nothing to write
-                    }
+                    changes.push((Change::PutMany(records), Some(ack)))
                 }
-                Command::Put(record, ack) => items.push((Change::Put(record), Some(ack))),
-                Command::PutLazy(record) => items.push((Change::PutLazy(record), None)),
-                Command::Remove(key, ack) => items.push((Change::Remove(key), Some(ack))),
+                Command::Put(record, ack) => changes.push((Change::Put(record), Some(ack))),
+                Command::PutLazy(record) => changes.push((Change::PutLazy(record), None)),
+                Command::Remove(key, ack) => changes.push((Change::Remove(key), Some(ack))),
                 Command::Flush(ack) => flushes.push(ack),
-            }
-        }
-        for (change, ack) in items {
-            let entry = match &change {
-                Change::Put(record) | Change::PutLazy(record) => EntryOut {
-                    v: STATE_VERSION,
-                    put: Some(record),
-                    remove: None,
-                },
-                Change::Remove(key) => EntryOut {
-                    v: STATE_VERSION,
-                    put: None,
-                    remove: Some(key),
-                },
-            };
-            // Cannot fail for these types (string keys only); handled rather than unwrapped.
-            match serde_json::to_writer(&mut lines, &entry) {
-                Ok(()) => {
-                    lines.push(b'\n');
-                    changes.push((change, ack));
-                }
-                Err(e) => {
-                    if let Some(ack) = ack {
-                        let _ = ack.send(Err(StateError::Io {
-                            path: self.journal_path.clone(),
-                            source: io::Error::new(io::ErrorKind::InvalidData, e),
-                        }));
-                    }
-                }
             }
         }
 
         if !changes.is_empty() {
-            match self.append(&lines, changes.len()) {
+            match self.append(&changes) {
                 Ok(()) => {
                     let mut records = self.records.write().unwrap_or_else(PoisonError::into_inner);
                     let mut acks = Vec::with_capacity(changes.len());
@@ -740,6 +709,11 @@ impl Writer {
                         match change {
                             Change::Put(record) => {
                                 records.insert(record.key.clone(), *record);
+                            }
+                            Change::PutMany(many) => {
+                                for record in many {
+                                    records.insert(record.key.clone(), record);
+                                }
                             }
                             // Applied when sent; applying it again now could undo a newer
                             // lazy put of the same key.
@@ -794,10 +768,45 @@ impl Writer {
         }
     }
 
-    /// Appends whole lines and fsyncs them. On error: the error, and whether the journal is
-    /// now in an unknown state.
-    fn append(&mut self, lines: &[u8], count: usize) -> Result<(), (io::Error, bool)> {
-        if let Err(e) = self.journal.write_all(lines) {
+    /// Appends the changes' journal lines and fsyncs them. On error: the error, and whether
+    /// the journal is now in an unknown state.
+    ///
+    /// The lines go out through one buffer as they are encoded: a first start with 10,000
+    /// new resources is one batch of ~4 MB, and holding it whole would leave the daemon's
+    /// heap that much bigger for the rest of its life (the allocator keeps what it grew to).
+    fn append(&mut self, changes: &[(Change, Option<Ack>)]) -> Result<(), (io::Error, bool)> {
+        let mut out = BufWriter::with_capacity(JOURNAL_BUFFER, &self.journal);
+        let mut line = Vec::new();
+        let (mut bytes, mut count) = (0u64, 0usize);
+        let mut write_line = |entry: &EntryOut<'_>| -> io::Result<()> {
+            line.clear();
+            // Cannot fail for these types (string keys only); should it, the batch fails
+            // as a write would, and nothing of it counts.
+            serde_json::to_writer(&mut line, entry)?;
+            line.push(b'\n');
+            out.write_all(&line)?;
+            bytes += line.len() as u64;
+            count += 1;
+            Ok(())
+        };
+        let put = |record| EntryOut {
+            v: STATE_VERSION,
+            put: Some(record),
+            remove: None,
+        };
+        let written = changes.iter().try_for_each(|(change, _)| match change {
+            Change::Put(record) | Change::PutLazy(record) => write_line(&put(record)),
+            Change::PutMany(records) => records.iter().try_for_each(|r| write_line(&put(r))),
+            Change::Remove(key) => write_line(&EntryOut {
+                v: STATE_VERSION,
+                put: None,
+                remove: Some(key),
+            }),
+        });
+        let written = written.and_then(|()| out.flush());
+        // Never flushed again on drop: after an error, what is buffered must not follow.
+        let _ = out.into_parts();
+        if let Err(e) = written {
             // Part of the batch may be in the file: cut it back to the last commit, so the
             // next batch starts on a line boundary.
             let cut = self
@@ -809,7 +818,7 @@ impl Writer {
         // After a failed fsync the kernel may have dropped the pages while marking them
         // clean, so a retry can "succeed" over lost data: stop instead (PostgreSQL's lesson).
         self.journal.sync_data().map_err(|e| (e, true))?;
-        self.journal_len += lines.len() as u64;
+        self.journal_len += bytes;
         self.journal_lines += count;
         self.commits.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -832,19 +841,24 @@ impl Writer {
             // The snapshot (or its absence, for an empty state) already says everything.
             return Ok(());
         }
-        let snapshot = {
+        {
+            // Serialized straight into the file: a snapshot of 10,000 records is ~5 MB, and
+            // building it in memory first would leave the daemon's heap that much bigger for
+            // the rest of its life (the allocator keeps what it once grew to). Only the writer
+            // thread changes the map, so the read lock blocks nobody.
             let records = self.records.read().unwrap_or_else(PoisonError::into_inner);
-            serde_json::to_vec_pretty(&SnapshotOut {
-                version: STATE_VERSION,
-                records: records.values().collect(),
+            write_snapshot(&self.dir, |out| {
+                serde_json::to_writer_pretty(
+                    &mut *out,
+                    &SnapshotOut {
+                        version: STATE_VERSION,
+                        records: records.values().collect(),
+                    },
+                )?;
+                out.write_all(b"\n")
             })
-        };
-        let mut snapshot = snapshot.map_err(|e| {
-            let source = io::Error::new(io::ErrorKind::InvalidData, e);
-            (io_error(&self.dir.join(SNAPSHOT))(source), false)
-        })?;
-        snapshot.push(b'\n');
-        write_snapshot(&self.dir, &snapshot).map_err(|e| (e, false))?;
+            .map_err(|e| (e, false))?;
+        }
 
         // Only now, with the new snapshot's name durable, is the journal redundant.
         self.journal
@@ -862,7 +876,10 @@ impl Writer {
 }
 
 /// `state.json.tmp` (0600), fsync, rename over `state.json`, fsync the directory.
-fn write_snapshot(dir: &Path, bytes: &[u8]) -> Result<(), StateError> {
+fn write_snapshot(
+    dir: &Path,
+    contents: impl FnOnce(&mut BufWriter<&File>) -> io::Result<()>,
+) -> Result<(), StateError> {
     let tmp = dir.join(SNAPSHOT_TMP);
     let written = remove_if_present(&tmp).and_then(|()| {
         // create_new: the mode applies only to a file created now.
@@ -871,8 +888,11 @@ fn write_snapshot(dir: &Path, bytes: &[u8]) -> Result<(), StateError> {
             .create_new(true)
             .mode(FILE_MODE)
             .open(&tmp)
-            .and_then(|mut file| {
-                file.write_all(bytes)?;
+            .and_then(|file| {
+                let mut out = BufWriter::new(&file);
+                contents(&mut out)?;
+                out.flush()?;
+                drop(out);
                 file.sync_all()
             })
             .map_err(io_error(&tmp))

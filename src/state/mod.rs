@@ -173,8 +173,13 @@ impl crate::error::Classify for StateError {
 /// 60,000 fsyncs of a large file.
 #[async_trait]
 pub trait StateStore: Send + Sync {
-    /// Every record as of the last commit, by key.
+    /// Every record as of the last commit, by key (a copy: for tests and small states).
     fn records(&self) -> BTreeMap<Key, Record>;
+    /// Calls `visit` with every record as of the last commit, in key order, without copying
+    /// them: the daemon's start-up walks 10,000 records this way, where a copy of the map
+    /// would double its memory for a moment and leave the heap that big for good. Writes
+    /// wait while it runs, so `visit` must be quick and must not call the store.
+    fn visit(&self, visit: &mut dyn FnMut(&Record));
     /// One record as of the last commit.
     fn get(&self, key: &Key) -> Option<Record>;
     /// Writes (inserts or replaces) a record; durable when it returns.

@@ -7,7 +7,9 @@
 //!
 //! One [`VercelClient`] (one connection pool, timeout and User-Agent set once) serves every
 //! installation; each call takes the [`InstallationRef`] whose token it sends, so a token can
-//! only travel on its own installation's path.
+//! only travel on its own installation's path. It also keeps `vercel.max-concurrent-requests`:
+//! each attempt holds one of that many permits while it is on the wire (and only then, so a
+//! rotation's provider calls, state commits and backoff sleeps never take a request's place).
 //!
 //! Each call retries by itself: no answer, 429, 500, 502, 503 and 504 are tried again with
 //! exponential backoff and full jitter (or when the server says), until
@@ -39,6 +41,7 @@ use std::time::{Duration, SystemTime};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use reqwest::{Method, Request, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use url::Url;
 use zeroize::Zeroizing;
@@ -75,6 +78,9 @@ pub struct VercelClient {
     secrets_limiter: Arc<EndpointLimiter>,
     /// The pace of the resource PATCH, shared by every task.
     resource_limiter: Arc<EndpointLimiter>,
+    /// `vercel.max-concurrent-requests`: one permit per attempt on the wire, shared by every
+    /// installation and both endpoints.
+    in_flight: Arc<Semaphore>,
 }
 
 /// The installation a call is made for: whose token is sent, and what messages name.
@@ -121,6 +127,7 @@ impl VercelClient {
             },
             secrets_limiter: Arc::default(),
             resource_limiter: Arc::default(),
+            in_flight: Arc::new(Semaphore::new(settings.max_concurrent_requests)),
         })
     }
 
@@ -261,6 +268,9 @@ impl VercelClient {
             }
         };
         for attempt in 1u32.. {
+            // The permit comes first, so the limiter's slot is used the moment it is given.
+            // The semaphore is never closed; should acquiring fail anyway, the call still goes.
+            let permit = self.in_flight.acquire().await.ok();
             if let Err(ready) = limiter.acquire(deadline).await {
                 let retry_after = ready.saturating_duration_since(Instant::now());
                 return Err(finish(
@@ -275,6 +285,7 @@ impl VercelClient {
             let left = deadline.saturating_duration_since(Instant::now());
             *this.timeout_mut() = Some(self.request_timeout.min(left.max(MIN_ATTEMPT_TIMEOUT)));
             let (result, window) = self.attempt(call, attempt, this, scrub, &is_success).await;
+            drop(permit);
             let error = match result {
                 Ok(()) => {
                     limiter.observe(window, None);
