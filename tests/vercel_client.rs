@@ -620,9 +620,10 @@ async fn rate_limits_and_server_errors_are_retried_until_the_deadline() {
         };
         assert!(text.contains(phrase), "{text}");
     }
-    // 408 is transient for the engine, but not retried here: one attempt.
-    tokio::time::sleep(Duration::from_secs(1)).await; // the 429's rest
-    s.fake.clear_requests();
+    // 408 is transient for the engine, but not retried here: one attempt. A fresh client:
+    // the last 429 rested this one's endpoint for its backoff, which jitter can make several
+    // seconds long (a fixed 1 s sleep here failed once in a CI run).
+    let s = Setup::with_deadline(Duration::from_secs(5), Duration::from_millis(800)).await;
     s.fake.script(ACME, "store_a1", vec![Scripted::status(408)]);
     let err = s.push_err(&[plain("A", "x")]).await;
     assert_eq!(err.persistence(), Persistence::Transient);
