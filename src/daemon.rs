@@ -3,10 +3,10 @@
 //!
 //! One loop owns the schedule: a sorted set of (next wake, key). It sleeps until the first
 //! entry (or a signal, a finished task, a control request) and never polls. Each due key runs
-//! as its own task, at most twice `max-concurrent-requests` at once (the client keeps the
-//! requests themselves to `max-concurrent-requests`), under the key's lock, through
-//! [`Engine::tend`], which records every step before its work. So a `kill -9` at any instant
-//! leaves state the next start finishes.
+//! as its own task, made only when one of twice `max-concurrent-requests` slots is free (the
+//! client keeps the requests themselves to `max-concurrent-requests`), under the key's lock,
+//! through [`Engine::tend`], which records every step before its work. So a `kill -9` at any
+//! instant leaves state the next start finishes.
 //!
 //! Signals: SIGTERM/SIGINT take no new work, give rotations in flight up to
 //! [`DRAIN_TIMEOUT`] to reach their end (each step is recorded before its work, so one cut
@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
@@ -208,13 +208,24 @@ impl Daemon {
         let mut last_status = String::new();
         loop {
             let now = self.clock.now();
-            while let Some(key) = wakes.pop_due(now) {
+            // A due key gets a task only with a free slot: 10,000 keys due at once (one
+            // schedule for all) must not be 10,000 parked tasks of ~4 KB each, which the
+            // heap would keep after the burst.
+            let limit = self.generation.limit.clone();
+            while wakes.first().is_some_and(|at| at <= now) {
+                let Ok(slot) = limit.clone().try_acquire_owned() else {
+                    break;
+                };
+                let Some(key) = wakes.pop_due(now) else {
+                    break;
+                };
                 let Some(job) = self.generation.jobs.get(&key).cloned() else {
                     continue;
                 };
                 in_flight.insert(key.clone());
-                self.spawn_tend(job, key, done_tx.clone());
+                self.spawn_tend(job, key, slot, done_tx.clone());
             }
+            let waiting_for_slot = wakes.first().is_some_and(|at| at <= now);
             let status = self.status_line(&wakes, &in_flight);
             if status != last_status {
                 self.notifier.status(&status);
@@ -242,7 +253,10 @@ impl Daemon {
                     Ok((stream, _)) => self.spawn_control(stream, done_tx.clone()),
                     Err(e) => warn!("control socket: accept failed: {e}"),
                 },
-                _ = tokio::time::sleep_until(wake_at) => {}
+                // Due keys wait for a slot, which a scheduled task or a handed-over
+                // `run --once` frees; the loop then takes it.
+                Ok(_) = limit.acquire(), if waiting_for_slot => {}
+                _ = tokio::time::sleep_until(wake_at), if !waiting_for_slot => {}
             }
         }
 
@@ -326,14 +340,18 @@ impl Daemon {
         }
     }
 
-    fn spawn_tend(&self, job: Arc<Job>, key: Key, done: mpsc::UnboundedSender<Key>) {
-        let (engine, limit, locks) = (
-            self.generation.engine.clone(),
-            self.generation.limit.clone(),
-            self.locks.clone(),
-        );
+    fn spawn_tend(
+        &self,
+        job: Arc<Job>,
+        key: Key,
+        slot: OwnedSemaphorePermit,
+        done: mpsc::UnboundedSender<Key>,
+    ) {
+        let (engine, locks) = (self.generation.engine.clone(), self.locks.clone());
         self.tracker.spawn(async move {
-            tend_exclusive(&engine, &limit, &locks, &job, &key, false).await;
+            tend_exclusive(&engine, &locks, &job, &key, false).await;
+            // The slot is free before the loop hears of the end, so it finds it free.
+            drop(slot);
             let _ = done.send(key);
         });
     }
@@ -398,27 +416,19 @@ impl Daemon {
                 resources = keys.len(),
                 "rotating now, as asked over the control socket"
             );
-            let mut tasks = tokio::task::JoinSet::new();
-            for (index, key) in keys.into_iter().enumerate() {
-                let Some(job) = jobs.get(&key).cloned() else {
-                    continue;
-                };
-                let (engine, limit, locks, done) =
-                    (engine.clone(), limit.clone(), locks.clone(), done.clone());
-                tasks.spawn(async move {
-                    let report = tend_exclusive(&engine, &limit, &locks, &job, &key, true).await;
+            let targets: Vec<(Key, Arc<Job>)> = keys
+                .into_iter()
+                .filter_map(|key| jobs.get(&key).cloned().map(|job| (key, job)))
+                .collect();
+            let reports = once::run_bounded(targets, &limit, |(key, job)| {
+                let (engine, locks, done) = (engine.clone(), locks.clone(), done.clone());
+                async move {
+                    let report = tend_exclusive(&engine, &locks, &job, &key, true).await;
                     let _ = done.send(key);
-                    (index, report)
-                });
-            }
-            let mut reports = Vec::new();
-            while let Some(joined) = tasks.join_next().await {
-                if let Ok((index, Some(report))) = joined {
-                    reports.push((index, report));
+                    report
                 }
-            }
-            reports.sort_by_key(|(i, _)| *i);
-            let reports: Vec<_> = reports.into_iter().map(|(_, r)| r).collect();
+            })
+            .await;
             let mut output = Vec::new();
             let _ = once::print_summary(&mut output, &reports);
             let code = if reports.iter().any(|r| r.result.is_err()) {
@@ -490,18 +500,16 @@ impl Daemon {
     }
 }
 
-/// One key's turn: a slot among [`crate::config::VercelSettings::max_rotations_in_flight`], then the key's lock (one task per
-/// key, whoever asks), then whatever is due (everything, with `force`).
+/// One key's turn, in a slot among [`crate::config::VercelSettings::max_rotations_in_flight`]
+/// that the caller holds: the key's lock (one task per key, whoever asks), then whatever is
+/// due (everything, with `force`).
 async fn tend_exclusive(
     engine: &Engine,
-    limit: &Arc<Semaphore>,
     locks: &KeyLocks,
     job: &Job,
     key: &Key,
     force: bool,
 ) -> Option<crate::rotation::RotationReport> {
-    // The semaphore is never closed; should acquiring fail anyway, the work still runs.
-    let _permit = limit.clone().acquire_owned().await.ok();
     let _guard = locks.lock(key).await;
     engine.tend(job, force).await
 }

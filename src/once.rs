@@ -2,7 +2,8 @@
 //!
 //! Picks the (policy, resource) targets, reads the tokens they need, rotates them
 //! concurrently (at most twice `max-concurrent-requests` rotations, and `max-concurrent-requests`
-//! requests, at a time; one failing never stops the others) and returns one report per target, which [`print_summary`] turns into the table.
+//! requests, at a time; one failing never stops the others) and returns one report per target,
+//! which [`print_summary`] turns into the table.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -251,19 +252,11 @@ pub async fn run_once(
     engine.sync(&jobs).await.map_err(UsageError::State)?;
 
     let limit = Arc::new(Semaphore::new(config.vercel.max_rotations_in_flight()));
-    let mut set = JoinSet::new();
-    let count = jobs.len();
-    for (index, job) in jobs.into_iter().enumerate() {
+    let reports = run_bounded(jobs, &limit, |job| {
         let engine = engine.clone();
-        let limit = limit.clone();
-        set.spawn(async move {
-            // The semaphore is never closed, so acquire cannot fail; if it somehow did, the
-            // rotation still runs rather than being lost.
-            let _permit = limit.acquire_owned().await.ok();
-            (index, engine.tend(&job, true).await)
-        });
-    }
-    let reports = collect(set, count).await;
+        async move { engine.tend(&job, true).await }
+    })
+    .await;
     if let Err(e) = store.flush().await {
         warn!("could not flush the state: {e}");
     }
@@ -286,27 +279,52 @@ async fn dry_run(config: &Config, jobs: Vec<Job>, clock: Arc<dyn Clock>) -> Vec<
         recorder: Arc::new(LogRecorder),
         clock,
     });
-    let mut set = JoinSet::new();
-    let count = jobs.len();
-    for (index, job) in jobs.into_iter().enumerate() {
+    let limit = Arc::new(Semaphore::new(config.vercel.max_rotations_in_flight()));
+    run_bounded(jobs, &limit, |job| {
         let rotator = rotator.clone();
-        set.spawn(async move { (index, Some(rotator.rotate(&job, Start::default()).await)) });
-    }
-    collect(set, count).await
+        async move { Some(rotator.rotate(&job, Start::default()).await) }
+    })
+    .await
 }
 
-/// Waits for every rotation task and puts the reports back in config order.
-async fn collect(
-    mut set: JoinSet<(usize, Option<RotationReport>)>,
-    count: usize,
-) -> Vec<RotationReport> {
-    let mut reports: Vec<Option<RotationReport>> = (0..count).map(|_| None).collect();
-    while let Some(joined) = set.join_next().await {
+/// Runs `rotate` on every item as its own task, each in a slot of `limit`, and returns the
+/// reports in item order. A task is spawned only once its slot is free, and finished tasks
+/// are reaped while the rest are spawned: a parked rotation task is ~4 KB, and 10,000 of them
+/// made up front would outlive the run in the daemon's heap (the allocator keeps what it grew
+/// to).
+pub(crate) async fn run_bounded<T, F, Fut>(
+    items: Vec<T>,
+    limit: &Arc<Semaphore>,
+    rotate: F,
+) -> Vec<RotationReport>
+where
+    F: Fn(T) -> Fut,
+    Fut: Future<Output = Option<RotationReport>> + Send + 'static,
+{
+    let mut reports: Vec<Option<RotationReport>> = (0..items.len()).map(|_| None).collect();
+    let mut keep = |joined: Result<(usize, Option<RotationReport>), tokio::task::JoinError>| {
         match joined {
             Ok((index, report)) => reports[index] = report,
             // A panic in one rotation is a bug; the others' reports still count.
             Err(e) => warn!("a rotation task ended abnormally: {e}"),
         }
+    };
+    let mut set = JoinSet::new();
+    for (index, item) in items.into_iter().enumerate() {
+        // The semaphore is never closed, so acquire cannot fail; if it somehow did, the
+        // rotation still runs rather than being lost.
+        let slot = limit.clone().acquire_owned().await.ok();
+        let rotation = rotate(item);
+        set.spawn(async move {
+            let _slot = slot;
+            (index, rotation.await)
+        });
+        while let Some(joined) = set.try_join_next() {
+            keep(joined);
+        }
+    }
+    while let Some(joined) = set.join_next().await {
+        keep(joined);
     }
     reports.into_iter().flatten().collect()
 }

@@ -355,6 +355,41 @@ async fn the_daemon_rotates_on_schedule_retires_after_grace_and_stops_cleanly() 
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn keys_due_together_wait_for_a_slot_and_all_rotate() {
+    // Eight resources due at the same instants, two rotation slots (max-concurrent-requests =
+    // 1): the ones without a slot wait for one to free, and every resource keeps rotating.
+    let resources = [
+        "store_a1", "store_a2", "store_a3", "store_a4", "store_a5", "store_a6", "store_a7",
+        "store_a8",
+    ];
+    let s = Scenario::new(&resources).await;
+    let config = s.write_config(&resources, EVERY_2S);
+    let text = std::fs::read_to_string(&config).unwrap_or_default();
+    std::fs::write(
+        &config,
+        text.replace(
+            "request-timeout = \"5s\"",
+            "request-timeout = \"5s\"\nmax-concurrent-requests = 1",
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut daemon = Daemon::start(&s, &config);
+    wait_for(
+        Duration::from_secs(40),
+        "two rotations of every resource",
+        || daemon.log(),
+        || resources.iter().all(|r| s.puts(r) >= 2),
+    )
+    .await;
+    daemon.signal("TERM");
+    let status = daemon.wait_exit(Duration::from_secs(35)).await;
+    assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log());
+    for r in resources {
+        s.assert_consistent(&config, r).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn sighup_refuses_a_broken_config_and_applies_a_valid_one() {
     let s = Scenario::new(&["store_a1", "store_a2"]).await;
     let config = s.write_config(&["store_a1"], EVERY_2S);
