@@ -318,8 +318,9 @@ impl Daemon {
     fn rebuild_wakes(&self, wakes: &mut Wakes, in_flight: &HashSet<Key>) {
         *wakes = Wakes::default();
         let mut orphans = 0;
-        // Every job has its record (`sync` made the missing ones), so one walk over the
-        // records sees them all.
+        // One walk over the records: `sync` made a record for every job before this. A job
+        // without one (its `sync` failed after a reload, which was logged) gets no wake until
+        // the next reload or restart records it, as before.
         self.store.visit(&mut |record| {
             let Some((key, job)) = self.generation.jobs.get_key_value(&record.key) else {
                 orphans += 1;
@@ -350,7 +351,8 @@ impl Daemon {
         let (engine, locks) = (self.generation.engine.clone(), self.locks.clone());
         self.tracker.spawn(async move {
             tend_exclusive(&engine, &locks, &job, &key, false).await;
-            // The slot is free before the loop hears of the end, so it finds it free.
+            // Released before the loop hears of the end. A waiting handed-over `run --once`
+            // may take it first (the semaphore is fair); the loop then waits for the next.
             drop(slot);
             let _ = done.send(key);
         });

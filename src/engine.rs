@@ -96,11 +96,15 @@ impl KeyLocks {
             let mut map = self.map();
             map.entry(key.clone()).or_default().clone()
         };
-        KeyGuard {
+        // Made before the wait, so a caller that gives up waiting (its future dropped)
+        // still runs the clean-up and does not leave the entry behind.
+        let mut turn = KeyGuard {
             locks: self,
             key: key.clone(),
-            guard: Some(lock.lock_owned().await),
-        }
+            guard: None,
+        };
+        turn.guard = Some(lock.lock_owned().await);
+        turn
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<tokio::sync::Mutex<()>>>> {
@@ -573,6 +577,23 @@ mod tests {
         drop(first);
         assert_eq!(locks.len(), 1, "the waiter keeps a's lock alive");
         waiter.await.unwrap();
+        assert_eq!(locks.len(), 0);
+
+        // A waiter that gives up (its task cancelled) after the holder let go does not leave
+        // the entry behind.
+        let first = locks.lock(&key("a")).await;
+        let waiter = tokio::spawn({
+            let locks = locks.clone();
+            async move {
+                let _second = locks.lock(&key("a")).await;
+                std::future::pending::<()>().await;
+            }
+        });
+        tokio::task::yield_now().await;
+        drop(first);
+        assert_eq!(locks.len(), 1, "the waiter still counts");
+        waiter.abort();
+        assert!(waiter.await.is_err_and(|e| e.is_cancelled()));
         assert_eq!(locks.len(), 0);
     }
 

@@ -671,6 +671,14 @@ async fn transient_failures_are_retried_with_the_same_body_until_success() {
 #[tokio::test]
 async fn a_429_waits_for_retry_after_and_holds_back_the_whole_endpoint() {
     let s = Setup::new().await;
+    // One request permit: the PUT waiting out the rest must not hold it from the PATCH.
+    let client = VercelClient::new(&VercelSettings {
+        api_url: Url::parse(&s.fake.url()).expect("url"),
+        request_timeout: Duration::from_secs(5),
+        retry_deadline: Duration::from_secs(60),
+        max_concurrent_requests: 1,
+    })
+    .expect("client");
     s.fake.script(
         ACME,
         "store_a1",
@@ -678,18 +686,17 @@ async fn a_429_waits_for_retry_after_and_holds_back_the_whole_endpoint() {
     );
     let started = Instant::now();
     let (acme, pushed) = (s.acme(), [plain("A", "x")]);
-    let first = s.client.update_resource_secrets(&acme, "store_a1", &pushed);
+    let first = client.update_resource_secrets(&acme, "store_a1", &pushed);
     let second = async {
         // Starts after the 429 came back: it waits for the same reset, without a 429 of its own.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        s.client
+        client
             .update_resource_secrets(&s.beta(), "store_b1", &[plain("A", "y")])
             .await
     };
     let other_endpoint = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let result = s
-            .client
+        let result = client
             .notify_resource(&s.acme(), "store_a2", &redeploy())
             .await;
         (result, started.elapsed())

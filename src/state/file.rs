@@ -841,24 +841,24 @@ impl Writer {
             // The snapshot (or its absence, for an empty state) already says everything.
             return Ok(());
         }
-        {
-            // Serialized straight into the file: a snapshot of 10,000 records is ~5 MB, and
-            // building it in memory first would leave the daemon's heap that much bigger for
-            // the rest of its life (the allocator keeps what it once grew to). Only the writer
-            // thread changes the map, so the read lock blocks nobody.
+        // Serialized straight into the file: a snapshot of 10,000 records is ~5 MB, and
+        // building it in memory first would leave the daemon's heap that much bigger for the
+        // rest of its life (the allocator keeps what it once grew to). The read lock is held
+        // only while encoding and writing to the page cache, and released before the fsyncs:
+        // `put_lazy` takes the write lock on a runtime thread, which must not wait on a disk.
+        write_snapshot(&self.dir, |out| {
             let records = self.records.read().unwrap_or_else(PoisonError::into_inner);
-            write_snapshot(&self.dir, |out| {
-                serde_json::to_writer_pretty(
-                    &mut *out,
-                    &SnapshotOut {
-                        version: STATE_VERSION,
-                        records: records.values().collect(),
-                    },
-                )?;
-                out.write_all(b"\n")
-            })
-            .map_err(|e| (e, false))?;
-        }
+            serde_json::to_writer_pretty(
+                &mut *out,
+                &SnapshotOut {
+                    version: STATE_VERSION,
+                    records: records.values().collect(),
+                },
+            )?;
+            out.write_all(b"\n")?;
+            out.flush()
+        })
+        .map_err(|e| (e, false))?;
 
         // Only now, with the new snapshot's name durable, is the journal redundant.
         self.journal
@@ -876,6 +876,7 @@ impl Writer {
 }
 
 /// `state.json.tmp` (0600), fsync, rename over `state.json`, fsync the directory.
+/// `contents` writes the whole snapshot; whatever it locks is released before the fsyncs.
 fn write_snapshot(
     dir: &Path,
     contents: impl FnOnce(&mut BufWriter<&File>) -> io::Result<()>,

@@ -9,7 +9,8 @@
 //! installation; each call takes the [`InstallationRef`] whose token it sends, so a token can
 //! only travel on its own installation's path. It also keeps `vercel.max-concurrent-requests`:
 //! each attempt holds one of that many permits while it is on the wire (and only then, so a
-//! rotation's provider calls, state commits and backoff sleeps never take a request's place).
+//! rotation's provider calls, state commits, backoff sleeps and waits on an endpoint's pace
+//! never take a request's place).
 //!
 //! Each call retries by itself: no answer, 429, 500, 502, 503 and 504 are tried again with
 //! exponential backoff and full jitter (or when the server says), until
@@ -268,9 +269,8 @@ impl VercelClient {
             }
         };
         for attempt in 1u32.. {
-            // The permit comes first, so the limiter's slot is used the moment it is given.
-            // The semaphore is never closed; should acquiring fail anyway, the call still goes.
-            let permit = self.in_flight.acquire().await.ok();
+            // The endpoint's pace first, then a request permit: a call waiting out a 429's
+            // rest on one endpoint must not hold a permit the other endpoint could use.
             if let Err(ready) = limiter.acquire(deadline).await {
                 let retry_after = ready.saturating_duration_since(Instant::now());
                 return Err(finish(
@@ -278,6 +278,8 @@ impl VercelClient {
                     uncertain,
                 ));
             }
+            // The semaphore is never closed; should acquiring fail anyway, the call still goes.
+            let permit = self.in_flight.acquire().await.ok();
             // A body made of bytes always clones; the fallback only keeps this panic-free.
             let Some(mut this) = request.try_clone() else {
                 return Err(last.unwrap_or_else(|| call.error(ErrorKind::Encode)));
