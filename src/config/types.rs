@@ -308,6 +308,20 @@ pub struct DatabaseConfig {
     pub timeout: Duration,
 }
 
+impl DatabaseConfig {
+    /// The user `create` sets next: the one that is not `previous`. On the first rotation,
+    /// or when `previous` is no user of this config (the users were changed), the first.
+    pub fn next_user(&self, previous: Option<&str>) -> &str {
+        let [a, b] = &self.users;
+        if previous == Some(a.as_str()) { b } else { a }
+    }
+
+    /// Whether `name` is one of the two users: a handle that is not is never touched.
+    pub fn is_user(&self, name: &str) -> bool {
+        self.users.iter().any(|u| u == name)
+    }
+}
+
 /// `redis`: one ACL user holding several passwords at once.
 #[derive(Debug, Clone)]
 pub struct RedisConfig {

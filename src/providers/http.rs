@@ -474,27 +474,14 @@ fn status_line(status: StatusCode) -> String {
     }
 }
 
-/// reqwest's error and its sources, joined with `: `, without the URL (messages name it
-/// already). None of reqwest's, hyper's or rustls' messages include a header or a body.
+/// reqwest's error and its sources, without the URL (messages name it already). None of
+/// reqwest's, hyper's or rustls' messages include a header or a body.
 fn describe_reqwest_error(error: &reqwest::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = next {
-        let mut text = e.to_string();
-        if let Some(url) = error.url() {
-            // reqwest's own message ends with " for url (...)"; the message names it already.
-            text = text.replace(&format!(" for url ({url})"), "");
-        }
-        // Some layers repeat their source in their own message; say each thing once.
-        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        next = e.source();
-    }
-    if parts.is_empty() {
-        "unknown error".to_owned()
-    } else {
-        parts.join(": ")
+    let text = crate::error::describe_chain(error);
+    match error.url() {
+        // reqwest's own message ends with " for url (...)".
+        Some(url) => text.replace(&format!(" for url ({url})"), ""),
+        None => text,
     }
 }
 

@@ -93,12 +93,6 @@ impl MysqlProvider {
         MysqlProvider { config }
     }
 
-    /// The user `create` sets: the one that is not `previous`.
-    fn pick_user(&self, previous: Option<&str>) -> &str {
-        let [a, b] = &self.config.users;
-        if previous == Some(a.as_str()) { b } else { a }
-    }
-
     /// Refuses a handle that is not one of the two configured users (permanently: the state
     /// and the config disagree, and acting on another account could lock out anybody).
     fn check_handle<'h>(
@@ -106,7 +100,7 @@ impl MysqlProvider {
         action: &'static str,
         handle: &'h str,
     ) -> Result<&'h str, ProviderError> {
-        if self.config.users.iter().any(|u| u == handle) {
+        if self.config.is_user(handle) {
             Ok(handle)
         } else {
             Err(backend(
@@ -395,7 +389,7 @@ impl Provider for MysqlProvider {
         previous_handle: Option<&str>,
     ) -> Result<Credential, ProviderError> {
         const ACTION: &str = "create";
-        let user = self.pick_user(previous_handle);
+        let user = self.config.next_user(previous_handle);
         let admin = self.admin(ACTION)?;
         let password = generate_password(PASSWORD_LENGTH)?;
         let secrets: Vec<&SecretString> = admin.secrets.iter().chain([&password]).collect();
@@ -636,7 +630,7 @@ mod tests {
             (Some(""), "orders_a"),
         ];
         for (previous, want) in cases {
-            assert_eq!(p.pick_user(previous), want, "{previous:?}");
+            assert_eq!(p.config.next_user(previous), want, "{previous:?}");
         }
     }
 

@@ -72,17 +72,6 @@ impl PostgresProvider {
         }
     }
 
-    /// The role `create` sets next: the one that is not `previous`. On the first rotation,
-    /// or when `previous` is no role of this config (the users were changed), the first.
-    fn next_role(&self, previous: Option<&str>) -> &str {
-        let [a, b] = &self.config.users;
-        if previous == Some(a.as_str()) { b } else { a }
-    }
-
-    fn is_configured(&self, role: &str) -> bool {
-        self.config.users.iter().any(|u| u == role)
-    }
-
     /// Reads and parses the admin URL; done at each call so a rotated admin password is used.
     fn admin(&self, action: &'static str) -> Result<Admin, ProviderError> {
         let path = &self.config.admin_url_file;
@@ -92,7 +81,7 @@ impl PostgresProvider {
             let reason = format!(
                 "the admin URL in {} is not a valid connection string: {}",
                 path.display(),
-                describe_chain(&e)
+                crate::error::describe_chain(&e)
             );
             backend(action, crate::secret::scrub(&reason, [&url]), false)
         })?;
@@ -586,7 +575,7 @@ impl Provider for PostgresProvider {
         _rotation_id: &str,
         previous_handle: Option<&str>,
     ) -> Result<Credential, ProviderError> {
-        let role = self.next_role(previous_handle);
+        let role = self.config.next_user(previous_handle);
         self.bounded("create", self.create_inner(role)).await
     }
 
@@ -605,7 +594,7 @@ impl Provider for PostgresProvider {
     }
 
     async fn retire(&self, _target: &Target, handle: &str) -> Result<Outcome, ProviderError> {
-        if !self.is_configured(handle) {
+        if !self.config.is_user(handle) {
             let [a, b] = &self.config.users;
             return Err(backend(
                 "retire",
@@ -648,25 +637,10 @@ fn db_failure(
             }
             text
         }
-        None => describe_chain(e),
+        None => crate::error::describe_chain(e),
     };
     let reason = crate::secret::scrub(&format!("{what}: {detail}"), held.iter().copied());
     backend(action, reason, retryable(e))
-}
-
-/// An error and its sources, `: `-joined.
-fn describe_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.ends_with(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// Whether trying again later may help.
@@ -812,9 +786,9 @@ mod tests {
             (Some(""), "orders_a"),
         ];
         for (previous, want) in cases {
-            assert_eq!(p.next_role(previous), want, "{previous:?}");
+            assert_eq!(p.config.next_user(previous), want, "{previous:?}");
         }
-        assert!(p.is_configured("orders_b") && !p.is_configured("Orders_B"));
+        assert!(p.config.is_user("orders_b") && !p.config.is_user("Orders_B"));
     }
 
     #[test]

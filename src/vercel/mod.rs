@@ -505,26 +505,11 @@ impl Call<'_> {
     }
 }
 
-/// reqwest's error and its sources, joined with `: `, without the URL (messages already name
-/// the installation and the resource). None of reqwest's, hyper's or rustls' messages include
-/// a header or a body.
+/// reqwest's error and its sources, without the URL (messages already name the installation
+/// and the resource). None of reqwest's, hyper's or rustls' messages include a header or a
+/// body.
 fn describe_reqwest_error(error: reqwest::Error) -> String {
-    let error = error.without_url();
-    let mut parts: Vec<String> = Vec::new();
-    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(&error);
-    while let Some(e) = next {
-        let text = e.to_string();
-        // Some layers repeat their source in their own message; say each thing once.
-        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        next = e.source();
-    }
-    if parts.is_empty() {
-        "unknown error".to_owned()
-    } else {
-        parts.join(": ")
-    }
+    crate::error::describe_chain(&error.without_url())
 }
 
 #[cfg(test)]
