@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 use vercel_secret_rotator::config::DatabaseConfig;
-use vercel_secret_rotator::error::Classify;
 use vercel_secret_rotator::providers::mysql::MysqlProvider;
 use vercel_secret_rotator::providers::{Credential, Outcome, Provider, ProviderError, Target};
 use vercel_secret_rotator::secret::{ExposeSecret, SecretString};
 
+use crate::common::provider_errors::{self, assert_no_secret};
 use crate::common::services::{
     Mysql, MysqlUsers, closed_port, silent_server, unique_id, write_file,
 };
@@ -55,25 +55,7 @@ fn field(credential: &Credential, name: &str) -> String {
 }
 
 fn assert_backend(err: &ProviderError, transient: bool, contains: &str) {
-    match err {
-        ProviderError::Backend {
-            kind: "mysql",
-            transient: t,
-            ..
-        } => {
-            assert_eq!(*t, transient, "{err}");
-            assert_eq!(err.is_transient(), transient, "{err}");
-        }
-        other => panic!("not a mysql Backend error: {other:?}"),
-    }
-    assert!(err.to_string().contains(contains), "{err}");
-}
-
-fn assert_no_secret(err: &ProviderError, secrets: &[&str]) {
-    let text = format!("{err} {err:?}");
-    for s in secrets {
-        assert!(!text.contains(s), "a secret in: {text}");
-    }
+    provider_errors::assert_backend(err, "mysql", transient, contains);
 }
 
 async fn assert_logs_in(db: &Mysql, user: &str, password: &str) {

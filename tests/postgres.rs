@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 use vercel_secret_rotator::config::DatabaseConfig;
-use vercel_secret_rotator::error::Classify;
 use vercel_secret_rotator::providers::postgres::PostgresProvider;
 use vercel_secret_rotator::providers::{Credential, Outcome, Provider, ProviderError, Target};
 use vercel_secret_rotator::secret::{ExposeSecret, Fields, SecretString};
@@ -24,6 +23,7 @@ use vercel_secret_rotator::secret::{ExposeSecret, Fields, SecretString};
 use crate::common::cli;
 use crate::common::fake_vercel::FakeVercel;
 use crate::common::pg_cluster::{PgCluster, quote_ident, skip};
+use crate::common::provider_errors;
 
 const USERS: [&str; 2] = ["orders_a", "orders_b"];
 
@@ -87,18 +87,7 @@ async fn assert_logs_in(pg: &PgCluster, user: &str, password: &str) {
 }
 
 fn assert_backend(err: &ProviderError, transient: bool, contains: &str) {
-    match err {
-        ProviderError::Backend {
-            kind: "postgres",
-            transient: t,
-            ..
-        } => {
-            assert_eq!(*t, transient, "{err}");
-            assert_eq!(err.is_transient(), transient, "{err}");
-        }
-        other => panic!("not a postgres Backend error: {other:?}"),
-    }
-    assert!(err.to_string().contains(contains), "{err}");
+    provider_errors::assert_backend(err, "postgres", transient, contains);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -18,6 +18,7 @@ use vercel_secret_rotator::providers::redis::RedisProvider;
 use vercel_secret_rotator::providers::{Credential, Outcome, Provider, ProviderError, Target};
 use vercel_secret_rotator::secret::{ExposeSecret, SecretString};
 
+use crate::common::provider_errors::{self, assert_no_secret};
 use crate::common::services::{
     Redis, RedisUsers, closed_port, silent_server, unique_id, write_file,
 };
@@ -70,25 +71,7 @@ fn sha256_hex(value: &str) -> String {
 }
 
 fn assert_backend(err: &ProviderError, transient: bool, contains: &str) {
-    match err {
-        ProviderError::Backend {
-            kind: "redis",
-            transient: t,
-            ..
-        } => {
-            assert_eq!(*t, transient, "{err}");
-            assert_eq!(err.is_transient(), transient, "{err}");
-        }
-        other => panic!("not a redis Backend error: {other:?}"),
-    }
-    assert!(err.to_string().contains(contains), "{err}");
-}
-
-fn assert_no_secret(err: &ProviderError, secrets: &[&str]) {
-    let text = format!("{err} {err:?}");
-    for s in secrets {
-        assert!(!text.contains(s), "a secret in: {text}");
-    }
+    provider_errors::assert_backend(err, "redis", transient, contains);
 }
 
 /// An application user holding one initial password, and an admin user with only the README's
