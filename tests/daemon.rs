@@ -364,15 +364,7 @@ async fn keys_due_together_wait_for_a_slot_and_all_rotate() {
     ];
     let s = Scenario::new(&resources).await;
     let config = s.write_config(&resources, EVERY_2S);
-    let text = std::fs::read_to_string(&config).unwrap_or_default();
-    std::fs::write(
-        &config,
-        text.replace(
-            "request-timeout = \"5s\"",
-            "request-timeout = \"5s\"\nmax-concurrent-requests = 1",
-        ),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    cli::limit_requests(&config, 1);
     let mut daemon = Daemon::start(&s, &config);
     wait_for(
         Duration::from_secs(40),

@@ -604,15 +604,7 @@ value = "{{password}}"
 "#
     );
     let config = s.write_config(&policies);
-    let text = std::fs::read_to_string(&config).unwrap_or_default();
-    std::fs::write(
-        &config,
-        text.replace(
-            "request-timeout = \"2s\"",
-            "request-timeout = \"2s\"\nmax-concurrent-requests = 2",
-        ),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    cli::limit_requests(&config, 2);
     let out = s.run(&config, &["run", "--once"]).await;
     assert_exit(&out, 0);
     let mut arrivals: Vec<_> = s.fake.requests().into_iter().map(|r| r.at).collect();
@@ -682,15 +674,7 @@ value = "{{password}}"
 "#,
         script = script.display()
     ));
-    let text = std::fs::read_to_string(&config).unwrap_or_default();
-    std::fs::write(
-        &config,
-        text.replace(
-            "request-timeout = \"2s\"",
-            "request-timeout = \"2s\"\nmax-concurrent-requests = 1",
-        ),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    cli::limit_requests(&config, 1);
     let out = s.run(&config, &["run", "--once"]).await;
     assert_exit(&out, 0);
     assert_eq!(s.fake.requests().len(), 6);

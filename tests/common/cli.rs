@@ -65,3 +65,19 @@ pub fn write_token(dir: &Path, name: &str, token: &str) -> PathBuf {
         .unwrap_or_else(|e| panic!("chmod {path:?}: {e}"));
     path
 }
+
+/// Sets `[vercel] max-concurrent-requests = n` in a config file that has a `[vercel]` table
+/// without that key.
+pub fn limit_requests(config: &Path, n: usize) {
+    let text = std::fs::read_to_string(config).unwrap_or_else(|e| panic!("read {config:?}: {e}"));
+    assert!(
+        text.contains("[vercel]\n"),
+        "no [vercel] table in {config:?}"
+    );
+    let text = text.replacen(
+        "[vercel]\n",
+        &format!("[vercel]\nmax-concurrent-requests = {n}\n"),
+        1,
+    );
+    std::fs::write(config, text).unwrap_or_else(|e| panic!("write {config:?}: {e}"));
+}
