@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::provider_helpers::{credential, target};
 use axum::Router;
 use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
@@ -26,8 +27,8 @@ use url::Url;
 use vercel_secret_rotator::config::HttpConfig;
 use vercel_secret_rotator::error::Classify;
 use vercel_secret_rotator::providers::http::HttpProvider;
-use vercel_secret_rotator::providers::{Credential, Outcome, Provider, ProviderError, Target};
-use vercel_secret_rotator::secret::{ExposeSecret, Fields, SecretString};
+use vercel_secret_rotator::providers::{Outcome, Provider, ProviderError};
+use vercel_secret_rotator::secret::ExposeSecret;
 
 /// A value no fake makes up: wherever it appears, it came from a request or an answer.
 const CANARY: &str = "canary-7d2e41b0-hunter2";
@@ -189,25 +190,6 @@ fn provider_with(
         timeout,
         fields: fields.map(|f| f.iter().map(|s| s.to_string()).collect()),
     })
-}
-
-fn target() -> Target {
-    Target {
-        policy: "orders-db".into(),
-        installation: "acme".into(),
-        resource: "store_abc".into(),
-    }
-}
-
-fn credential(handle: &str, fields: &[(&str, &str)]) -> Credential {
-    let fields: Fields = fields
-        .iter()
-        .map(|(k, v)| (k.to_string(), SecretString::from(v.to_string())))
-        .collect();
-    Credential {
-        handle: handle.into(),
-        fields,
-    }
 }
 
 /// The error's Display and Debug must be free of values and of the token.

@@ -16,7 +16,7 @@ use vercel_secret_rotator::providers::mysql::MysqlProvider;
 use vercel_secret_rotator::providers::{Credential, Outcome, Provider, ProviderError, Target};
 use vercel_secret_rotator::secret::{ExposeSecret, SecretString};
 
-use crate::common::provider_errors::{self, assert_no_secret};
+use crate::common::provider_helpers::{self, assert_no_secret};
 use crate::common::services::{
     Mysql, MysqlUsers, closed_port, silent_server, unique_id, write_file,
 };
@@ -55,7 +55,7 @@ fn field(credential: &Credential, name: &str) -> String {
 }
 
 fn assert_backend(err: &ProviderError, transient: bool, contains: &str) {
-    provider_errors::assert_backend(err, "mysql", transient, contains);
+    provider_helpers::assert_backend(err, "mysql", transient, contains);
 }
 
 async fn assert_logs_in(db: &Mysql, user: &str, password: &str) {

@@ -23,7 +23,7 @@ use vercel_secret_rotator::secret::{ExposeSecret, Fields, SecretString};
 use crate::common::cli;
 use crate::common::fake_vercel::FakeVercel;
 use crate::common::pg_cluster::{PgCluster, quote_ident, skip};
-use crate::common::provider_errors;
+use crate::common::provider_helpers;
 
 const USERS: [&str; 2] = ["orders_a", "orders_b"];
 
@@ -87,7 +87,7 @@ async fn assert_logs_in(pg: &PgCluster, user: &str, password: &str) {
 }
 
 fn assert_backend(err: &ProviderError, transient: bool, contains: &str) {
-    provider_errors::assert_backend(err, "postgres", transient, contains);
+    provider_helpers::assert_backend(err, "postgres", transient, contains);
 }
 
 #[tokio::test(flavor = "multi_thread")]

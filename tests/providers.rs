@@ -11,14 +11,15 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::common::provider_helpers::{credential, target};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use vercel_secret_rotator::config::{Charset, CommandConfig, CommandSpec, RandomConfig};
 use vercel_secret_rotator::error::Classify;
 use vercel_secret_rotator::providers::command::CommandProvider;
 use vercel_secret_rotator::providers::random::RandomProvider;
-use vercel_secret_rotator::providers::{Credential, Outcome, Provider, ProviderError, Target};
-use vercel_secret_rotator::secret::{ExposeSecret, Fields, SecretString};
+use vercel_secret_rotator::providers::{Outcome, Provider, ProviderError};
+use vercel_secret_rotator::secret::ExposeSecret;
 
 const PYTHON: &str = "/usr/bin/python3";
 const SH: &str = "/bin/sh";
@@ -106,25 +107,6 @@ fn command_with(spec: CommandSpec, timeout: Duration, fields: Option<&[&str]>) -
         timeout,
         fields: fields.map(|f| f.iter().map(|s| s.to_string()).collect()),
     })
-}
-
-fn target() -> Target {
-    Target {
-        policy: "orders-db".into(),
-        installation: "acme".into(),
-        resource: "store_abc".into(),
-    }
-}
-
-fn credential(handle: &str, fields: &[(&str, &str)]) -> Credential {
-    let fields: Fields = fields
-        .iter()
-        .map(|(k, v)| (k.to_string(), SecretString::from(v.to_string())))
-        .collect();
-    Credential {
-        handle: handle.into(),
-        fields,
-    }
 }
 
 /// The error's Display and Debug, both of which must be free of values.

@@ -18,7 +18,7 @@ use vercel_secret_rotator::providers::redis::RedisProvider;
 use vercel_secret_rotator::providers::{Credential, Outcome, Provider, ProviderError, Target};
 use vercel_secret_rotator::secret::{ExposeSecret, SecretString};
 
-use crate::common::provider_errors::{self, assert_no_secret};
+use crate::common::provider_helpers::{self, assert_no_secret};
 use crate::common::services::{
     Redis, RedisUsers, closed_port, silent_server, unique_id, write_file,
 };
@@ -71,7 +71,7 @@ fn sha256_hex(value: &str) -> String {
 }
 
 fn assert_backend(err: &ProviderError, transient: bool, contains: &str) {
-    provider_errors::assert_backend(err, "redis", transient, contains);
+    provider_helpers::assert_backend(err, "redis", transient, contains);
 }
 
 /// An application user holding one initial password, and an admin user with only the README's

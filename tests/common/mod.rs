@@ -2,5 +2,5 @@
 pub mod cli;
 pub mod fake_vercel;
 pub mod pg_cluster;
-pub mod provider_errors;
+pub mod provider_helpers;
 pub mod services;

@@ -1,7 +1,29 @@
-//! Assertions on provider errors, shared by the database and cache provider tests.
+//! Shared by the provider tests: a target, a credential, and assertions on provider errors.
 
 use vercel_secret_rotator::error::Classify;
-use vercel_secret_rotator::providers::ProviderError;
+use vercel_secret_rotator::providers::{Credential, ProviderError, Target};
+use vercel_secret_rotator::secret::{Fields, SecretString};
+
+/// The resource every `command` and `http` provider test rotates.
+pub fn target() -> Target {
+    Target {
+        policy: "orders-db".into(),
+        installation: "acme".into(),
+        resource: "store_abc".into(),
+    }
+}
+
+/// A credential with `handle` and these (non-secret test) field values.
+pub fn credential(handle: &str, fields: &[(&str, &str)]) -> Credential {
+    let fields: Fields = fields
+        .iter()
+        .map(|(k, v)| (k.to_string(), SecretString::from(v.to_string())))
+        .collect();
+    Credential {
+        handle: handle.into(),
+        fields,
+    }
+}
 
 /// `err` is a `kind` backend error, transient or not as said (both in the variant and in its
 /// classification), and its message contains `contains`.
