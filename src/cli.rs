@@ -21,9 +21,12 @@ use clap::{Parser, Subcommand};
 use crate::clock::SystemClock;
 use crate::config::{self, Config};
 use crate::daemon;
+use crate::exit;
+use crate::jobs::Selector;
 use crate::logging::LogFormat;
-use crate::once::{self, OnceOptions, OnceOutcome, Selector};
+use crate::once::{self, OnceOptions, OnceOutcome};
 use crate::status;
+use crate::summary;
 use crate::token;
 
 /// SIGTERM (what systemd sends) and SIGINT stop the daemon; SIGHUP reloads its config.
@@ -86,13 +89,6 @@ pub enum Command {
     },
 }
 
-/// Exit statuses, as DESIGN fixes them.
-pub mod exit {
-    pub const OK: u8 = 0;
-    pub const ROTATION_FAILED: u8 = 1;
-    pub const INVALID: u8 = 2;
-}
-
 /// Runs a parsed command line. `main` only parses, sets up logging and calls this.
 pub async fn run(cli: Cli) -> ExitCode {
     let mut stdout = std::io::stdout().lock();
@@ -121,7 +117,11 @@ pub async fn execute(cli: Cli, out: &mut impl Write) -> u8 {
             },
             Err(e) => {
                 eprintln!("error: {e}");
-                exit::INVALID
+                if e.is_usage() {
+                    exit::INVALID
+                } else {
+                    exit::ROTATION_FAILED
+                }
             }
         },
         Command::Run { once: false, .. } => {
@@ -129,7 +129,7 @@ pub async fn execute(cli: Cli, out: &mut impl Write) -> u8 {
             let triggers = daemon::Triggers::default();
             if let Err(e) = watch_signals(&triggers) {
                 eprintln!("error: cannot install signal handlers: {e}");
-                return exit::INVALID;
+                return exit::ROTATION_FAILED;
             }
             daemon::run(&cli.config, triggers, Arc::new(SystemClock)).await
         }
@@ -145,7 +145,11 @@ pub async fn execute(cli: Cli, out: &mut impl Write) -> u8 {
             match once::run_once(&config, &options, Arc::new(SystemClock)).await {
                 Err(e) => {
                     eprintln!("error: {e}");
-                    exit::INVALID
+                    if e.is_usage() {
+                        exit::INVALID
+                    } else {
+                        exit::ROTATION_FAILED
+                    }
                 }
                 Ok(OnceOutcome::HandedOver(answer)) => {
                     if let Err(e) = out.write_all(answer.output.as_bytes()) {
@@ -155,11 +159,11 @@ pub async fn execute(cli: Cli, out: &mut impl Write) -> u8 {
                 }
                 Ok(OnceOutcome::Rotated(reports)) => {
                     let printed = if dry_run {
-                        once::print_previews(out, &reports)
+                        summary::print_previews(out, &reports)
                     } else {
                         Ok(())
                     }
-                    .and_then(|()| once::print_summary(out, &reports));
+                    .and_then(|()| summary::print_summary(out, &reports));
                     if let Err(e) = printed {
                         eprintln!("error: cannot write the summary: {e}");
                     }

@@ -4,9 +4,10 @@
 //! One loop owns the schedule: a sorted set of (next wake, key). It sleeps until the first
 //! entry (or a signal, a finished task, a control request) and never polls. Each due key runs
 //! as its own task, made only when one of twice `max-concurrent-requests` slots is free (the
-//! client keeps the requests themselves to `max-concurrent-requests`), under the key's lock,
-//! through [`Engine::tend`], which records every step before its work. So a `kill -9` at any
-//! instant leaves state the next start finishes.
+//! client keeps the requests themselves to `max-concurrent-requests`), as one turn of the
+//! rotation protocol ([`Executor::tend`]), which takes the key's lock and records every step
+//! before its work. So a `kill -9` at any instant leaves state the next start finishes. The
+//! records the config no longer names are scheduled too, for their retirements.
 //!
 //! Signals: SIGTERM/SIGINT take no new work, give rotations in flight up to
 //! [`DRAIN_TIMEOUT`] to reach their end (each step is recorded before its work, so one cut
@@ -25,15 +26,18 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::cli::exit;
 use crate::clock::Clock;
 use crate::config::{self, Config};
 use crate::control::{self, Answer};
-use crate::engine::{Engine, KeyLocks};
-use crate::once::{self, OnceOptions, Selector};
-use crate::rotation::Job;
-use crate::state::file::FileStore;
-use crate::state::{Key, StateStore};
+use crate::exit;
+use crate::jobs::{self, Providers, Selector};
+use crate::rotation::batch::run_bounded;
+use crate::rotation::executor::Executor;
+use crate::rotation::locks::KeyLocks;
+use crate::rotation::push::{Pusher, VercelPusher};
+use crate::rotation::{Job, RotationReport};
+use crate::state::{self, Key, StateStore};
+use crate::summary;
 use crate::systemd::Notifier;
 use crate::token::Tokens;
 use crate::vercel::VercelClient;
@@ -56,40 +60,36 @@ pub struct Triggers {
 /// Everything built from one config: replaced whole on reload.
 struct Generation {
     config: Arc<Config>,
-    engine: Arc<Engine>,
+    executor: Arc<Executor>,
+    /// The configured keys and the records the config no longer names that still hold
+    /// something to retire.
     jobs: HashMap<Key, Arc<Job>>,
     limit: Arc<Semaphore>,
 }
 
-fn key_of(job: &Job) -> Key {
-    Key {
-        policy: job.policy.name.clone(),
-        resource: job.resource.clone(),
-    }
+/// Makes the pusher for a config: Vercel with the config's tokens in production; a fake in
+/// the daemon's own tests. Errors are for humans.
+pub type PusherFactory = Arc<dyn Fn(&Config) -> Result<Arc<dyn Pusher>, String> + Send + Sync>;
+
+/// What `run` pushes through: the Vercel API, with every installation's token read now (a
+/// token that cannot be read refuses the config whole).
+pub fn vercel_pushers() -> PusherFactory {
+    Arc::new(|config: &Config| {
+        let (tokens, failures) = Tokens::read_all(config);
+        if let Some((name, e)) = failures.into_iter().next() {
+            return Err(format!("installation {name}: {e}"));
+        }
+        let client = VercelClient::new(&config.vercel)
+            .map_err(|e| format!("cannot set up the Vercel client: {e}"))?;
+        Ok(Arc::new(VercelPusher { client, tokens }) as Arc<dyn Pusher>)
+    })
 }
 
-/// Builds a generation from a config: tokens read, client made. Errors are for humans.
-fn build(
-    config: Config,
-    store: Arc<dyn StateStore>,
-    clock: Arc<dyn Clock>,
-) -> Result<Generation, String> {
-    let (tokens, failures) = Tokens::read_all(&config);
-    if let Some((name, e)) = failures.into_iter().next() {
-        return Err(format!("installation {name}: {e}"));
-    }
-    let client = VercelClient::new(&config.vercel)
-        .map_err(|e| format!("cannot set up the Vercel client: {e}"))?;
-    let jobs = once::all_jobs(&config)
-        .into_iter()
-        .map(|job| (key_of(&job), Arc::new(job)))
-        .collect();
-    Ok(Generation {
-        limit: Arc::new(Semaphore::new(config.vercel.max_rotations_in_flight())),
-        engine: Arc::new(Engine::new(store, client, tokens, clock)),
-        config: Arc::new(config),
-        jobs,
-    })
+/// What the daemon is made of besides its config: production's in [`run`], fakes in tests.
+pub struct Parts {
+    pub store: Arc<dyn StateStore>,
+    pub pushers: PusherFactory,
+    pub clock: Arc<dyn Clock>,
 }
 
 /// Runs the daemon until a stop signal. Returns the exit status.
@@ -101,15 +101,31 @@ pub async fn run(config_path: &Path, triggers: Triggers, clock: Arc<dyn Clock>) 
             return exit::INVALID;
         }
     };
-    let state_dir = config.state.dir.clone();
-    let store: Arc<dyn StateStore> = match FileStore::open(&state_dir).await {
-        Ok(s) => Arc::new(s),
+    let store = match state::open(&config.state).await {
+        Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
-            return exit::INVALID;
+            // A full disk or an I/O error may clear: systemd restarts on 1, not on 2.
+            return if e.is_usage() {
+                exit::INVALID
+            } else {
+                exit::ROTATION_FAILED
+            };
         }
     };
-    let generation = match build(config, store.clone(), clock.clone()) {
+    let parts = Parts {
+        store,
+        pushers: vercel_pushers(),
+        clock,
+    };
+    serve(config_path, config, triggers, parts).await
+}
+
+/// Runs the daemon on `parts` until a stop signal (or a store that can no longer record).
+pub async fn serve(config_path: &Path, config: Config, triggers: Triggers, parts: Parts) -> u8 {
+    let state_dir = config.state.dir.clone();
+    let locks = Arc::new(KeyLocks::default());
+    let generation = match build(config, &parts, &locks) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("error: {e}");
@@ -123,14 +139,15 @@ pub async fn run(config_path: &Path, triggers: Triggers, clock: Arc<dyn Clock>) 
                 "error: cannot create the control socket in {}: {e}",
                 state_dir.display()
             );
-            return exit::INVALID;
+            return exit::ROTATION_FAILED;
         }
     };
     let daemon = Daemon {
-        store,
-        clock,
+        store: parts.store.clone(),
+        clock: parts.clock.clone(),
+        pushers: parts.pushers.clone(),
         generation,
-        locks: Arc::new(KeyLocks::default()),
+        locks,
         tracker: TaskTracker::new(),
         notifier: Notifier::from_env(),
         config_path: config_path.to_owned(),
@@ -139,9 +156,32 @@ pub async fn run(config_path: &Path, triggers: Triggers, clock: Arc<dyn Clock>) 
     daemon.serve(triggers, listener).await
 }
 
+/// Builds a generation from a config: pusher made, jobs selected (with the records the
+/// config no longer names).
+fn build(config: Config, parts: &Parts, locks: &Arc<KeyLocks>) -> Result<Generation, String> {
+    let pusher = (parts.pushers)(&config)?;
+    let configured = jobs::select(&config, &[], Providers::Live).map_err(|e| e.to_string())?;
+    let jobs = jobs::with_records(&config, configured, parts.store.as_ref())
+        .into_iter()
+        .map(|job| (job.key.clone(), Arc::new(job)))
+        .collect();
+    Ok(Generation {
+        limit: Arc::new(Semaphore::new(config.vercel.max_rotations_in_flight())),
+        executor: Arc::new(Executor::new(
+            parts.store.clone(),
+            pusher,
+            parts.clock.clone(),
+            locks.clone(),
+        )),
+        config: Arc::new(config),
+        jobs,
+    })
+}
+
 struct Daemon {
     store: Arc<dyn StateStore>,
     clock: Arc<dyn Clock>,
+    pushers: PusherFactory,
     generation: Generation,
     locks: Arc<KeyLocks>,
     tracker: TaskTracker,
@@ -194,7 +234,7 @@ impl Daemon {
 
         if let Err(e) = self.sync().await {
             eprintln!("error: {e}");
-            return exit::INVALID;
+            return exit::ROTATION_FAILED;
         }
         self.rebuild_wakes(&mut wakes, &in_flight);
         let _watchdog = self.notifier.spawn_watchdog(triggers.shutdown.clone());
@@ -206,7 +246,17 @@ impl Daemon {
         );
 
         let mut last_status = String::new();
+        let mut status = exit::OK;
         loop {
+            // A store that can record nothing more makes every turn fail before it starts:
+            // exit, so systemd restarts the daemon and the restart re-reads what is on disk.
+            if let Some(reason) = self.store.fatal() {
+                error!(
+                    "the state can no longer be written ({reason}); stopping so that a restart re-reads it"
+                );
+                status = exit::ROTATION_FAILED;
+                break;
+            }
             let now = self.clock.now();
             // A due key gets a task only with a free slot: 10,000 keys due at once (one
             // schedule for all) must not be 10,000 parked tasks of ~4 KB each, which the
@@ -281,12 +331,12 @@ impl Daemon {
         }
         let _ = std::fs::remove_file(control::socket_path(&self.state_dir));
         info!("stopped");
-        exit::OK
+        status
     }
 
     async fn sync(&self) -> Result<usize, crate::state::StateError> {
         self.generation
-            .engine
+            .executor
             .sync(self.generation.jobs.values().map(Arc::as_ref))
             .await
     }
@@ -305,7 +355,7 @@ impl Daemon {
             wakes.failing.remove(&key);
         }
         let at = match (self.generation.jobs.get(&key), record) {
-            (Some(job), Some(record)) => Engine::next_wake(job, &record),
+            (Some(job), Some(record)) => self.generation.executor.next_wake(job, &record),
             _ => None,
         };
         // A key that is due again the moment its task ended made no progress (its state could
@@ -317,28 +367,26 @@ impl Daemon {
 
     fn rebuild_wakes(&self, wakes: &mut Wakes, in_flight: &HashSet<Key>) {
         *wakes = Wakes::default();
-        let mut orphans = 0;
-        // One walk over the records: `sync` made a record for every job before this. A job
-        // without one (its `sync` failed after a reload, which was logged) gets no wake until
-        // the next reload or restart records it, as before.
+        let now = self.clock.now();
+        // One walk over the records: `sync` made a record for every configured job before
+        // this. A job without one (its `sync` failed after a reload, which was logged) gets no
+        // wake until the next reload or restart records it. A record with no job at all is one
+        // nobody can retire: `jobs::with_records` logged it.
         self.store.visit(&mut |record| {
             let Some((key, job)) = self.generation.jobs.get_key_value(&record.key) else {
-                orphans += 1;
                 return;
             };
             if record.consecutive_failures > 0 || record.stopped.is_some() {
                 wakes.failing.insert(key.clone());
             }
             if !in_flight.contains(key) {
-                wakes.set(key.clone(), Engine::next_wake(job, record));
+                let at = self.generation.executor.next_wake(job, record);
+                // A record the config no longer names gets one turn at start even with
+                // nothing due: the turn forgets it if nothing of it is live.
+                let at = if job.in_config { at } else { at.or(Some(now)) };
+                wakes.set(key.clone(), at);
             }
         });
-        if orphans > 0 {
-            warn!(
-                orphans,
-                "the state holds resources no longer in the config; they are left alone (see `status`)"
-            );
-        }
     }
 
     fn spawn_tend(
@@ -348,13 +396,17 @@ impl Daemon {
         slot: OwnedSemaphorePermit,
         done: mpsc::UnboundedSender<Key>,
     ) {
-        let (engine, locks) = (self.generation.engine.clone(), self.locks.clone());
+        let executor = self.generation.executor.clone();
         self.tracker.spawn(async move {
-            tend_exclusive(&engine, &locks, &job, &key, false).await;
-            // Released before the loop hears of the end. A waiting handed-over `run --once`
-            // may take it first (the semaphore is fair); the loop then waits for the next.
-            drop(slot);
-            let _ = done.send(key);
+            // Tells the loop the key is free however the turn ends, a panic included: a key
+            // left "in flight" would never be scheduled again. The slot is released first, so
+            // a waiting handed-over `run --once` may take it (the semaphore is fair).
+            let _done = Done {
+                key: Some(key),
+                slot: Some(slot),
+                done,
+            };
+            executor.tend(&job, false).await;
         });
     }
 
@@ -363,84 +415,33 @@ impl Daemon {
     fn spawn_control(&self, mut stream: tokio::net::UnixStream, done: mpsc::UnboundedSender<Key>) {
         let config = self.generation.config.clone();
         let jobs = self.generation.jobs.clone();
-        let engine = self.generation.engine.clone();
+        let executor = self.generation.executor.clone();
         let limit = self.generation.limit.clone();
-        let locks = self.locks.clone();
         self.tracker.spawn(async move {
-            let request = match control::read_request(&mut stream).await {
-                Ok(r) => r,
-                Err(reason) => {
-                    let _ = control::write_answer(
-                        &mut stream,
-                        &Answer {
-                            exit: exit::INVALID,
-                            output: format!("error: {reason}\n"),
-                        },
-                    )
-                    .await;
-                    return;
-                }
-            };
-            let selectors: Result<Vec<Selector>, String> =
-                request.policies.iter().map(|p| p.parse()).collect();
-            let options = match selectors {
-                Ok(selectors) => OnceOptions {
-                    selectors,
-                    dry_run: false,
+            let answer = match handed_over(&mut stream, &config, &jobs).await {
+                Err(output) => Answer {
+                    exit: exit::INVALID,
+                    output,
                 },
-                Err(e) => {
-                    let _ = control::write_answer(
-                        &mut stream,
-                        &Answer {
-                            exit: exit::INVALID,
-                            output: format!("error: --policy {e}\n"),
-                        },
-                    )
+                Ok(targets) => {
+                    info!(
+                        resources = targets.len(),
+                        "rotating now, as asked over the control socket"
+                    );
+                    let reports = run_bounded(targets, &limit, |job| {
+                        let (executor, done) = (executor.clone(), done.clone());
+                        async move {
+                            let _done = Done {
+                                key: Some(job.key.clone()),
+                                slot: None,
+                                done,
+                            };
+                            executor.tend(&job, true).await
+                        }
+                    })
                     .await;
-                    return;
+                    answer_for(&reports)
                 }
-            };
-            let keys = match once::select_keys(&config, &options) {
-                Ok(keys) => keys,
-                Err(e) => {
-                    let _ = control::write_answer(
-                        &mut stream,
-                        &Answer {
-                            exit: exit::INVALID,
-                            output: format!("error: {e}\n"),
-                        },
-                    )
-                    .await;
-                    return;
-                }
-            };
-            info!(
-                resources = keys.len(),
-                "rotating now, as asked over the control socket"
-            );
-            let targets: Vec<(Key, Arc<Job>)> = keys
-                .into_iter()
-                .filter_map(|key| jobs.get(&key).cloned().map(|job| (key, job)))
-                .collect();
-            let reports = once::run_bounded(targets, &limit, |(key, job)| {
-                let (engine, locks, done) = (engine.clone(), locks.clone(), done.clone());
-                async move {
-                    let report = tend_exclusive(&engine, &locks, &job, &key, true).await;
-                    let _ = done.send(key);
-                    report
-                }
-            })
-            .await;
-            let mut output = Vec::new();
-            let _ = once::print_summary(&mut output, &reports);
-            let code = if reports.iter().any(|r| r.result.is_err()) {
-                exit::ROTATION_FAILED
-            } else {
-                exit::OK
-            };
-            let answer = Answer {
-                exit: code,
-                output: String::from_utf8_lossy(&output).into_owned(),
             };
             if let Err(e) = control::write_answer(&mut stream, &answer).await {
                 warn!("control socket: could not answer (the rotations themselves are done): {e}");
@@ -462,7 +463,12 @@ impl Daemon {
                         config.state.dir.display()
                     ));
                 }
-                build(config, self.store.clone(), self.clock.clone())
+                let parts = Parts {
+                    store: self.store.clone(),
+                    pushers: self.pushers.clone(),
+                    clock: self.clock.clone(),
+                };
+                build(config, &parts, &self.locks)
             });
         match result {
             Ok(generation) => {
@@ -502,18 +508,62 @@ impl Daemon {
     }
 }
 
-/// One key's turn, in a slot among [`crate::config::VercelSettings::max_rotations_in_flight`]
-/// that the caller holds: the key's lock (one task per key, whoever asks), then whatever is
-/// due (everything, with `force`).
-async fn tend_exclusive(
-    engine: &Engine,
-    locks: &KeyLocks,
-    job: &Job,
-    key: &Key,
-    force: bool,
-) -> Option<crate::rotation::RotationReport> {
-    let _guard = locks.lock(key).await;
-    engine.tend(job, force).await
+/// Ends a key's turn for the loop: frees its slot, then says the key is done. On drop, so a
+/// turn that panics still ends.
+struct Done {
+    key: Option<Key>,
+    slot: Option<OwnedSemaphorePermit>,
+    done: mpsc::UnboundedSender<Key>,
+}
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        drop(self.slot.take());
+        if let Some(key) = self.key.take() {
+            let _ = self.done.send(key);
+        }
+    }
+}
+
+/// Reads a handed-over request and picks its jobs; `Err` is the error text to answer with.
+async fn handed_over(
+    stream: &mut tokio::net::UnixStream,
+    config: &Config,
+    jobs: &HashMap<Key, Arc<Job>>,
+) -> Result<Vec<Arc<Job>>, String> {
+    let request = control::read_request(stream)
+        .await
+        .map_err(|reason| format!("error: {reason}\n"))?;
+    let selectors = request
+        .policies
+        .iter()
+        .map(|p| p.parse())
+        .collect::<Result<Vec<Selector>, String>>()
+        .map_err(|e| format!("error: --policy {e}\n"))?;
+    let picked =
+        jobs::select(config, &selectors, Providers::Live).map_err(|e| format!("error: {e}\n"))?;
+    let mut targets: Vec<Arc<Job>> = picked
+        .iter()
+        .filter_map(|job| jobs.get(&job.key).cloned())
+        .collect();
+    if selectors.is_empty() {
+        // As a direct `run --once`: also the records the config no longer names.
+        targets.extend(jobs.values().filter(|j| !j.in_config).cloned());
+    }
+    Ok(targets)
+}
+
+fn answer_for(reports: &[RotationReport]) -> Answer {
+    let mut output = Vec::new();
+    let _ = summary::print_summary(&mut output, reports);
+    Answer {
+        exit: if reports.iter().any(|r| r.result.is_err()) {
+            exit::ROTATION_FAILED
+        } else {
+            exit::OK
+        },
+        output: String::from_utf8_lossy(&output).into_owned(),
+    }
 }
 
 #[cfg(test)]

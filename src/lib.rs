@@ -19,15 +19,21 @@
 //!   `postgres`, `mysql`, `redis`), the protocol `command` and `http` share, and the dry-run
 //!   wrapper.
 //! - [`vercel`]: the Vercel API client (update resource secrets, dashboard notification).
-//! - [`rotation`]: the rotation steps of DESIGN as a type, and one rotation walked through
-//!   them (with its retirement).
-//! - [`once`]: `run --once`: pick targets, rotate them concurrently, print the summary; hand
-//!   the request to the daemon when it holds the state.
+//! - [`rotation`]: the rotation protocol in one place: [`rotation::machine`] (every
+//!   transition as a pure function), [`rotation::executor`] (performs its actions: provider,
+//!   pusher, store; one turn per key under a lock), [`rotation::push`] (the `Pusher` trait:
+//!   Vercel, or a dry run's preview), [`rotation::batch`] (many turns within a bound).
+//! - [`jobs`]: which (policy, resource) keys a run tends, with their providers, including the
+//!   records the config no longer names; shared by `run --once` and the daemon.
+//! - [`once`]: `run --once`: select, rotate concurrently, report; hand the request to the
+//!   daemon when it holds the state.
 //! - [`daemon`]: `run`: the scheduler loop, signals, reload, the control socket server.
-//! - [`engine`]: what is due for a (policy, resource), doing it, keeping its record true;
-//!   shared by `run --once` and the daemon. Backoff and the per-key locks live here.
-//! - [`state`]: the durable state behind a small trait; [`state::file`] is the local store
-//!   (snapshot + group-committed journal, lock).
+//! - [`summary`]: the `run --once` summary table and dry-run previews.
+//! - [`exit`]: the exit statuses.
+//! - [`state`]: the durable state: the record as data ([`state::record`]), the store trait,
+//!   the factory that opens the configured store; [`state::file`] is the local store
+//!   (snapshot + group-committed journal, lock), [`state::memory`] an in-memory one. It
+//!   imports nothing of the protocol above it.
 //! - [`control`]: the daemon's owner-only unix socket for `run --once` hand-offs.
 //! - [`status`]: `status`: the state as a table or JSON.
 //! - [`table`]: plain-text tables (the `run --once` summary, `status`).
@@ -45,9 +51,10 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod daemon;
-pub mod engine;
 pub mod error;
+pub mod exit;
 pub mod fault;
+pub mod jobs;
 pub mod logging;
 pub mod once;
 pub mod providers;
@@ -56,6 +63,7 @@ pub mod schedule;
 pub mod secret;
 pub mod state;
 pub mod status;
+pub mod summary;
 pub mod systemd;
 pub mod table;
 pub mod template;

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use vercel_secret_rotator::{cli, logging};
+use vercel_secret_rotator::{cli, exit, logging};
 
 fn main() -> ExitCode {
     // Owner-only for everything this process creates (state, sockets, temp files), before
@@ -19,7 +19,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(cli::exit::ROTATION_FAILED);
+            return ExitCode::from(exit::ROTATION_FAILED);
         }
     };
     runtime.block_on(cli::run(args))

@@ -8,8 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::rotation::Step;
-use crate::state::{Key, Record, StateError};
+use crate::state::{self, Key, Record, StateError, Step};
 
 #[derive(Serialize)]
 struct JsonStatus<'a> {
@@ -138,5 +137,5 @@ pub fn print(
 
 /// Reads the state for `status`, without the lock.
 pub fn read(config: &Config) -> Result<BTreeMap<Key, Record>, StateError> {
-    crate::state::file::FileStore::read_only(&config.state.dir)
+    state::read(&config.state)
 }

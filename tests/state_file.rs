@@ -46,14 +46,17 @@ fn every_step() -> Vec<Record> {
         Step::Due,
         Step::Creating {
             rotation_id: "rot-1".to_owned(),
+            earlier: None,
         },
         Step::Created {
             rotation_id: "rot-2".to_owned(),
             handle: "orders_a".to_owned(),
+            supersedes: None,
         },
         Step::Pushing {
             rotation_id: "rot-3".to_owned(),
             handle: "orders_b".to_owned(),
+            supersedes: None,
         },
         Step::Pushed {
             rotation_id: "rot-4".to_owned(),
@@ -65,8 +68,9 @@ fn every_step() -> Vec<Record> {
             handle: "key-43".to_owned(),
             pushed_at: at(6),
         },
-        Step::Retiring {
-            previous_handle: "key-41".to_owned(),
+        Step::Creating {
+            rotation_id: "rot-5".to_owned(),
+            earlier: Some("key-40".to_owned()),
         },
     ];
     steps
@@ -198,6 +202,7 @@ async fn every_step_round_trips_and_survives_a_reopen() {
     updated.step = Step::Created {
         rotation_id: "rot-1".to_owned(),
         handle: "h".to_owned(),
+        supersedes: None,
     };
     store
         .put(updated.clone())
@@ -490,6 +495,7 @@ async fn the_journal_is_compacted_when_long_and_the_state_survives() {
             &format!("store_{}", i % 10),
             Step::Creating {
                 rotation_id: format!("rot-{i}"),
+                earlier: None,
             },
         );
         r.consecutive_failures = i;
@@ -695,6 +701,7 @@ async fn lazy_puts_are_visible_at_once_kept_in_order_and_written() {
         Step::Pushing {
             rotation_id: "rot-1".to_owned(),
             handle: "h".to_owned(),
+            supersedes: None,
         },
     );
     {

@@ -1007,6 +1007,7 @@ mod tests {
             "a",
             Step::Creating {
                 rotation_id: "r1".to_owned(),
+                earlier: None,
             },
         );
         let b = record("b", Step::Idle);

@@ -2,132 +2,29 @@
 //! crash, a reboot or a `kill -9` finishes or cleanly redoes what was in flight.
 //!
 //! The state holds handles (a role name, a key id), timestamps, fingerprints and scrubbed
-//! error text: never a secret value. It sits behind the small [`StateStore`] trait (load,
-//! record, list, lock) so that a shared PostgreSQL store can slot in beside the local file
-//! store of [`file`] later (DESIGN, "Growing past one machine").
+//! error text: never a secret value. The records' data is [`record`]; it sits behind the small
+//! [`StateStore`] trait, and [`open`] is the one place that picks the store from the config:
+//! today the local file store of [`file`]; a shared PostgreSQL store slots in beside it later
+//! (DESIGN, "Growing past one machine"). [`memory`] keeps records in memory only (dry runs,
+//! tests).
+//!
+//! This module sits below the rotation protocol: it imports nothing of it.
 
 pub mod file;
+pub mod memory;
+pub mod record;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
-use crate::rotation::Step;
+pub use record::{Failure, Key, Record, Retirement, Step, Stopped};
 
 /// The version of the on-disk format this build reads and writes. A newer one stops the
 /// start with an error; it is never reset or downgraded silently.
 pub const STATE_VERSION: u32 = 1;
-
-/// One (policy, resource): the unit of rotation.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Key {
-    pub policy: String,
-    pub resource: String,
-}
-
-impl std::fmt::Display for Key {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.policy, self.resource)
-    }
-}
-
-/// Everything the daemon knows about one (policy, resource).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Record {
-    pub key: Key,
-    /// The installation's config name when the record was last written (for `status`).
-    pub installation: String,
-    /// Where the rotation is. `Idle` between rotations.
-    pub step: Step,
-    /// When the daemon first saw this resource in its config.
-    pub first_seen: DateTime<Utc>,
-    /// When the next rotation starts, jitter included. `None` while one is in flight.
-    pub next_due: Option<DateTime<Utc>>,
-    /// The handle of the credential Vercel holds now (after the last successful push).
-    pub current_handle: Option<String>,
-    /// Old credentials waiting for their grace period to end, oldest first.
-    #[serde(default)]
-    pub retirements: Vec<Retirement>,
-    /// When the last rotation completed its push.
-    pub last_success: Option<DateTime<Utc>>,
-    /// Fingerprint of the values last pushed (`secret::fingerprint_all`).
-    pub fingerprint: Option<String>,
-    /// Failed rotation attempts since the last success.
-    pub consecutive_failures: u32,
-    pub last_error: Option<Failure>,
-    /// After a transient failure: when to try again (backoff), ahead of the schedule.
-    pub retry_at: Option<DateTime<Utc>>,
-    /// After a permanent failure: the rotation stays stopped until the policy's config
-    /// changes (its digest differs from the one recorded here).
-    pub stopped: Option<Stopped>,
-}
-
-impl Record {
-    /// A resource seen for the first time, first due at `next_due`.
-    pub fn new(
-        key: Key,
-        installation: String,
-        now: DateTime<Utc>,
-        next_due: DateTime<Utc>,
-    ) -> Record {
-        Record {
-            key,
-            installation,
-            step: Step::Idle,
-            first_seen: now,
-            next_due: Some(next_due),
-            current_handle: None,
-            retirements: Vec::new(),
-            last_success: None,
-            fingerprint: None,
-            consecutive_failures: 0,
-            last_error: None,
-            retry_at: None,
-            stopped: None,
-        }
-    }
-}
-
-/// An old credential to retire once its grace period is over.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Retirement {
-    pub handle: String,
-    /// `pushed_at + grace` of the push that superseded it.
-    pub due: DateTime<Utc>,
-    pub attempts: u32,
-    /// After a failed attempt: when to try again.
-    pub retry_at: Option<DateTime<Utc>>,
-    /// Scrubbed text of the last failure.
-    pub last_error: Option<String>,
-}
-
-/// A failed attempt, as `status` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Failure {
-    pub at: DateTime<Utc>,
-    /// The step the rotation was in (`creating`, `pushing`, ...).
-    pub step: String,
-    /// The error's message. Error messages in this crate never hold a value.
-    pub message: String,
-    pub transient: bool,
-}
-
-/// A rotation stopped by a permanent failure.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Stopped {
-    pub at: DateTime<Utc>,
-    pub reason: String,
-    /// Digest of the policy's config when it stopped; a different digest restarts it.
-    pub policy_digest: String,
-}
 
 /// Why the state could not be read or written. Every variant names the file or directory.
 #[derive(Debug, thiserror::Error)]
@@ -156,6 +53,15 @@ pub enum StateError {
     },
     #[error("the state writer has stopped (an earlier write failed); restart the daemon")]
     WriterGone,
+}
+
+impl StateError {
+    /// A refusal the operator must act on before anything can run (exit 2); everything else
+    /// may clear by itself (exit 1).
+    pub fn is_usage(&self) -> bool {
+        // Another daemon holds the directory: a second one must not be restarted in a loop.
+        matches!(self, StateError::Locked { .. })
+    }
 }
 
 impl crate::error::Classify for StateError {
@@ -202,4 +108,23 @@ pub trait StateStore: Send + Sync {
     async fn remove(&self, key: &Key) -> Result<(), StateError>;
     /// Makes everything durable and compacts; called at shutdown.
     async fn flush(&self) -> Result<(), StateError>;
+    /// Why the store can no longer record anything, once that is so (its writer stopped after
+    /// a write whose outcome on disk is unknown). Nothing may then be started that would need
+    /// recording: the daemon exits, so systemd restarts it and the restart re-reads the disk.
+    fn fatal(&self) -> Option<String> {
+        None
+    }
+}
+
+/// Opens the store the config names, taking its lock: what `run` and `run --once` use.
+pub async fn open(
+    settings: &crate::config::StateSettings,
+) -> Result<Arc<dyn StateStore>, StateError> {
+    Ok(Arc::new(file::FileStore::open(&settings.dir).await?))
+}
+
+/// Reads every record without the lock and without writing: what `status` uses while the
+/// daemon runs.
+pub fn read(settings: &crate::config::StateSettings) -> Result<BTreeMap<Key, Record>, StateError> {
+    file::FileStore::read_only(&settings.dir)
 }

@@ -1,0 +1,476 @@
+//! Performs the protocol: each key's turn feeds [`machine::advance`] the events that come of
+//! its actions (the provider's `create`, `verify` and `retire`, the [`Pusher`], the redeploy
+//! reminder) and writes each record it returns before the action that follows. Nothing here
+//! decides what comes next; the machine does.
+//!
+//! A turn holds its key's lock, so at most one turn per (policy, resource) runs at a time. The
+//! new credential's fields live only inside a turn: rendered into the push and dropped
+//! (zeroized by `secrecy`) when it is done.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use rand::Rng;
+use tracing::{debug, error, info, warn};
+
+use super::locks::KeyLocks;
+use super::machine::{self, Action, Event, Fault, Finished, Rules, Transition, Write};
+use super::push::{self, Delivery, Pusher};
+use super::{Job, Rotated, RotationError, RotationReport};
+use crate::clock::Clock;
+use crate::error::Classify;
+use crate::fault;
+use crate::providers::{Credential, Outcome};
+use crate::secret;
+use crate::state::{Key, Record, StateError, StateStore, Step};
+use crate::vercel::{Notification, NotificationLevel, PushSecret};
+
+/// What one turn holds between actions: never written anywhere.
+#[derive(Default)]
+struct Work {
+    credential: Option<Credential>,
+    secrets: Option<Vec<PushSecret>>,
+    /// The error behind the last `Failed` event, for the report.
+    error: Option<RotationError>,
+    preview: Option<(String, String)>,
+    rotation_id: String,
+}
+
+pub struct Executor {
+    store: Arc<dyn StateStore>,
+    pusher: Arc<dyn Pusher>,
+    clock: Arc<dyn Clock>,
+    locks: Arc<KeyLocks>,
+}
+
+impl Executor {
+    /// `locks` outlive a config reload, so turns started under the old config still exclude
+    /// those started under the new one.
+    pub fn new(
+        store: Arc<dyn StateStore>,
+        pusher: Arc<dyn Pusher>,
+        clock: Arc<dyn Clock>,
+        locks: Arc<KeyLocks>,
+    ) -> Executor {
+        Executor {
+            store,
+            pusher,
+            clock,
+            locks,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn StateStore> {
+        &self.store
+    }
+
+    /// Gives every configured job without a record one, first due at its schedule's next time
+    /// after now (cron semantics: a new resource is not rotated at once; `run --once` does
+    /// that). One commit for all of them.
+    pub async fn sync<'a>(
+        &self,
+        jobs: impl IntoIterator<Item = &'a Job>,
+    ) -> Result<usize, StateError> {
+        let now = self.clock.now();
+        let new: Vec<Record> = jobs
+            .into_iter()
+            .filter(|job| job.in_config && self.store.get(&job.key).is_none())
+            .map(|job| new_record(job, now))
+            .collect();
+        let added = new.len();
+        if added > 0 {
+            self.store.put_all(new).await?;
+        }
+        Ok(added)
+    }
+
+    /// When something is next to do for this job, from its record.
+    pub fn next_wake(&self, job: &Job, record: &Record) -> Option<DateTime<Utc>> {
+        machine::next_wake(record, &self.rules(job, ""))
+    }
+
+    /// One turn of one key: everything due for it now; with `force`, a rotation whatever the
+    /// schedule says (a `run --once`). Returns the report of the rotation, if one ran (or was
+    /// held back, for a forced turn).
+    pub async fn tend(&self, job: &Job, force: bool) -> Option<RotationReport> {
+        let _turn = self.locks.lock(&job.key).await;
+        let report = |result| {
+            Some(RotationReport {
+                target: job.target(),
+                secret_names: job.secret_names(),
+                result,
+            })
+        };
+        // A store that can record nothing must not let a provider make anything.
+        if let Some(reason) = self.store.fatal() {
+            return report(Err(record_error(&job.key, "start", reason, true)));
+        }
+        let mut record = self
+            .store
+            .get(&job.key)
+            .unwrap_or_else(|| new_record(job, self.clock.now()));
+        let fresh_id = uuid::Uuid::new_v4().to_string();
+        let mut work = Work::default();
+        let mut result = None;
+        let mut event = Event::Wake { force };
+        loop {
+            let failed = matches!(event, Event::Failed(_));
+            let previewed = matches!(event, Event::Previewed);
+            let rules = self.rules(job, &fresh_id);
+            let mut t = machine::advance(&record, event, &rules);
+            if job.in_config && t.write != Write::None {
+                stamp(job, &mut t.record);
+            }
+            if let Err(e) = self.write(&job.key, &t).await {
+                warn!(policy = %job.policy.name, resource = %job.resource(), "{e}");
+                result = Some(Err(e));
+                break;
+            }
+            record = t.record;
+            if failed {
+                self.log_failure(job, &record, work.error.as_ref());
+                result = work.error.take().map(Err);
+            }
+            if previewed && let Some((request_line, preview)) = work.preview.take() {
+                result = Some(Ok(Rotated::DryRun {
+                    request_line,
+                    preview,
+                }));
+            }
+            match t.finished {
+                Some(Finished::Rotated {
+                    handle,
+                    fingerprint,
+                    pushed_at,
+                    retire_at,
+                }) => {
+                    result = Some(Ok(Rotated::Pushed {
+                        handle,
+                        fingerprint,
+                        pushed_at,
+                        retire_at,
+                    }));
+                }
+                Some(Finished::Held { until }) => {
+                    info!(policy = %job.policy.name, resource = %job.resource(), %until, "rotation held back: the other user's credential is still in its grace period");
+                    if force {
+                        result = Some(Err(RotationError::HeldBack { until }));
+                    }
+                }
+                None => {}
+            }
+            let Some(action) = t.action else { break };
+            event = self.perform(job, action, &mut work, &fresh_id).await;
+        }
+        self.supersede(job, &record).await;
+        if !job.in_config && machine::can_forget(&record, job.replaced_later) {
+            match self.store.remove(&job.key).await {
+                Ok(()) => {
+                    info!(policy = %job.key.policy, resource = %job.key.resource, "forgot a record the config no longer names: nothing of it is live any more")
+                }
+                Err(e) => warn!(key = %job.key, "could not forget a record: {e}"),
+            }
+        }
+        result.and_then(report)
+    }
+
+    fn rules<'a>(&self, job: &'a Job, fresh_id: &'a str) -> Rules<'a> {
+        let now = self.clock.now();
+        Rules {
+            now,
+            grace: delta(job.policy.grace),
+            alternates: matches!(
+                job.policy.provider,
+                crate::config::ProviderConfig::Postgres(_)
+                    | crate::config::ProviderConfig::Mysql(_)
+            ),
+            digest: &job.digest,
+            in_config: job.in_config,
+            next_due: next_due(job, now),
+            fresh_id,
+            jitter: rand::rng().random_range(0.0..=1.0),
+        }
+    }
+
+    /// Writes a transition's record as it asks, before its action starts.
+    async fn write(&self, key: &Key, t: &Transition) -> Result<(), RotationError> {
+        let written = match t.write {
+            Write::None => return Ok(()),
+            Write::Lazy => self.store.put_lazy(t.record.clone()).await,
+            Write::Durable => self.store.put(t.record.clone()).await,
+        };
+        written.map_err(|e| {
+            let fatal = self.store.fatal().is_some();
+            record_error(key, t.record.step.name(), e.to_string(), fatal)
+        })?;
+        // Crash points, right after the step they name is recorded.
+        match (&t.record.step, &t.action) {
+            (Step::Creating { .. }, Some(Action::Create { .. })) => fault::point("creating"),
+            (Step::Created { .. }, _) => fault::point("created"),
+            (Step::Pushing { .. }, _) => fault::point("pushing"),
+            (Step::Pushed { .. }, _) => fault::point("pushed"),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn perform(&self, job: &Job, action: Action, work: &mut Work, fresh_id: &str) -> Event {
+        let target = job.target();
+        let provider = job.provider.as_ref();
+        let kind = provider.kind();
+        match action {
+            Action::Create {
+                rotation_id,
+                previous_handle,
+            } => {
+                work.rotation_id.clone_from(&rotation_id);
+                if rotation_id != fresh_id {
+                    info!(policy = %target.policy, resource = %target.resource, rotation_id = %rotation_id, "redoing an unfinished rotation from create, with the same rotation id");
+                }
+                match provider
+                    .create(&target, &rotation_id, previous_handle.as_deref())
+                    .await
+                {
+                    Ok(credential) => {
+                        let event = Event::Created {
+                            handle: credential.handle.clone(),
+                            supersedes: None,
+                        };
+                        work.credential = Some(credential);
+                        event
+                    }
+                    Err(source) => fail(
+                        work,
+                        RotationError::Provider {
+                            kind,
+                            action: "create",
+                            source: Box::new(source),
+                        },
+                    ),
+                }
+            }
+            Action::Prepare => {
+                let Some(credential) = &work.credential else {
+                    return fail(work, RotationError::Aborted("no credential to push".into()));
+                };
+                match provider
+                    .verify(&target, &work.rotation_id, credential)
+                    .await
+                {
+                    Ok(Outcome::Done) => {
+                        debug!(policy = %target.policy, resource = %target.resource, "new credential verified")
+                    }
+                    Ok(Outcome::Unsupported) => {}
+                    Err(source) => {
+                        return fail(
+                            work,
+                            RotationError::Provider {
+                                kind,
+                                action: "verify",
+                                source: Box::new(source),
+                            },
+                        );
+                    }
+                }
+                match push::render(&job.policy.secrets, credential) {
+                    Ok(secrets) => {
+                        work.secrets = Some(secrets);
+                        Event::Prepared
+                    }
+                    Err(e) => fail(work, e),
+                }
+            }
+            Action::Push => {
+                let Some(secrets) = work.secrets.take() else {
+                    return fail(
+                        work,
+                        RotationError::Aborted("nothing rendered to push".into()),
+                    );
+                };
+                match self.pusher.push(job, &secrets).await {
+                    Ok(Delivery::Sent) => {
+                        fault::point("pushed-unrecorded");
+                        let fingerprint = secret::fingerprint_all(push::push_values(&secrets));
+                        drop(secrets);
+                        work.credential = None;
+                        Event::Pushed { fingerprint }
+                    }
+                    Ok(Delivery::Previewed {
+                        request_line,
+                        preview,
+                    }) => {
+                        work.preview = Some((request_line, preview));
+                        Event::Previewed
+                    }
+                    Err(e) => {
+                        if e.may_have_applied() {
+                            warn!(policy = %target.policy, resource = %target.resource, "the push may or may not have reached Vercel, so the new credential stays live; the retry redoes create with the same rotation id");
+                        }
+                        fail(work, e)
+                    }
+                }
+            }
+            Action::Remind { retire_at } => {
+                self.remind(job, retire_at).await;
+                // The reminder went out; the record still says `pushed`.
+                fault::point("notified");
+                Event::Reminded
+            }
+            Action::Retire { handle } => {
+                let retired = provider.retire(&target, &handle).await;
+                fault::point("retiring");
+                match retired {
+                    Ok(Outcome::Done) => {
+                        info!(policy = %target.policy, resource = %target.resource, handle, "retired an old credential: its grace period is over");
+                        Event::Retired { handle }
+                    }
+                    Ok(Outcome::Unsupported) => {
+                        debug!(policy = %target.policy, resource = %target.resource, handle, "the provider has nothing to retire");
+                        Event::Retired { handle }
+                    }
+                    Err(e) => {
+                        warn!(policy = %target.policy, resource = %target.resource, handle, "retiring an old credential failed; it is retried: {e}");
+                        Event::RetireFailed {
+                            handle,
+                            message: e.to_string(),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// After this job's push: records of other keys whose credentials it replaced at the
+    /// resource (a renamed policy's) start their grace. Checked at every turn, so one that
+    /// could not be written is caught up later.
+    async fn supersede(&self, job: &Job, record: &Record) {
+        let Some(pushed_at) = record.last_success else {
+            return;
+        };
+        for key in job.supersedes.iter().filter(|k| **k != job.key) {
+            let _turn = self.locks.lock(key).await;
+            let Some(other) = self.store.get(key) else {
+                continue;
+            };
+            if other.last_success.is_some_and(|t| t > pushed_at) {
+                continue;
+            }
+            let Some(updated) = machine::supersede(&other, pushed_at, delta(job.policy.grace))
+            else {
+                continue;
+            };
+            match self.store.put(updated).await {
+                Ok(()) => {
+                    info!(policy = %key.policy, resource = %key.resource, by = %job.key.policy, "the credentials of a record the config no longer names start their grace period: a configured policy now pushes the same secrets to that resource")
+                }
+                Err(e) => {
+                    warn!(key = %key, "could not record that its credentials were superseded (retried at the next turn): {e}")
+                }
+            }
+        }
+    }
+
+    fn log_failure(&self, job: &Job, record: &Record, error: Option<&RotationError>) {
+        let (policy, resource) = (&job.policy.name, job.resource());
+        if let Some(e) = error {
+            warn!(%policy, %resource, transient = e.is_transient(), "rotation failed: {e}");
+        }
+        if record.stopped.is_some() {
+            warn!(%policy, %resource, "rotation stopped by a permanent failure; it stays stopped until the policy's config changes (or `run --once` forces it)");
+        } else if let Some(retry) = record.retry_at {
+            let wait = (retry - self.clock.now()).to_std().unwrap_or_default();
+            warn!(%policy, %resource, failures = record.consecutive_failures, retry_in = %humantime::format_duration(Duration::from_secs(wait.as_secs())), "rotation will be retried");
+        }
+    }
+
+    /// The redeploy reminder: always a log line; a dashboard banner when the policy asks for
+    /// one. A failed banner is logged and never fails the rotation.
+    async fn remind(&self, job: &Job, retire_at: DateTime<Utc>) {
+        let names = job.secret_names().join(", ");
+        let (installation, resource) = (&job.installation.name, job.resource());
+        warn!(
+            installation = %installation,
+            installation_id = %job.installation.id,
+            resource = %resource,
+            secrets = %names,
+            retire_at = %retire_at.to_rfc3339(),
+            "pushed new values of {names} to resource {resource} of installation {installation}: running deployments keep the old values until the projects connected to it are redeployed; redeploy them before {retire_at}, when the old credential is retired",
+            retire_at = retire_at.format("%Y-%m-%d %H:%M UTC"),
+        );
+        if !job.policy.notify_dashboard {
+            return;
+        }
+        let notification = Notification {
+            level: NotificationLevel::Warn,
+            title: "Redeploy to use the rotated credentials".to_owned(),
+            message: format!(
+                "{names} {} rotated. Running deployments keep the old values until you redeploy; the old credential stops working at {}.",
+                if job.policy.secrets.len() == 1 {
+                    "was"
+                } else {
+                    "were"
+                },
+                retire_at.format("%Y-%m-%d %H:%M UTC"),
+            ),
+            href: None,
+        };
+        if let Err(e) = self.pusher.notify(job, &notification).await {
+            warn!(resource = %resource, "the dashboard notification failed (the rotation itself succeeded): {e}");
+        }
+    }
+}
+
+/// Keeps the error for the report and words it for the record.
+fn fail(work: &mut Work, error: RotationError) -> Event {
+    let fault = Fault {
+        message: error.to_string(),
+        transient: error.is_transient(),
+        may_have_applied: error.may_have_applied(),
+    };
+    work.error = Some(error);
+    Event::Failed(fault)
+}
+
+fn record_error(key: &Key, step: &'static str, reason: String, fatal: bool) -> RotationError {
+    if fatal {
+        error!(key = %key, "the state can no longer be written: {reason}");
+    }
+    RotationError::Record {
+        key: key.clone(),
+        step,
+        reason,
+        fatal,
+    }
+}
+
+/// What a configured job's record says about where its pushes go.
+fn stamp(job: &Job, record: &mut Record) {
+    record.installation.clone_from(&job.installation.name);
+    record.installation_id = Some(job.installation.id.clone());
+    record.secrets = job.secret_names();
+}
+
+fn new_record(job: &Job, now: DateTime<Utc>) -> Record {
+    let due = next_due(job, now).unwrap_or(DateTime::<Utc>::MAX_UTC);
+    let mut record = Record::new(job.key.clone(), job.installation.name.clone(), now, due);
+    if job.in_config {
+        stamp(job, &mut record);
+    }
+    record
+}
+
+/// The next due time of a job after `after`, with the policy's jitter.
+pub fn next_due(job: &Job, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let due = job.policy.schedule.next_after(after)?;
+    let jitter = job.policy.jitter;
+    if jitter.is_zero() {
+        return Some(due);
+    }
+    let ms = rand::rng().random_range(0..jitter.as_millis().max(1) as u64);
+    Some(due + TimeDelta::milliseconds(ms as i64))
+}
+
+fn delta(d: Duration) -> TimeDelta {
+    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+}

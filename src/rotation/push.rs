@@ -1,0 +1,154 @@
+//! Where pushes go: the [`Pusher`] trait, so the protocol runs without HTTP in tests; Vercel
+//! ([`VercelPusher`]) in a real run; a redacted preview ([`PreviewPusher`]) in a dry run.
+//! Also rendering a policy's secrets from a credential's fields.
+
+use async_trait::async_trait;
+
+use super::{Job, RotationError};
+use crate::providers::Credential;
+use crate::secret::{ExposeSecret, SecretString};
+use crate::token::Tokens;
+use crate::vercel::{InstallationRef, Notification, PushSecret, VercelClient};
+
+/// What came of a push that did not fail.
+#[derive(Debug)]
+pub enum Delivery {
+    /// Vercel answered with a 2xx: it holds the values.
+    Sent,
+    /// A dry run: nothing was sent; this is what would have been.
+    Previewed {
+        request_line: String,
+        preview: String,
+    },
+}
+
+#[async_trait]
+pub trait Pusher: Send + Sync {
+    /// Sends the rendered secrets to the job's resource (`partial: true`). On failure,
+    /// [`RotationError::may_have_applied`] says whether Vercel may hold them all the same.
+    async fn push(&self, job: &Job, secrets: &[PushSecret]) -> Result<Delivery, RotationError>;
+
+    /// Shows the redeploy banner on the resource; a failure never fails the rotation.
+    async fn notify(&self, job: &Job, notification: &Notification) -> Result<(), RotationError>;
+}
+
+/// Pushes to Vercel with each installation's own token.
+pub struct VercelPusher {
+    pub client: VercelClient,
+    pub tokens: Tokens,
+}
+
+impl VercelPusher {
+    fn installation<'a>(&'a self, job: &'a Job) -> Result<InstallationRef<'a>, RotationError> {
+        let token = self
+            .tokens
+            .get(&job.installation.name)
+            .ok_or_else(|| RotationError::NoToken(job.installation.name.clone()))?;
+        Ok(InstallationRef {
+            name: &job.installation.name,
+            id: &job.installation.id,
+            token,
+        })
+    }
+}
+
+#[async_trait]
+impl Pusher for VercelPusher {
+    async fn push(&self, job: &Job, secrets: &[PushSecret]) -> Result<Delivery, RotationError> {
+        let installation = self.installation(job)?;
+        self.client
+            .update_resource_secrets(&installation, job.resource(), secrets)
+            .await
+            .map(|()| Delivery::Sent)
+            .map_err(RotationError::Vercel)
+    }
+
+    async fn notify(&self, job: &Job, notification: &Notification) -> Result<(), RotationError> {
+        let installation = self.installation(job)?;
+        self.client
+            .notify_resource(&installation, job.resource(), notification)
+            .await
+            .map_err(RotationError::Vercel)
+    }
+}
+
+/// A dry run's pusher: sends nothing and answers with the request that would have gone out.
+/// The credential is the dry-run provider's, whose fields are placeholders (`<password>`), so
+/// the preview reveals no value.
+pub struct PreviewPusher;
+
+#[async_trait]
+impl Pusher for PreviewPusher {
+    async fn push(&self, job: &Job, secrets: &[PushSecret]) -> Result<Delivery, RotationError> {
+        Ok(Delivery::Previewed {
+            request_line: format!(
+                "PUT /v1/installations/{}/resources/{}/secrets",
+                job.installation.id,
+                job.resource()
+            ),
+            preview: preview(secrets),
+        })
+    }
+
+    async fn notify(&self, _job: &Job, _notification: &Notification) -> Result<(), RotationError> {
+        Ok(())
+    }
+}
+
+/// Renders every secret of a policy over a credential's fields.
+pub fn render(
+    specs: &[crate::config::SecretSpec],
+    credential: &Credential,
+) -> Result<Vec<PushSecret>, RotationError> {
+    specs
+        .iter()
+        .map(|spec| {
+            let err = |source| RotationError::Template {
+                secret: spec.env_name(),
+                source,
+            };
+            Ok(PushSecret {
+                name: spec.name.clone(),
+                value: spec.value.render(&credential.fields).map_err(err)?,
+                prefix: spec.prefix.clone(),
+                environment_overrides: spec
+                    .environment_overrides
+                    .try_map(|t| t.render(&credential.fields))
+                    .map_err(err)?,
+            })
+        })
+        .collect()
+}
+
+/// Every value pushed, in order: what the fingerprint is taken over.
+pub fn push_values(secrets: &[PushSecret]) -> impl Iterator<Item = &SecretString> {
+    secrets.iter().flat_map(|s| {
+        std::iter::once(&s.value).chain(s.environment_overrides.iter().map(|(_, v)| v))
+    })
+}
+
+/// The body a dry run would have sent, pretty-printed.
+fn preview(secrets: &[PushSecret]) -> String {
+    let items: Vec<serde_json::Value> = secrets
+        .iter()
+        .map(|s| {
+            let mut item = serde_json::Map::new();
+            item.insert("name".into(), s.name.clone().into());
+            item.insert("value".into(), s.value.expose_secret().into());
+            if let Some(prefix) = &s.prefix {
+                item.insert("prefix".into(), prefix.clone().into());
+            }
+            if !s.environment_overrides.is_empty() {
+                let overrides: serde_json::Map<String, serde_json::Value> = s
+                    .environment_overrides
+                    .iter()
+                    .map(|(env, v)| (env.to_owned(), v.expose_secret().into()))
+                    .collect();
+                item.insert("environmentOverrides".into(), overrides.into());
+            }
+            item.into()
+        })
+        .collect();
+    let body = serde_json::json!({ "secrets": items, "partial": true });
+    serde_json::to_string_pretty(&body).unwrap_or_default()
+}
