@@ -658,3 +658,197 @@ async fn a_kill_at_every_step_is_recovered_by_the_next_start() {
         );
     }
 }
+
+/// Issue 10, item 1: a retirement that falls due while a rotation is unfinished (its push may
+/// have reached Vercel) used to overwrite the rotation's step, so the next run started a new
+/// rotation and the credential of the failed try was never retired nor pushed again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retirement_falling_due_mid_rotation_never_orphans_its_credential() {
+    let s = Scenario::new(&["store_a1"]).await;
+    let config = s.write_config(&["store_a1"], WEEKLY);
+    // Short retries, so the dropped pushes give up quickly.
+    let text = std::fs::read_to_string(&config).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        &config,
+        text.replace(
+            "request-timeout = \"5s\"",
+            "request-timeout = \"1s\"\nretry-deadline = \"2s\"",
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let once = ["run", "--once"];
+    for _ in 0..2 {
+        let out = run(&config, &once, &[]).await;
+        assert_eq!(out.status.code(), Some(0), "{}", cli::stderr(&out));
+    }
+    // The first credential's grace (1s) is over: its retirement is due.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    // Vercel applies the push and the answer is lost, every time: may have applied.
+    s.fake.script(
+        ACME,
+        "store_a1",
+        (0..40).map(|_| Scripted::handle_then_drop()).collect(),
+    );
+    let out = run(&config, &once, &[]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", cli::stderr(&out));
+    s.fake.clear_scripts();
+    let failed_id = last_create_id(&s);
+
+    // The next run redoes that rotation (same id), and nothing it made is left live.
+    let out = run(&config, &once, &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", cli::stderr(&out));
+    assert_eq!(
+        last_create_id(&s),
+        failed_id,
+        "the unfinished rotation was forgotten: a new rotation id was used"
+    );
+    s.assert_consistent(&config, "store_a1").await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let out = run(&config, &once, &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", cli::stderr(&out));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // A turn with nothing to rotate but the retirements: the daemon.
+    let mut daemon = Daemon::start(&s, &config);
+    wait_for(
+        Duration::from_secs(20),
+        "only Vercel's credential to be live",
+        || format!("live {:?}\n{}", s.live(), daemon.log()),
+        || s.live().len() == 1,
+    )
+    .await;
+    daemon.signal("TERM");
+    assert_eq!(
+        daemon.wait_exit(Duration::from_secs(35)).await.code(),
+        Some(0)
+    );
+    s.assert_consistent(&config, "store_a1").await;
+}
+
+fn last_create_id(s: &Scenario) -> String {
+    std::fs::read_to_string(s.path("calls.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|c| c["action"] == "create")
+        .filter_map(|c| c["rotation_id"].as_str().map(str::to_owned))
+        .last()
+        .unwrap_or_default()
+}
+
+/// Issue 10, item 3: a resource removed from the config and a renamed policy used to leave
+/// their credentials live forever: keys no longer in the config got no turns, so their due
+/// retirements never ran, and the credential Vercel held until the renamed policy's first
+/// push was never scheduled for retirement.
+#[tokio::test(flavor = "multi_thread")]
+async fn removed_resources_and_renamed_policies_still_retire_what_they_left() {
+    let s = Scenario::new(&["store_a1", "store_a2"]).await;
+    let both = s.write_config(&["store_a1", "store_a2"], WEEKLY);
+    let once = ["run", "--once"];
+    for _ in 0..2 {
+        let out = run(&both, &once, &[]).await;
+        assert_eq!(out.status.code(), Some(0), "{}", cli::stderr(&out));
+    }
+    assert_eq!(s.live().len(), 4, "two current, two in their grace");
+
+    // store_a2 leaves the config while its old credential waits out its grace.
+    let one = s.write_config(&["store_a1"], WEEKLY);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let out = run(&one, &once, &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", cli::stderr(&out));
+    let live: Vec<String> = s.live().into_values().collect();
+    assert!(
+        live.contains(&s.pushed("store_a2").unwrap_or_default()),
+        "Vercel's credential of the removed resource stays: {live:?}"
+    );
+    // Left: a1's current and the one it just replaced, a2's current. a2's old one is retired.
+    assert_eq!(live.len(), 3, "{live:?}");
+    let status = s.status(&one).await;
+    assert!(
+        !status.contains_key("store_a2"),
+        "nothing of the removed resource is left to do, so its record is forgotten: {status:?}"
+    );
+
+    // The policy is renamed: its first push supersedes what the old name left at Vercel.
+    let text = std::fs::read_to_string(&one).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&one, text.replace("name = \"db\"", "name = \"db-renamed\""))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let out = run(&one, &once, &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", cli::stderr(&out));
+    let out = run(&one, &["status"], &[]).await;
+    assert!(
+        cli::stdout(&out).contains("not in config"),
+        "status shows the old name's record while its credentials are live:\n{}",
+        cli::stdout(&out)
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let out = run(&one, &once, &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", cli::stderr(&out));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let mut daemon = Daemon::start(&s, &one);
+    wait_for(
+        Duration::from_secs(20),
+        "only Vercel's two credentials to be live",
+        || format!("live {:?}\n{}", s.live(), daemon.log()),
+        || s.live().len() == 2,
+    )
+    .await;
+    daemon.signal("TERM");
+    assert_eq!(
+        daemon.wait_exit(Duration::from_secs(35)).await.code(),
+        Some(0)
+    );
+    let live: Vec<String> = s.live().into_values().collect();
+    for resource in ["store_a1", "store_a2"] {
+        assert!(
+            live.contains(&s.pushed(resource).unwrap_or_default()),
+            "{resource}"
+        );
+    }
+    let out = run(&one, &["status", "--json"], &[]).await;
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let policies: Vec<&str> = json["resources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["key"]["policy"].as_str())
+        .collect();
+    assert_eq!(
+        policies,
+        ["db-renamed"],
+        "the old name's record is forgotten once nothing of it is live"
+    );
+}
+
+/// Issue 10, item 7: exit 2 is for config and usage errors only; a state directory that
+/// cannot be created (an I/O error, like a full disk) exits 1, so systemd restarts.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unusable_state_directory_at_start_exits_1_not_2() {
+    let s = Scenario::new(&["store_a1"]).await;
+    let config = s.write_config(&["store_a1"], WEEKLY);
+    std::fs::write(s.path("not-a-dir"), "").unwrap_or_else(|e| panic!("{e}"));
+    let text = std::fs::read_to_string(&config).unwrap_or_else(|e| panic!("{e}"));
+    let bad = s.path("not-a-dir").join("state");
+    std::fs::write(
+        &config,
+        text.replace(
+            &s.state_dir().display().to_string(),
+            &bad.display().to_string(),
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    for args in [&["run"][..], &["run", "--once"][..]] {
+        let out = run(&config, args, &[]).await;
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{args:?}: {}",
+            cli::stderr(&out)
+        );
+        assert!(
+            cli::stderr(&out).contains(&bad.display().to_string()),
+            "{args:?}: the error names the directory: {}",
+            cli::stderr(&out)
+        );
+    }
+}

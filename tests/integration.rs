@@ -8,6 +8,7 @@ mod common;
 mod config_fixtures;
 mod config_fuzz;
 mod daemon;
+mod daemon_clock;
 mod http_provider;
 mod hygiene;
 mod mysql;
