@@ -13,6 +13,7 @@ mod hygiene;
 mod mysql;
 mod once;
 mod postgres;
+mod process_hardening;
 mod providers;
 mod redis;
 mod resilience;
