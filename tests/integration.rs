@@ -7,6 +7,7 @@ mod common;
 
 mod config_fixtures;
 mod config_fuzz;
+mod control;
 mod daemon;
 mod http_provider;
 mod hygiene;
