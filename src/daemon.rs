@@ -132,7 +132,7 @@ pub async fn serve(config_path: &Path, config: Config, triggers: Triggers, parts
             return exit::INVALID;
         }
     };
-    let listener = match control::bind(&state_dir) {
+    let listener = match control::Server::bind(&state_dir) {
         Ok(l) => l,
         Err(e) => {
             eprintln!(
@@ -227,7 +227,7 @@ impl Wakes {
 }
 
 impl Daemon {
-    async fn serve(mut self, triggers: Triggers, listener: tokio::net::UnixListener) -> u8 {
+    async fn serve(mut self, triggers: Triggers, mut listener: control::Server) -> u8 {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Key>();
         let mut in_flight: HashSet<Key> = HashSet::new();
         let mut wakes = Wakes::default();
@@ -299,10 +299,7 @@ impl Daemon {
                     self.reload().await;
                     self.rebuild_wakes(&mut wakes, &in_flight);
                 }
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => self.spawn_control(stream, done_tx.clone()),
-                    Err(e) => warn!("control socket: accept failed: {e}"),
-                },
+                stream = listener.next() => self.spawn_control(stream, done_tx.clone()),
                 // Due keys wait for a slot, which a scheduled task or a handed-over
                 // `run --once` frees; the loop then takes it.
                 Ok(_) = limit.acquire(), if waiting_for_slot => {}
@@ -412,7 +409,7 @@ impl Daemon {
 
     /// A `run --once` handed over the control socket: rotate the selected keys now, answer
     /// with the summary and exit status a direct `run --once` would have printed.
-    fn spawn_control(&self, mut stream: tokio::net::UnixStream, done: mpsc::UnboundedSender<Key>) {
+    fn spawn_control(&self, mut stream: control::Connection, done: mpsc::UnboundedSender<Key>) {
         let config = self.generation.config.clone();
         let jobs = self.generation.jobs.clone();
         let executor = self.generation.executor.clone();

@@ -7,6 +7,7 @@ mod common;
 
 mod config_fixtures;
 mod config_fuzz;
+mod control;
 mod daemon;
 mod daemon_clock;
 mod http_provider;
@@ -14,6 +15,7 @@ mod hygiene;
 mod mysql;
 mod once;
 mod postgres;
+mod process_hardening;
 mod providers;
 mod redis;
 mod resilience;
