@@ -62,14 +62,16 @@ impl StateDir {
         let fd = match open_dir(path) {
             Ok(fd) => fd,
             // A non-root user cannot open another user's 0700 directory: say whose it is.
-            Err(StateError::Io { source, .. })
+            Err(StateError::Io { path, source })
                 if source.kind() == io::ErrorKind::PermissionDenied =>
             {
-                let meta = std::fs::metadata(path).map_err(io_error(path))?;
-                return Err(StateError::NotOwner {
-                    dir: path.to_owned(),
-                    owner: meta.uid(),
-                    euid,
+                return Err(match std::fs::metadata(&path) {
+                    Ok(meta) if meta.uid() != euid => StateError::NotOwner {
+                        dir: path,
+                        owner: meta.uid(),
+                        euid,
+                    },
+                    _ => StateError::Io { path, source },
                 });
             }
             Err(e) => return Err(e),

@@ -2,9 +2,10 @@
 //! append-only journal (`journal.jsonl`) and the lock (`lock`) that keeps a second daemon out.
 //!
 //! Owns the on-disk format, loading it (strictly: damage stops the start, it is never reset),
-//! the group-committing writer thread, compaction, and the lock.
+//! the group-committing writer thread, compaction, and the lock. This file holds the store and
+//! its writer; `format.rs` encodes and loads the files; `dir.rs` opens them safely.
 //!
-//! # Format (version [`STATE_VERSION`])
+//! # Format (version [`STATE_VERSION`](super::STATE_VERSION))
 //!
 //! ```text
 //! state.json     {"version": 1, "records": [Record, ...]}
@@ -45,7 +46,7 @@
 //!
 //! # Who may open it, and how
 //!
-//! See [`dir`]: files are opened relative to the directory, never through a symbolic link,
+//! See `dir.rs`: files are opened relative to the directory, never through a symbolic link,
 //! and only when owned by the user this process runs as; a directory owned by another user
 //! is refused whole ([`StateError::NotOwner`]), except to read it for `status`.
 
