@@ -1,7 +1,7 @@
 //! The file state store through its public API: round trips, the lock, modes, every kind of
 //! damage (the one tolerated and those refused), compaction, group commit, the crash window
-//! between a compaction's rename and the journal's truncation, and `read_only` beside a
-//! running store.
+//! between a compaction's rename and the journal's truncation, `read_only` beside a
+//! running store, and what may not be opened: links and other users' files or directories.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
