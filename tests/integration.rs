@@ -20,4 +20,5 @@ mod providers;
 mod redis;
 mod resilience;
 mod state_file;
+mod state_owner;
 mod vercel_client;

@@ -1,7 +1,7 @@
 //! The file state store through its public API: round trips, the lock, modes, every kind of
 //! damage (the one tolerated and those refused), compaction, group commit, the crash window
-//! between a compaction's rename and the journal's truncation, and `read_only` beside a
-//! running store.
+//! between a compaction's rename and the journal's truncation, `read_only` beside a
+//! running store, and what may not be opened: links and other users' files or directories.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -114,7 +114,7 @@ fn by_key(records: &[Record]) -> BTreeMap<Key, Record> {
 }
 
 struct Dir {
-    _tmp: TempDir,
+    tmp: TempDir,
     path: PathBuf,
 }
 
@@ -123,7 +123,7 @@ impl Dir {
     fn new() -> Dir {
         let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = tmp.path().join("state");
-        Dir { _tmp: tmp, path }
+        Dir { tmp, path }
     }
 
     fn file(&self, name: &str) -> PathBuf {
@@ -762,4 +762,273 @@ async fn put_all_commits_many_records_together() {
     // The batch (~0.7 MB of lines) went out through the journal's buffer in many writes;
     // reopening replays every line intact.
     assert_eq!(dir.open().await.records(), by_key(&records));
+}
+
+// Issue 10, item 5: a symbolic link (or a hard link) placed in the state directory, by a
+// provider program running as the service's user for instance, must never make a run (maybe
+// as root) read or write another file through it.
+
+const VICTIM: &str = "precious: not the state\n";
+
+/// A file outside the state directory that a link in it points at.
+fn victim(dir: &Dir) -> PathBuf {
+    let path = dir.tmp.path().join("victim");
+    std::fs::write(&path, VICTIM).unwrap_or_else(|e| panic!("{e}"));
+    path
+}
+
+fn assert_refused_naming(err: &StateError, path: &Path, what: &str) {
+    let message = err.to_string();
+    assert!(
+        message.contains(&path.display().to_string()) && message.contains(what),
+        "wanted {path:?} and {what:?} in: {message}"
+    );
+}
+
+#[tokio::test]
+async fn a_link_in_place_of_a_state_file_is_refused_and_its_target_untouched() {
+    for name in ["lock", "journal.jsonl", "state.json"] {
+        let dir = Dir::new();
+        dir.with(&every_step()[..2]).await;
+        let store = dir.open().await;
+        store.flush().await.unwrap_or_else(|e| panic!("{e}"));
+        drop(store);
+        let victim = victim(&dir);
+        std::fs::remove_file(dir.file(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        std::os::unix::fs::symlink(&victim, dir.file(name)).unwrap_or_else(|e| panic!("{e}"));
+
+        let err = dir.open_err().await;
+        assert_refused_naming(&err, &dir.file(name), "symbolic link");
+        assert!(!err.is_usage(), "{err}");
+        if name != "lock" {
+            // `status` reads without the lock: it must not read through the link either.
+            let err = FileStore::read_only(&dir.path)
+                .err()
+                .unwrap_or_else(|| panic!("{name}: read_only succeeded"));
+            assert_refused_naming(&err, &dir.file(name), "symbolic link");
+        }
+        assert_eq!(
+            std::fs::read_to_string(&victim).ok().as_deref(),
+            Some(VICTIM)
+        );
+        assert!(
+            std::fs::symlink_metadata(dir.file(name)).is_ok_and(|m| m.file_type().is_symlink()),
+            "{name}: the link itself is left for the user to see"
+        );
+    }
+}
+
+/// `state.json.tmp` is removed at open and created anew (`O_EXCL`) by each compaction, so a
+/// link there, even one placed while the store runs, is replaced, never written through.
+#[tokio::test]
+async fn a_link_at_the_temporary_snapshot_is_replaced_never_written_through() {
+    let dir = Dir::new();
+    dir.with(&every_step()[..2]).await;
+    let victim = victim(&dir);
+    std::os::unix::fs::symlink(&victim, dir.file("state.json.tmp"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let store = dir.open().await;
+    assert!(!dir.file("state.json.tmp").exists());
+
+    store
+        .put(every_step()[3].clone())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::symlink(&victim, dir.file("state.json.tmp"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    // And at the snapshot itself: the compaction's rename replaces the link.
+    std::os::unix::fs::symlink(&victim, dir.file("state.json")).unwrap_or_else(|e| panic!("{e}"));
+    store.flush().await.unwrap_or_else(|e| panic!("{e}"));
+    let want = store.records();
+    drop(store);
+
+    assert_eq!(
+        std::fs::read_to_string(&victim).ok().as_deref(),
+        Some(VICTIM)
+    );
+    assert!(
+        std::fs::symlink_metadata(dir.file("state.json")).is_ok_and(|m| m.file_type().is_file())
+    );
+    assert!(!dir.file("state.json.tmp").exists());
+    assert_eq!(dir.open().await.records(), want);
+}
+
+/// A hard link is a second name for another file: `lock` hard-linked to a file elsewhere
+/// would be truncated by the open that writes the PID into it.
+#[tokio::test]
+async fn a_hard_link_in_place_of_a_state_file_is_refused_and_its_target_untouched() {
+    for name in ["lock", "journal.jsonl"] {
+        let dir = Dir::new();
+        dir.with(&every_step()[..1]).await;
+        let victim = victim(&dir);
+        std::fs::remove_file(dir.file(name)).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::hard_link(&victim, dir.file(name)).unwrap_or_else(|e| panic!("{e}"));
+        let err = dir.open_err().await;
+        assert_refused_naming(&err, &dir.file(name), "hard links");
+        assert_eq!(
+            std::fs::read_to_string(&victim).ok().as_deref(),
+            Some(VICTIM)
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_state_directory_that_is_a_link_or_a_file_is_refused() {
+    // A link elsewhere: whoever made it would choose where the state goes.
+    let dir = Dir::new();
+    let elsewhere = dir.tmp.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o700))
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::symlink(&elsewhere, &dir.path).unwrap_or_else(|e| panic!("{e}"));
+    assert_refused_naming(&dir.open_err().await, &dir.path, "symbolic link");
+    let err = FileStore::read_only(&dir.path)
+        .err()
+        .unwrap_or_else(|| panic!("read_only succeeded"));
+    assert_refused_naming(&err, &dir.path, "symbolic link");
+    assert_eq!(
+        std::fs::read_dir(&elsewhere).map(Iterator::count).ok(),
+        Some(0)
+    );
+
+    // A file.
+    let dir = Dir::new();
+    std::fs::write(&dir.path, VICTIM).unwrap_or_else(|e| panic!("{e}"));
+    assert_refused_naming(&dir.open_err().await, &dir.path, "not a directory");
+    assert_eq!(
+        std::fs::read_to_string(&dir.path).ok().as_deref(),
+        Some(VICTIM)
+    );
+}
+
+/// The one link accepted: systemd's `StateDirectory=` under `DynamicUser=yes` makes
+/// `/var/lib/NAME` a link to `private/NAME`, and `$STATE_DIRECTORY` names the link.
+#[tokio::test]
+async fn the_link_systemd_makes_for_a_dynamic_user_is_followed() {
+    let dir = Dir::new();
+    let private = dir.tmp.path().join("private");
+    std::fs::create_dir_all(private.join("state")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::set_permissions(
+        private.join("state"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::symlink("private/state", &dir.path).unwrap_or_else(|e| panic!("{e}"));
+    let records = every_step();
+    dir.with(&records).await;
+    assert!(private.join("state/journal.jsonl").is_file());
+    assert_eq!(dir.open().await.records(), by_key(&records));
+    assert_eq!(
+        FileStore::read_only(&dir.path).unwrap_or_else(|e| panic!("{e}")),
+        by_key(&records)
+    );
+}
+
+// Issue 10, item 4: a run as another user than the state directory's owner (root while the
+// service is stopped) must not leave files the owner cannot open. These need root (to chown).
+
+fn running_as_root() -> bool {
+    let root = rustix::process::geteuid().is_root();
+    if !root {
+        eprintln!("skipped: needs root to give files to another user");
+    }
+    root
+}
+
+fn chown(path: &Path, uid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), Some(uid)).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// What a directory holds, to show a refused open changed nothing.
+fn listing(dir: &Path) -> Vec<(String, u32, u32, Vec<u8>)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .map(|entry| {
+            let entry = entry.unwrap_or_else(|e| panic!("{e}"));
+            let meta = entry.metadata().unwrap_or_else(|e| panic!("{e}"));
+            (
+                entry.file_name().to_string_lossy().into_owned(),
+                meta.uid(),
+                meta.mode(),
+                std::fs::read(entry.path()).unwrap_or_default(),
+            )
+        })
+        .collect();
+    entries.sort();
+    entries
+}
+
+#[tokio::test]
+async fn another_users_state_directory_is_refused_whole_but_read_for_status() {
+    if !running_as_root() {
+        return;
+    }
+    let dir = Dir::new();
+    let records = every_step();
+    dir.with(&records).await;
+    chown(&dir.path, 65534);
+    for entry in std::fs::read_dir(&dir.path).unwrap_or_else(|e| panic!("{e}")) {
+        chown(&entry.unwrap_or_else(|e| panic!("{e}")).path(), 65534);
+    }
+    let before = listing(&dir.path);
+
+    let err = dir.open_err().await;
+    match &err {
+        StateError::NotOwner {
+            dir: refused,
+            owner,
+            euid,
+        } => assert_eq!((refused, *owner, *euid), (&dir.path, 65534, 0)),
+        other => panic!("{other:?}"),
+    }
+    assert!(err.is_usage());
+    assert!(!err.is_fatal());
+    assert_eq!(listing(&dir.path), before, "nothing in it changed");
+    // `status` as root reads it: that changes nothing either.
+    assert_eq!(
+        FileStore::read_only(&dir.path).unwrap_or_else(|e| panic!("{e}")),
+        by_key(&records)
+    );
+    assert_eq!(listing(&dir.path), before);
+}
+
+/// When the directory's own daemon runs, the refusal is `Locked` instead, which `run --once`
+/// answers by handing its request to the daemon: a root `run --once` beside the service works.
+#[tokio::test]
+async fn another_users_directory_whose_daemon_runs_is_locked_not_refused() {
+    if !running_as_root() {
+        return;
+    }
+    let dir = Dir::new();
+    let store = dir.open().await;
+    chown(&dir.path, 65534);
+    match dir.open_err().await {
+        StateError::Locked { dir: locked, pid } => {
+            assert_eq!((locked, pid), (dir.path.clone(), Some(std::process::id())));
+        }
+        other => panic!("{other:?}"),
+    }
+    drop(store);
+    assert!(matches!(dir.open_err().await, StateError::NotOwner { .. }));
+}
+
+/// A file left by an earlier run as another user (root) in our own directory: refused with
+/// the `chown` that fixes it, rather than a bare "permission denied".
+#[tokio::test]
+async fn a_state_file_owned_by_another_user_is_refused_naming_the_fix() {
+    if !running_as_root() {
+        return;
+    }
+    for name in ["lock", "journal.jsonl", "state.json"] {
+        let dir = Dir::new();
+        dir.with(&every_step()[..1]).await;
+        let store = dir.open().await;
+        store.flush().await.unwrap_or_else(|e| panic!("{e}"));
+        drop(store);
+        chown(&dir.file(name), 65534);
+        let err = dir.open_err().await;
+        assert_refused_naming(&err, &dir.file(name), "belongs to uid 65534");
+        assert!(err.to_string().contains("chown 0 "), "{err}");
+    }
 }

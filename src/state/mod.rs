@@ -31,6 +31,14 @@ pub const STATE_VERSION: u32 = 1;
 pub enum StateError {
     #[error("state directory {dir} is locked by another vercel-secret-rotator (PID {pid}); stop it first, or use `run --once`, which hands its request to it", dir = .dir.display(), pid = .pid.map_or_else(|| "unknown".to_owned(), |p| p.to_string()))]
     Locked { dir: PathBuf, pid: Option<u32> },
+    /// A usage error ([`StateError::is_usage`]): run by the wrong user, typically root over
+    /// the service's directory while the service is stopped. Nothing was changed.
+    #[error("state directory {dir} belongs to uid {owner}, but this runs as uid {euid}: files written now would shut its owner (the service) out of its own state, so nothing was changed. With the service running, `run --once` hands its request to it: start the service (`systemctl start vercel-secret-rotator`) and run this again. Otherwise run it as the owner: `sudo -u '#{owner}' vercel-secret-rotator ...`, or for the systemd unit (DynamicUser=yes) `systemd-run --pty --wait --collect -p DynamicUser=yes -p User=vercel-secret-rotator -p StateDirectory=vercel-secret-rotator -p LoadCredential=... vercel-secret-rotator --config ... run --once` (see the README)", dir = .dir.display())]
+    NotOwner { dir: PathBuf, owner: u32, euid: u32 },
+    /// Something in the state directory's place or in it that must not be opened: a symbolic
+    /// link, not a regular file or directory, another user's file, a hard link.
+    #[error("refusing {path}: {reason}", path = .path.display())]
+    Unsafe { path: PathBuf, reason: String },
     #[error("state file {path} is corrupt{at}: {reason}; it was left as it is: move it aside to start afresh (every resource is then new)", path = .path.display(), at = .line.map_or_else(String::new, |l| format!(" at line {l}")))]
     Corrupt {
         path: PathBuf,
@@ -51,16 +59,27 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
+    /// Fatal ([`StateError::is_fatal`]): the store accepts no more changes; its
+    /// [`StateStore::fatal`] says why.
     #[error("the state writer has stopped (an earlier write failed); restart the daemon")]
     WriterGone,
 }
 
 impl StateError {
-    /// A refusal the operator must act on before anything can run (exit 2); everything else
-    /// may clear by itself (exit 1).
+    /// The command was run the wrong way (as another user than the state directory's owner,
+    /// or beside a daemon that holds the directory): a usage error (exit 2), which trying
+    /// again unchanged cannot fix. Everything else may clear by itself (exit 1).
     pub fn is_usage(&self) -> bool {
-        // Another daemon holds the directory: a second one must not be restarted in a loop.
-        matches!(self, StateError::Locked { .. })
+        matches!(
+            self,
+            StateError::NotOwner { .. } | StateError::Locked { .. }
+        )
+    }
+
+    /// The store has stopped for good: nothing this process does can write the state again,
+    /// only a restart (which re-reads the files) can. Not a transient failure to retry.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, StateError::WriterGone)
     }
 }
 
@@ -68,7 +87,8 @@ impl crate::error::Classify for StateError {
     fn persistence(&self) -> crate::error::Persistence {
         match self {
             // A full disk or an I/O hiccup may clear; the step is redone after it.
-            StateError::Io { .. } | StateError::WriterGone => crate::error::Persistence::Transient,
+            StateError::Io { .. } => crate::error::Persistence::Transient,
+            // WriterGone too is permanent for this process: see `is_fatal`.
             _ => crate::error::Persistence::Permanent,
         }
     }
@@ -108,9 +128,10 @@ pub trait StateStore: Send + Sync {
     async fn remove(&self, key: &Key) -> Result<(), StateError>;
     /// Makes everything durable and compacts; called at shutdown.
     async fn flush(&self) -> Result<(), StateError>;
-    /// Why the store can no longer record anything, once that is so (its writer stopped after
-    /// a write whose outcome on disk is unknown). Nothing may then be started that would need
-    /// recording: the daemon exits, so systemd restarts it and the restart re-reads the disk.
+    /// Why the store has stopped accepting changes, once it has (every later write fails
+    /// with a fatal error, [`StateError::is_fatal`]): nothing may then be started that would
+    /// need recording, and the daemon exits so that a restart re-reads the disk. `None` while
+    /// it works.
     fn fatal(&self) -> Option<String> {
         None
     }

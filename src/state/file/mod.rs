@@ -2,9 +2,10 @@
 //! append-only journal (`journal.jsonl`) and the lock (`lock`) that keeps a second daemon out.
 //!
 //! Owns the on-disk format, loading it (strictly: damage stops the start, it is never reset),
-//! the group-committing writer thread, compaction, and the lock.
+//! the group-committing writer thread, compaction, and the lock. This file holds the store and
+//! its writer; `format.rs` encodes and loads the files; `dir.rs` opens them safely.
 //!
-//! # Format (version [`STATE_VERSION`])
+//! # Format (version [`STATE_VERSION`](super::STATE_VERSION))
 //!
 //! ```text
 //! state.json     {"version": 1, "records": [Record, ...]}
@@ -39,26 +40,36 @@
 //! disk that clears is survived. When the journal is left in an unknown state (a failed fsync,
 //! whose data the kernel may have dropped, or a failed cut), the writer stops and every later
 //! call fails with [`StateError::WriterGone`]: only a restart, which re-reads the files, can
-//! say what is on disk. A failed compaction loses nothing (the journal is kept); it fails a
+//! say what is on disk; [`StateStore::fatal`] then says why, so the daemon can exit rather
+//! than retry forever. A failed compaction loses nothing (the journal is kept); it fails a
 //! `flush` and is retried later.
+//!
+//! # Who may open it, and how
+//!
+//! See `dir.rs`: files are opened relative to the directory, never through a symbolic link,
+//! and only when owned by the user this process runs as; a directory owned by another user
+//! is refused whole ([`StateError::NotOwner`]), except to read it for `status`.
+
+mod dir;
+mod format;
 
 use std::collections::BTreeMap;
-use std::fs::{DirBuilder, File, OpenOptions, TryLockError};
+use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
-use serde_json::error::Category;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, warn};
 
-use super::{Key, Record, STATE_VERSION, StateError, StateStore};
+use self::dir::{Access, StateDir, io_error};
+use self::format::{EntryOut, Loaded, SnapshotOut};
+use super::{Key, Record, StateError, StateStore};
 
 const SNAPSHOT: &str = "state.json";
 const SNAPSHOT_TMP: &str = "state.json.tmp";
@@ -91,6 +102,8 @@ pub struct FileStore {
     writer: Option<JoinHandle<()>>,
     /// Journal commits (one fsync each), for the group-commit tests.
     commits: Arc<AtomicU64>,
+    /// Why the writer stopped, set before it stops taking changes.
+    fatal: Arc<OnceLock<String>>,
     /// Holds the flock. Declared after `writer`, which `Drop` joins first, so the lock is
     /// released only once no write is in flight.
     _lock: File,
@@ -105,52 +118,6 @@ enum Command {
     PutAll(Vec<Record>, Ack),
     Remove(Key, Ack),
     Flush(Ack),
-}
-
-/// One journal line as written. `v` comes first so a reader sees the version at once.
-#[derive(Serialize)]
-struct EntryOut<'a> {
-    v: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    put: Option<&'a Record>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    remove: Option<&'a Key>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EntryIn {
-    /// Already checked by [`EntryVersion`]; named so `deny_unknown_fields` accepts it.
-    #[serde(rename = "v")]
-    _version: u32,
-    put: Option<Record>,
-    remove: Option<Key>,
-}
-
-/// Read before the whole entry, so a newer line gives `NewerVersion`, not `Corrupt`.
-#[derive(Deserialize)]
-struct EntryVersion {
-    v: u32,
-}
-
-#[derive(Serialize)]
-struct SnapshotOut<'a> {
-    version: u32,
-    records: Vec<&'a Record>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SnapshotIn {
-    /// Already checked by [`SnapshotVersion`]; named so `deny_unknown_fields` accepts it.
-    #[serde(rename = "version")]
-    _version: u32,
-    records: Vec<Record>,
-}
-
-#[derive(Deserialize)]
-struct SnapshotVersion {
-    version: u32,
 }
 
 impl FileStore {
@@ -173,26 +140,18 @@ impl FileStore {
     /// daemon runs. A final journal line being written is ignored; a missing directory is an
     /// empty state (the daemon has not run yet).
     pub fn read_only(dir: &Path) -> Result<BTreeMap<Key, Record>, StateError> {
-        match std::fs::metadata(dir) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-            Err(source) => {
-                return Err(StateError::Io {
-                    path: dir.to_owned(),
-                    source,
-                });
-            }
-        }
-        let snapshot = dir.join(SNAPSHOT);
+        let Some(dir) = StateDir::open_for_reading(dir)? else {
+            return Ok(BTreeMap::new());
+        };
         let mut attempt = 1;
         loop {
             // A compaction renames a new snapshot in and then empties the journal. If one
             // happened while we read, the snapshot and journal we hold may not belong
             // together (or the journal read may straddle the cut): read again.
             // A Corrupt that persists while nothing changes is real damage.
-            let before = file_identity(&snapshot)?;
-            let result = load(dir);
-            let settled = file_identity(&snapshot)? == before;
+            let before = snapshot_identity(&dir)?;
+            let result = format::load(&dir, None);
+            let settled = snapshot_identity(&dir)? == before;
             let corrupt = matches!(result, Err(StateError::Corrupt { .. }));
             if settled && (!corrupt || attempt >= READ_ATTEMPTS) {
                 return result.map(|loaded| {
@@ -205,7 +164,7 @@ impl FileStore {
             if attempt >= READ_ATTEMPTS {
                 // Never combine files from both sides of a compaction: better no answer.
                 return Err(StateError::Io {
-                    path: snapshot,
+                    path: dir.file_path(SNAPSHOT),
                     source: io::Error::new(
                         io::ErrorKind::Interrupted,
                         format!(
@@ -282,6 +241,10 @@ impl StateStore for FileStore {
 
     async fn put_lazy(&self, record: Record) -> Result<(), StateError> {
         let queue = self.queue.as_ref().ok_or(StateError::WriterGone)?;
+        if self.fatal.get().is_some() {
+            // Never shown as state when it can no longer become durable.
+            return Err(StateError::WriterGone);
+        }
         // Visible to this process at once; on disk, in order, with the next commit. Callers
         // hold the key's lock, so no other put of this key races with it.
         self.records
@@ -301,21 +264,21 @@ impl StateStore for FileStore {
     async fn flush(&self) -> Result<(), StateError> {
         self.submit(Command::Flush).await
     }
+
+    fn fatal(&self) -> Option<String> {
+        self.fatal.get().cloned()
+    }
 }
 
-fn open_blocking(dir: &Path) -> Result<FileStore, StateError> {
-    ensure_dir(dir)?;
-    let lock = take_lock(dir)?;
-    let loaded = load(dir)?;
-
-    let journal_path = dir.join(JOURNAL);
+fn open_blocking(path: &Path) -> Result<FileStore, StateError> {
+    let dir = StateDir::open_for_writing(path)?;
+    let lock = dir.take_lock()?;
+    let journal_path = dir.file_path(JOURNAL);
     // Append mode: after a failed write is cut off, the next write lands at the new end.
-    let journal = OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(FILE_MODE)
-        .open(&journal_path)
-        .map_err(io_error(&journal_path))?;
+    let Some(journal) = dir.open(JOURNAL, Access::Append)? else {
+        return Err(io_error(&journal_path)(io::ErrorKind::NotFound.into()));
+    };
+    let loaded = format::load(&dir, Some(&journal))?;
     if loaded.journal_read > loaded.journal_complete {
         warn!(
             path = %journal_path.display(),
@@ -329,240 +292,54 @@ fn open_blocking(dir: &Path) -> Result<FileStore, StateError> {
             .map_err(io_error(&journal_path))?;
     }
     // A compaction cut short by a crash; the next one writes it afresh.
-    remove_if_present(&dir.join(SNAPSHOT_TMP))?;
+    dir.remove(SNAPSHOT_TMP)?;
     // The journal and the lock file may have just been created: their names must survive a
     // crash as much as what is later written into them.
-    sync_dir(dir)?;
-
+    dir.sync()?;
     debug!(
-        dir = %dir.display(),
+        dir = %dir.path().display(),
         records = loaded.records.len(),
         journal_lines = loaded.journal_lines,
         "state loaded"
     );
+    start(dir, lock, journal, loaded)
+}
+
+/// Starts the writer over what was loaded; the store holds `lock` until it is dropped.
+fn start(
+    dir: StateDir,
+    lock: File,
+    journal: File,
+    loaded: Loaded,
+) -> Result<FileStore, StateError> {
     let records = Arc::new(RwLock::new(loaded.records));
     let commits = Arc::new(AtomicU64::new(0));
+    let fatal = Arc::new(OnceLock::new());
+    let dir_path = dir.path().to_owned();
     let writer = Writer {
-        dir: dir.to_owned(),
-        journal_path,
+        journal_path: dir.file_path(JOURNAL),
+        dir,
         journal,
         journal_len: loaded.journal_complete,
         journal_lines: loaded.journal_lines,
         compaction_retry_at: 0,
         records: records.clone(),
         commits: commits.clone(),
+        fatal: fatal.clone(),
     };
     let (queue, commands) = mpsc::unbounded_channel();
     let writer = std::thread::Builder::new()
         .name("state-writer".to_owned())
         .spawn(move || writer.run(commands))
-        .map_err(io_error(dir))?;
+        .map_err(io_error(&dir_path))?;
     Ok(FileStore {
         records,
         queue: Some(queue),
         writer: Some(writer),
         commits,
+        fatal,
         _lock: lock,
     })
-}
-
-/// Creates the directory owner-only if missing; refuses one that others can get into.
-fn ensure_dir(dir: &Path) -> Result<(), StateError> {
-    let metadata = match std::fs::metadata(dir) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(DIR_MODE)
-                .create(dir)
-                .map_err(io_error(dir))?;
-            // The new directory's entry in its parent must survive a crash, or the journal
-            // in it goes too.
-            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                sync_dir(parent)?;
-            }
-            std::fs::metadata(dir).map_err(io_error(dir))?
-        }
-        Err(source) => {
-            return Err(StateError::Io {
-                path: dir.to_owned(),
-                source,
-            });
-        }
-    };
-    if !metadata.is_dir() {
-        return Err(StateError::Io {
-            path: dir.to_owned(),
-            source: io::Error::from(io::ErrorKind::NotADirectory),
-        });
-    }
-    let mode = metadata.mode() & 0o7777;
-    if mode & 0o077 != 0 {
-        return Err(StateError::Permissions {
-            path: dir.to_owned(),
-            mode,
-            want: DIR_MODE,
-        });
-    }
-    Ok(())
-}
-
-/// Takes the exclusive lock (flock: released by the kernel when the process dies, so a
-/// `kill -9` leaves no stale lock) and writes our PID into it for the next one to name.
-fn take_lock(dir: &Path) -> Result<File, StateError> {
-    let path = dir.join(LOCK);
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(FILE_MODE)
-        .open(&path)
-        .map_err(io_error(&path))?;
-    let locked = file.try_lock();
-    match locked {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => {
-            return Err(StateError::Locked {
-                dir: dir.to_owned(),
-                pid: read_holder_pid(&path),
-            });
-        }
-        Err(TryLockError::Error(source)) => return Err(StateError::Io { path, source }),
-    }
-    file.set_len(0)
-        .and_then(|()| file.write_all(format!("{}\n", std::process::id()).as_bytes()))
-        .and_then(|()| file.sync_all())
-        .map_err(io_error(&path))?;
-    Ok(file)
-}
-
-/// The holder writes its PID just after locking: give it a moment if we came in between.
-fn read_holder_pid(path: &Path) -> Option<u32> {
-    for _ in 0..5 {
-        let pid = std::fs::read_to_string(path)
-            .ok()
-            .and_then(|text| text.trim().parse().ok());
-        if pid.is_some() {
-            return pid;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
-}
-
-/// What a load found on disk.
-struct Loaded {
-    records: Records,
-    /// Complete lines in the journal: the compaction trigger counts them.
-    journal_lines: usize,
-    /// Bytes of the journal up to and including its last `\n`.
-    journal_complete: u64,
-    /// Bytes read from the journal: more than `journal_complete` when the last line has no
-    /// `\n` (cut short by a crash, or being written while `read_only` reads).
-    journal_read: u64,
-}
-
-fn load(dir: &Path) -> Result<Loaded, StateError> {
-    let snapshot_path = dir.join(SNAPSHOT);
-    let mut records = match read_if_present(&snapshot_path)? {
-        Some(bytes) => parse_snapshot(&snapshot_path, &bytes)?,
-        None => Records::new(),
-    };
-    let journal_path = dir.join(JOURNAL);
-    let journal = read_if_present(&journal_path)?.unwrap_or_default();
-    let (journal_lines, journal_complete) = replay(&journal_path, &journal, &mut records)?;
-    Ok(Loaded {
-        records,
-        journal_lines,
-        journal_complete: journal_complete as u64,
-        journal_read: journal.len() as u64,
-    })
-}
-
-fn parse_snapshot(path: &Path, bytes: &[u8]) -> Result<Records, StateError> {
-    let corrupt = |e: serde_json::Error| StateError::Corrupt {
-        path: path.to_owned(),
-        line: Some(e.line()),
-        reason: json_reason(&e),
-    };
-    let probe: SnapshotVersion = serde_json::from_slice(bytes).map_err(corrupt)?;
-    check_version(path, None, probe.version)?;
-    let snapshot: SnapshotIn = serde_json::from_slice(bytes).map_err(corrupt)?;
-    Ok(snapshot
-        .records
-        .into_iter()
-        .map(|record| (record.key.clone(), record))
-        .collect())
-}
-
-/// Replays the journal's complete lines over `records`. Returns how many there were and
-/// where the last one ends; anything after that is a line cut short, left to the caller.
-fn replay(path: &Path, bytes: &[u8], records: &mut Records) -> Result<(usize, usize), StateError> {
-    let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    let mut lines = 0;
-    for (index, line) in bytes[..complete]
-        .split_inclusive(|&b| b == b'\n')
-        .enumerate()
-    {
-        let number = index + 1;
-        let corrupt = |e: serde_json::Error| StateError::Corrupt {
-            path: path.to_owned(),
-            line: Some(number),
-            reason: json_reason(&e),
-        };
-        let line = line.strip_suffix(b"\n").unwrap_or(line);
-        let probe: EntryVersion = serde_json::from_slice(line).map_err(corrupt)?;
-        check_version(path, Some(number), probe.v)?;
-        let entry: EntryIn = serde_json::from_slice(line).map_err(corrupt)?;
-        match (entry.put, entry.remove) {
-            (Some(record), None) => {
-                records.insert(record.key.clone(), record);
-            }
-            // A key already missing is fine: this entry may already be in the snapshot.
-            (None, Some(key)) => {
-                records.remove(&key);
-            }
-            _ => {
-                return Err(StateError::Corrupt {
-                    path: path.to_owned(),
-                    line: Some(number),
-                    reason: "an entry holds exactly one of \"put\" and \"remove\"".to_owned(),
-                });
-            }
-        }
-        lines += 1;
-    }
-    Ok((lines, complete))
-}
-
-fn check_version(path: &Path, line: Option<usize>, found: u32) -> Result<(), StateError> {
-    if found > STATE_VERSION {
-        return Err(StateError::NewerVersion {
-            path: path.to_owned(),
-            found,
-            supported: STATE_VERSION,
-        });
-    }
-    if found == 0 {
-        return Err(StateError::Corrupt {
-            path: path.to_owned(),
-            line,
-            reason: "version 0 was never written".to_owned(),
-        });
-    }
-    Ok(())
-}
-
-/// serde's category and position only: its message may quote the file's content.
-fn json_reason(e: &serde_json::Error) -> String {
-    let what = match e.classify() {
-        Category::Syntax => "not valid JSON",
-        Category::Eof => "JSON cut short",
-        Category::Data => "valid JSON but not the state format",
-        Category::Io => "unreadable",
-    };
-    format!("{what} (column {})", e.column())
 }
 
 /// Tells versions of a file apart: a compaction's rename gives the path a new inode (and, if
@@ -575,56 +352,19 @@ struct FileIdentity {
     mtime: (i64, i64),
 }
 
-fn file_identity(path: &Path) -> Result<Option<FileIdentity>, StateError> {
-    match std::fs::metadata(path) {
-        Ok(m) => Ok(Some(FileIdentity {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime: (m.mtime(), m.mtime_nsec()),
-        })),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(StateError::Io {
-            path: path.to_owned(),
-            source,
-        }),
-    }
-}
-
-fn read_if_present(path: &Path) -> Result<Option<Vec<u8>>, StateError> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(StateError::Io {
-            path: path.to_owned(),
-            source,
-        }),
-    }
-}
-
-fn remove_if_present(path: &Path) -> Result<(), StateError> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(StateError::Io {
-            path: path.to_owned(),
-            source,
-        }),
-    }
-}
-
-/// Makes the directory's entries (new names, renames) durable.
-fn sync_dir(dir: &Path) -> Result<(), StateError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error(dir))
-}
-
-fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
-    move |source| StateError::Io {
-        path: path.to_owned(),
-        source,
-    }
+fn snapshot_identity(dir: &StateDir) -> Result<Option<FileIdentity>, StateError> {
+    let Some(file) = dir.open(SNAPSHOT, Access::Read)? else {
+        return Ok(None);
+    };
+    let m = file
+        .metadata()
+        .map_err(io_error(&dir.file_path(SNAPSHOT)))?;
+    Ok(Some(FileIdentity {
+        dev: m.dev(),
+        ino: m.ino(),
+        size: m.size(),
+        mtime: (m.mtime(), m.mtime_nsec()),
+    }))
 }
 
 /// io::Error is not Clone; every waiter of a failed batch gets its own copy.
@@ -635,8 +375,8 @@ fn copy_io_error(e: &io::Error) -> io::Error {
     }
 }
 
-/// The writer stopped because the journal's content on disk is no longer known.
-struct Fatal;
+/// Why the writer stopped: the journal's content on disk is no longer known.
+struct Fatal(String);
 
 /// A change encoded into its journal line, waiting for the commit.
 enum Change {
@@ -651,7 +391,7 @@ enum Change {
 /// The one thread that writes the state files. A plain thread, not a tokio task: every call
 /// it makes blocks (write, fsync, rename), and it then works under any runtime flavour.
 struct Writer {
-    dir: PathBuf,
+    dir: StateDir,
     journal_path: PathBuf,
     journal: File,
     /// Bytes in the journal that are committed: where a failed append is cut back to.
@@ -662,6 +402,8 @@ struct Writer {
     compaction_retry_at: usize,
     records: Arc<RwLock<Records>>,
     commits: Arc<AtomicU64>,
+    /// Set with the reason when the writer stops, before the failed batch's callers hear.
+    fatal: Arc<OnceLock<String>>,
 }
 
 impl Writer {
@@ -672,10 +414,9 @@ impl Writer {
             while let Ok(more) = commands.try_recv() {
                 batch.push(more);
             }
-            if self.commit(batch).is_err() {
+            if let Err(Fatal(reason)) = self.commit(batch) {
                 error!(
-                    path = %self.journal_path.display(),
-                    "the state journal is in an unknown state after a failed write; no more changes are accepted until a restart"
+                    "the state writer has stopped: {reason}; no more changes are accepted until a restart"
                 );
                 // Dropping the receiver fails every queued and later call with WriterGone.
                 return;
@@ -731,14 +472,17 @@ impl Writer {
                 }
                 Err((source, fatal)) => {
                     warn!(path = %self.journal_path.display(), changes = changes.len(), "state write failed: {source}");
+                    if let Some(Fatal(reason)) = &fatal {
+                        self.stop(reason);
+                    }
                     for ack in changes.into_iter().filter_map(|(_, ack)| ack) {
                         let _ = ack.send(Err(StateError::Io {
                             path: self.journal_path.clone(),
                             source: copy_io_error(&source),
                         }));
                     }
-                    if fatal {
-                        return Err(Fatal);
+                    if let Some(fatal) = fatal {
+                        return Err(fatal);
                     }
                 }
             }
@@ -750,6 +494,7 @@ impl Writer {
         let result = self.compact();
         match &result {
             Ok(()) => {}
+            Err((_, Some(Fatal(reason)))) => self.stop(reason),
             Err((e, _)) if flushes.is_empty() => {
                 self.compaction_retry_at = self.journal_lines + MIN_COMPACTION_LINES;
                 warn!("state compaction failed (the journal keeps everything; retried later): {e}");
@@ -763,18 +508,35 @@ impl Writer {
             });
         }
         match result {
-            Err((_, true)) => Err(Fatal),
+            Err((_, Some(fatal))) => Err(fatal),
             _ => Ok(()),
         }
     }
 
-    /// Appends the changes' journal lines and fsyncs them. On error: the error, and whether
-    /// the journal is now in an unknown state.
+    /// Makes the reason visible to [`StateStore::fatal`]; the caller then stops the writer.
+    fn stop(&self, reason: &str) {
+        let _ = self.fatal.set(reason.to_owned());
+    }
+
+    /// After a failed fsync the kernel may have dropped the pages while marking them clean,
+    /// so a retry can "succeed" over lost data: the writer stops (PostgreSQL's lesson).
+    fn fsync_failed(&self, e: &io::Error) -> Fatal {
+        Fatal(format!(
+            "fsync of {} failed ({e}): the kernel may have dropped what was written",
+            self.journal_path.display()
+        ))
+    }
+
+    /// Appends the changes' journal lines and fsyncs them. On error: the error, and why the
+    /// journal is now in an unknown state if it is.
     ///
     /// The lines go out through one buffer as they are encoded: a first start with 10,000
     /// new resources is one batch of ~4 MB, and holding it whole would leave the daemon's
     /// heap that much bigger for the rest of its life (the allocator keeps what it grew to).
-    fn append(&mut self, changes: &[(Change, Option<Ack>)]) -> Result<(), (io::Error, bool)> {
+    fn append(
+        &mut self,
+        changes: &[(Change, Option<Ack>)],
+    ) -> Result<(), (io::Error, Option<Fatal>)> {
         let mut out = BufWriter::with_capacity(JOURNAL_BUFFER, &self.journal);
         let mut line = Vec::new();
         let (mut bytes, mut count) = (0u64, 0usize);
@@ -789,19 +551,12 @@ impl Writer {
             count += 1;
             Ok(())
         };
-        let put = |record| EntryOut {
-            v: STATE_VERSION,
-            put: Some(record),
-            remove: None,
-        };
         let written = changes.iter().try_for_each(|(change, _)| match change {
-            Change::Put(record) | Change::PutLazy(record) => write_line(&put(record)),
-            Change::PutMany(records) => records.iter().try_for_each(|r| write_line(&put(r))),
-            Change::Remove(key) => write_line(&EntryOut {
-                v: STATE_VERSION,
-                put: None,
-                remove: Some(key),
-            }),
+            Change::Put(record) | Change::PutLazy(record) => write_line(&EntryOut::put(record)),
+            Change::PutMany(records) => records
+                .iter()
+                .try_for_each(|r| write_line(&EntryOut::put(r))),
+            Change::Remove(key) => write_line(&EntryOut::remove(key)),
         });
         let written = written.and_then(|()| out.flush());
         // Never flushed again on drop: after an error, what is buffered must not follow.
@@ -813,11 +568,18 @@ impl Writer {
                 .journal
                 .set_len(self.journal_len)
                 .and_then(|()| self.journal.sync_data());
-            return Err((e, cut.is_err()));
+            let fatal = cut.err().map(|cut| {
+                Fatal(format!(
+                    "a write to {} failed ({e}), and cutting it back failed too ({cut}): what the journal holds is unknown",
+                    self.journal_path.display()
+                ))
+            });
+            return Err((e, fatal));
         }
-        // After a failed fsync the kernel may have dropped the pages while marking them
-        // clean, so a retry can "succeed" over lost data: stop instead (PostgreSQL's lesson).
-        self.journal.sync_data().map_err(|e| (e, true))?;
+        if let Err(e) = self.journal.sync_data() {
+            let fatal = self.fsync_failed(&e);
+            return Err((e, Some(fatal)));
+        }
         self.journal_len += bytes;
         self.journal_lines += count;
         self.commits.fetch_add(1, Ordering::Relaxed);
@@ -835,8 +597,8 @@ impl Writer {
     }
 
     /// Writes the map as the new snapshot, then empties the journal (see the head comment for
-    /// why every instant in between is safe). On error: whether the writer must stop.
-    fn compact(&mut self) -> Result<(), (StateError, bool)> {
+    /// why every instant in between is safe). On error: why the writer must stop, if it must.
+    fn compact(&mut self) -> Result<(), (StateError, Option<Fatal>)> {
         if self.journal_len == 0 {
             // The snapshot (or its absence, for an empty state) already says everything.
             return Ok(());
@@ -848,25 +610,20 @@ impl Writer {
         // `put_lazy` takes the write lock on a runtime thread, which must not wait on a disk.
         write_snapshot(&self.dir, |out| {
             let records = self.records.read().unwrap_or_else(PoisonError::into_inner);
-            serde_json::to_writer_pretty(
-                &mut *out,
-                &SnapshotOut {
-                    version: STATE_VERSION,
-                    records: records.values().collect(),
-                },
-            )?;
+            serde_json::to_writer_pretty(&mut *out, &SnapshotOut::new(records.values().collect()))?;
             out.write_all(b"\n")?;
             out.flush()
         })
-        .map_err(|e| (e, false))?;
+        .map_err(|e| (e, None))?;
 
         // Only now, with the new snapshot's name durable, is the journal redundant.
         self.journal
             .set_len(0)
-            .map_err(|e| (io_error(&self.journal_path)(e), false))?;
-        self.journal
-            .sync_data()
-            .map_err(|e| (io_error(&self.journal_path)(e), true))?;
+            .map_err(|e| (io_error(&self.journal_path)(e), None))?;
+        if let Err(e) = self.journal.sync_data() {
+            let fatal = self.fsync_failed(&e);
+            return Err((io_error(&self.journal_path)(e), Some(fatal)));
+        }
         debug!(lines = self.journal_lines, "state compacted");
         self.journal_len = 0;
         self.journal_lines = 0;
@@ -875,36 +632,29 @@ impl Writer {
     }
 }
 
-/// `state.json.tmp` (0600), fsync, rename over `state.json`, fsync the directory.
-/// `contents` writes the whole snapshot; whatever it locks is released before the fsyncs.
+/// `state.json.tmp` (0600, created new: never written through a link), fsync, rename over
+/// `state.json`, fsync the directory. `contents` writes the whole snapshot; whatever it locks
+/// is released before the fsyncs.
 fn write_snapshot(
-    dir: &Path,
+    dir: &StateDir,
     contents: impl FnOnce(&mut BufWriter<&File>) -> io::Result<()>,
 ) -> Result<(), StateError> {
-    let tmp = dir.join(SNAPSHOT_TMP);
-    let written = remove_if_present(&tmp).and_then(|()| {
-        // create_new: the mode applies only to a file created now.
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(FILE_MODE)
-            .open(&tmp)
-            .and_then(|file| {
-                let mut out = BufWriter::new(&file);
-                contents(&mut out)?;
-                out.flush()?;
+    let written = dir.create_new(SNAPSHOT_TMP).and_then(|file| {
+        let mut out = BufWriter::new(&file);
+        contents(&mut out)
+            .and_then(|()| out.flush())
+            .and_then(|()| {
                 drop(out);
                 file.sync_all()
             })
-            .map_err(io_error(&tmp))
+            .map_err(io_error(&dir.file_path(SNAPSHOT_TMP)))
     });
     if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
+        let _ = dir.remove(SNAPSHOT_TMP);
         return Err(e);
     }
-    let target = dir.join(SNAPSHOT);
-    std::fs::rename(&tmp, &target).map_err(io_error(&target))?;
-    sync_dir(dir)
+    dir.rename(SNAPSHOT_TMP, SNAPSHOT)?;
+    dir.sync()
 }
 
 /// StateError is not Clone (it holds io::Error); every flush waiter gets its own copy.
@@ -925,7 +675,8 @@ mod tests {
     use chrono::{TimeZone, Utc};
 
     use super::*;
-    use crate::rotation::Step;
+    use crate::error::Classify;
+    use crate::state::Step;
 
     fn record(resource: &str, step: Step) -> Record {
         let at = Utc
@@ -943,172 +694,6 @@ mod tests {
         );
         record.step = step;
         record
-    }
-
-    fn line(entry: &EntryOut<'_>) -> String {
-        serde_json::to_string(entry).unwrap()
-    }
-
-    fn put_line(record: &Record) -> String {
-        line(&EntryOut {
-            v: 1,
-            put: Some(record),
-            remove: None,
-        })
-    }
-
-    fn remove_line(key: &Key) -> String {
-        line(&EntryOut {
-            v: 1,
-            put: None,
-            remove: Some(key),
-        })
-    }
-
-    #[test]
-    fn journal_lines_have_the_documented_shape() {
-        let r = record("store_a", Step::Idle);
-        let put = put_line(&r);
-        assert!(
-            put.starts_with(r#"{"v":1,"put":{"key":{"policy":"db","resource":"store_a"}"#),
-            "{put}"
-        );
-        assert_eq!(
-            remove_line(&r.key),
-            r#"{"v":1,"remove":{"policy":"db","resource":"store_a"}}"#
-        );
-    }
-
-    #[test]
-    fn replay_applies_in_order_and_reports_a_cut_line() {
-        let a = record("a", Step::Due);
-        let b = record("b", Step::Idle);
-        let journal = format!(
-            "{}\n{}\n{}\n{}",
-            put_line(&a),
-            put_line(&b),
-            remove_line(&a.key),
-            &put_line(&a)[..20]
-        );
-        let mut records = Records::new();
-        let (lines, complete) = replay(Path::new("j"), journal.as_bytes(), &mut records).unwrap();
-        assert_eq!(lines, 3);
-        assert_eq!(
-            &journal.as_bytes()[complete..],
-            &put_line(&a).as_bytes()[..20]
-        );
-        assert_eq!(records.into_values().collect::<Vec<_>>(), vec![b]);
-    }
-
-    #[test]
-    fn replay_over_a_snapshot_that_holds_it_changes_nothing() {
-        let a1 = record("a", Step::Due);
-        let a2 = record(
-            "a",
-            Step::Creating {
-                rotation_id: "r1".to_owned(),
-                earlier: None,
-            },
-        );
-        let b = record("b", Step::Idle);
-        let c = record("c", Step::Idle);
-        let journal = [
-            put_line(&a1),
-            put_line(&b),
-            put_line(&c),
-            remove_line(&b.key),
-            put_line(&a2),
-        ]
-        .map(|l| l + "\n")
-        .concat();
-        let mut from_empty = Records::new();
-        replay(Path::new("j"), journal.as_bytes(), &mut from_empty).unwrap();
-        let mut again = from_empty.clone();
-        replay(Path::new("j"), journal.as_bytes(), &mut again).unwrap();
-        assert_eq!(again, from_empty);
-        assert_eq!(again.values().cloned().collect::<Vec<_>>(), vec![a2, c]);
-    }
-
-    #[test]
-    fn damage_is_refused_with_file_line_and_a_content_free_reason() {
-        let a = record("a", Step::Idle);
-        let secretish = "hunter2-looks-like-a-value";
-        // (journal, line, reason starts with)
-        let cases = [
-            (
-                format!("{}\n{{\"v\":1,\"put\":\"{secretish}\"}}\n", put_line(&a)),
-                2,
-                "valid JSON but not",
-            ),
-            (
-                format!("{}\n{secretish}\n{}\n", put_line(&a), put_line(&a)),
-                2,
-                "not valid JSON",
-            ),
-            ("{\"v\":1}\n".to_owned(), 1, "an entry holds exactly one"),
-            (
-                format!(
-                    "{{\"v\":1,\"put\":{},\"remove\":{}}}\n",
-                    serde_json::to_string(&a).unwrap(),
-                    serde_json::to_string(&a.key).unwrap()
-                ),
-                1,
-                "an entry holds exactly one",
-            ),
-            ("\n".to_owned(), 1, "JSON cut short"),
-            (
-                "{\"v\":0,\"remove\":{\"policy\":\"p\",\"resource\":\"r\"}}\n".to_owned(),
-                1,
-                "version 0",
-            ),
-        ];
-        for (journal, want_line, want_reason) in cases {
-            match replay(
-                Path::new("dir/journal.jsonl"),
-                journal.as_bytes(),
-                &mut Records::new(),
-            ) {
-                Err(StateError::Corrupt { path, line, reason }) => {
-                    assert_eq!(path, Path::new("dir/journal.jsonl"));
-                    assert_eq!(line, Some(want_line), "{journal}");
-                    assert!(reason.starts_with(want_reason), "{reason} for {journal}");
-                    assert!(!reason.contains(secretish), "{reason}");
-                }
-                other => panic!("{journal}: {other:?}"),
-            }
-        }
-    }
-
-    #[test]
-    fn a_newer_entry_is_newer_version_even_when_its_shape_is_unknown() {
-        let journal = "{\"v\":2,\"upsert\":[1,2,3]}\n";
-        match replay(
-            Path::new("journal.jsonl"),
-            journal.as_bytes(),
-            &mut Records::new(),
-        ) {
-            Err(StateError::NewerVersion {
-                found: 2,
-                supported: 1,
-                ..
-            }) => {}
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn snapshot_damage_names_the_line() {
-        let text = "{\n  \"version\": 1,\n  \"records\": [\n    {\"key\": 5}\n  ]\n}\n";
-        match parse_snapshot(Path::new("state.json"), text.as_bytes()) {
-            Err(StateError::Corrupt {
-                line: Some(4),
-                reason,
-                ..
-            }) => {
-                assert!(reason.starts_with("valid JSON but not"), "{reason}");
-            }
-            other => panic!("{other:?}"),
-        }
     }
 
     /// Changes queued while a commit is in flight share the next one: holding the map's lock
@@ -1153,10 +738,14 @@ mod tests {
         assert_eq!(store.records().len(), 1000);
     }
 
+    /// A store whose journal handle cannot write (opened read-only) stands in for a full
+    /// disk on which the failed write cannot be cut back either: the journal's content is
+    /// then unknown, and the store must say so (issue 10, item 6) instead of failing every
+    /// later change with a retryable error while the daemon looks alive.
     #[test]
-    fn a_failed_write_that_cannot_be_cut_back_fails_its_waiters_and_stops_the_writer() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("state");
+    fn a_failed_write_that_cannot_be_cut_back_stops_the_store_and_says_why() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("state");
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -1165,38 +754,46 @@ mod tests {
         runtime
             .block_on(store.put(record("a", Step::Idle)))
             .unwrap();
+        assert_eq!(store.fatal(), None);
+        drop(store);
 
-        // A writer whose journal handle cannot write (opened read-only) stands in for a full disk.
-        let (queue, commands) = mpsc::unbounded_channel();
         let journal_path = state.join(JOURNAL);
         let len = std::fs::metadata(&journal_path).unwrap().len();
-        let writer = Writer {
-            dir: state.clone(),
-            journal_path: journal_path.clone(),
-            journal: File::open(&journal_path).unwrap(),
-            journal_len: len,
-            journal_lines: 1,
-            compaction_retry_at: 0,
-            records: Arc::new(RwLock::new(store.records())),
-            commits: Arc::new(AtomicU64::new(0)),
-        };
-        let records = writer.records.clone();
-        let thread = std::thread::spawn(move || writer.run(commands));
-        let (ack, done) = oneshot::channel();
-        queue
-            .send(Command::Put(Box::new(record("b", Step::Due)), ack))
-            .map_err(|_| ())
-            .unwrap();
-        match runtime.block_on(done).unwrap() {
+        let dir = StateDir::open_for_writing(&state).unwrap();
+        let lock = dir.take_lock().unwrap();
+        let journal = File::open(&journal_path).unwrap();
+        let loaded = format::load(&dir, Some(&journal)).unwrap();
+        let store = start(dir, lock, journal, loaded).unwrap();
+
+        match runtime.block_on(store.put(record("b", Step::Due))) {
             Err(StateError::Io { path, .. }) => assert_eq!(path, journal_path),
             other => panic!("{other:?}"),
         }
-        // Not applied, and (cutting back a read-only handle fails too) the writer stopped.
-        assert_eq!(records.read().unwrap().len(), 1);
-        thread.join().unwrap();
-        let (ack, done) = oneshot::channel();
-        assert!(queue.send(Command::Flush(ack)).is_err());
-        drop(done);
+        // Not applied; the reason is there as soon as the failed change's caller hears.
+        assert_eq!(store.records().len(), 1);
+        let reason = store.fatal().unwrap_or_else(|| panic!("no fatal reason"));
+        assert!(reason.contains("journal.jsonl"), "{reason}");
+        assert!(reason.contains("cutting it back failed too"), "{reason}");
+
+        // Every later change fails with the fatal kind, never a transient one.
+        let later = [
+            runtime.block_on(store.put(record("c", Step::Due))),
+            runtime.block_on(store.put_all(vec![record("d", Step::Due)])),
+            runtime.block_on(store.remove(&record("a", Step::Idle).key)),
+            runtime.block_on(store.flush()),
+            runtime.block_on(store.put(record("e", Step::Due))),
+        ];
+        for result in later {
+            match result {
+                Err(e) => {
+                    assert!(e.is_fatal(), "{e:?}");
+                    assert!(!e.is_transient(), "{e:?}");
+                    assert!(!e.is_usage(), "{e:?}");
+                }
+                Ok(()) => panic!("a change was accepted after the writer stopped"),
+            }
+        }
+        assert_eq!(store.fatal(), Some(reason));
         assert_eq!(std::fs::metadata(&journal_path).unwrap().len(), len);
     }
 }
