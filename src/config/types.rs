@@ -316,6 +316,18 @@ impl DatabaseConfig {
         if previous == Some(a.as_str()) { b } else { a }
     }
 
+    /// The user that a rotation setting [`next_user`](Self::next_user)`(previous)` replaces
+    /// without the caller knowing it: when `previous` is `None` or no user of this config,
+    /// the other user of the pair, which deployments may still use (the first rotation sets
+    /// one user; the other was the live one). `None` when the caller named the previous user.
+    pub fn superseded_unknown(&self, previous: Option<&str>) -> Option<&str> {
+        if previous.is_some_and(|p| self.is_user(p)) {
+            return None;
+        }
+        let next = self.next_user(previous);
+        self.users.iter().map(String::as_str).find(|u| *u != next)
+    }
+
     /// Whether `name` is one of the two users: a handle that is not is never touched.
     pub fn is_user(&self, name: &str) -> bool {
         self.users.iter().any(|u| u == name)

@@ -411,6 +411,8 @@ impl Provider for RedisProvider {
         Ok(Credential {
             handle: format!("{HANDLE_PREFIX}{hash}"),
             fields,
+            // Each password is added beside the others: none is replaced.
+            supersedes: None,
         })
     }
 
