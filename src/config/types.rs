@@ -56,6 +56,8 @@ pub struct Installation {
     /// Vercel's `integrationConfigurationId` (`icfg_...`).
     pub id: String,
     pub token: TokenSource,
+    /// Its table as written, in canonical form: half of what [`Policy::digest`] hashes.
+    pub(super) written: String,
 }
 
 /// Where an installation's bearer token comes from. Never the command line.
@@ -86,6 +88,8 @@ pub struct Policy {
     pub secrets: Vec<SecretSpec>,
     /// Also show a redeploy banner on the resource in the Vercel dashboard.
     pub notify_dashboard: bool,
+    /// Its table as written, in canonical form: what [`Policy::digest`] hashes.
+    pub(super) written: String,
 }
 
 /// One secret of a policy: a name and templates over the provider's fields.
