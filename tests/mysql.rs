@@ -156,6 +156,8 @@ async fn mysql_two_rotations_then_retirement_keep_a_working_credential_throughou
     // Rotation 1: the first user, fields from the admin URL; it logs in right away.
     let first = p.create(&t, "rot-1", None).await.unwrap();
     assert_eq!(first.handle, a);
+    // The caller knew no previous credential: the other user is the live one it replaces.
+    assert_eq!(first.supersedes.as_deref(), Some(b));
     let pw1 = field(&first, "password");
     assert_eq!(pw1.len(), 32);
     assert!(pw1.bytes().all(|c| c.is_ascii_alphanumeric()));
@@ -175,6 +177,10 @@ async fn mysql_two_rotations_then_retirement_keep_a_working_credential_throughou
     assert_eq!(attempt.handle, b);
     let second = p.create(&t, "rot-2", Some(a)).await.unwrap();
     assert_eq!(second.handle, b);
+    assert_eq!(
+        second.supersedes, None,
+        "the caller named the previous user"
+    );
     let pw2 = field(&second, "password");
     assert_ne!(pw2, field(&attempt, "password"));
     assert_refused(&s.db, b, &field(&attempt, "password")).await;

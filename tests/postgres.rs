@@ -108,6 +108,8 @@ async fn postgres_two_rotations_then_retirement_keep_a_working_credential_throug
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(first.handle, "orders_a");
+    // The caller knew no previous credential: the other role is the live one it replaces.
+    assert_eq!(first.supersedes.as_deref(), Some("orders_b"));
     assert_eq!(field(&first, "username"), "orders_a");
     assert_eq!(field(&first, "host"), "127.0.0.1");
     assert_eq!(field(&first, "port"), pg.port().to_string());
@@ -141,6 +143,10 @@ async fn postgres_two_rotations_then_retirement_keep_a_working_credential_throug
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(second.handle, "orders_b");
+    assert_eq!(
+        second.supersedes, None,
+        "the caller named the previous role"
+    );
     let pw2 = field(&second, "password");
     plaintexts.push(pw2.clone());
     assert_eq!(
@@ -510,6 +516,7 @@ async fn postgres_errors_are_classified_and_never_show_a_secret() {
     let bogus = Credential {
         handle: "orders_b".to_owned(),
         fields,
+        supersedes: None,
     };
     let err = provider(&good, USERS)
         .verify(&t, "r", &bogus)

@@ -1,6 +1,8 @@
 //! Providers against real child processes: the `command` protocol byte for byte, the limits
 //! on a misbehaving program (timeout, output cap, exit statuses), that no value leaks into an
-//! error, argv or the environment, and `random`'s `apply`.
+//! error, argv or the environment, and `random`'s `apply`. The last part drives the built
+//! binary: what a user sees of a program whose answer does not parse, a program that
+//! outlives a killed `run --once`, and `check` on a program that does not exist.
 //!
 //! Test programs are small Python or sh scripts written into a temporary directory. Most run
 //! through their interpreter (`/usr/bin/python3 script.py`) rather than being executed
@@ -9,8 +11,11 @@
 //! script directly, to cover the ordinary configuration.
 
 use std::path::{Path, PathBuf};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
+use crate::common::cli;
+use crate::common::fake_vercel::FakeVercel;
 use crate::common::provider_helpers::{credential, target};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -18,7 +23,7 @@ use vercel_secret_rotator::config::{Charset, CommandConfig, CommandSpec, RandomC
 use vercel_secret_rotator::error::Classify;
 use vercel_secret_rotator::providers::command::CommandProvider;
 use vercel_secret_rotator::providers::random::RandomProvider;
-use vercel_secret_rotator::providers::{Outcome, Provider, ProviderError};
+use vercel_secret_rotator::providers::{Outcome, Provider, ProviderError, Stderr};
 use vercel_secret_rotator::secret::ExposeSecret;
 
 const PYTHON: &str = "/usr/bin/python3";
@@ -299,7 +304,7 @@ async fn a_failing_exit_is_transient_except_the_sysexits_that_say_the_call_is_wr
                 ..
             } => {
                 assert_eq!(status, &format!("exit status {code}"));
-                assert_eq!(stderr, "failed on purpose");
+                assert_eq!(stderr, &Stderr::Shown("failed on purpose".into()));
                 assert_eq!(*action, "create");
             }
             other => panic!("exit {code}: expected Failed, got {other:?}"),
@@ -602,6 +607,53 @@ sys.exit(75)
     );
 }
 
+/// A program that made a credential, said it on stderr, and answered with broken JSON.
+const MALFORMED_WITH_STDERR: &str = r#"
+sys.stderr.write("made the password canary-5f1d0c9e-hunter2 for you\n")
+sys.stdout.write('{"handle": "h", "fields": {"password": "canary-5f1d0c9e-hunter2"')
+sys.exit(int(sys.argv[2]))
+"#;
+
+#[tokio::test]
+async fn stderr_is_withheld_when_the_answer_did_not_parse() {
+    for code in [0, 1, 3, 78] {
+        let scripts = Scripts::new();
+        let mut spec = scripts.python(MALFORMED_WITH_STDERR);
+        spec.args.push(code.to_string());
+        let error = command(spec)
+            .create(&target(), "rot-1", None)
+            .await
+            .unwrap_err();
+        assert_no_canary(&error);
+        match &error {
+            ProviderError::BadOutput { .. } => assert_eq!(code, 0, "{error}"),
+            ProviderError::Failed { stderr, .. } => {
+                let bytes = "made the password canary-5f1d0c9e-hunter2 for you\n".len();
+                assert_eq!(stderr, &Stderr::Withheld { bytes }, "exit {code}");
+                let text = error.to_string();
+                assert!(
+                    text.ends_with(&format!("; stderr withheld: the answer did not parse, so values in it could not be scrubbed ({bytes} bytes)")),
+                    "{text}"
+                );
+            }
+            other => panic!("exit {code}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn stderr_of_a_failure_with_nothing_on_stdout_is_shown() {
+    let scripts = Scripts::new();
+    let provider = command(scripts.sh("cat >/dev/null; echo 'database unreachable' >&2; exit 1"));
+    let error = provider.create(&target(), "rot-1", None).await.unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .ends_with("; stderr: database unreachable"),
+        "{error}"
+    );
+}
+
 #[tokio::test]
 async fn the_program_gets_no_value_in_argv_and_only_allowlisted_environment() {
     const ALLOWED: [&str; 9] = [
@@ -709,4 +761,263 @@ async fn random_apply_exiting_3_fails_create_saying_the_value_was_not_applied() 
         text.contains("does not implement `apply`, so the new value was not applied"),
         "{text}"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Through the binary
+
+/// A temp dir with a token and a config for the built binary, against the fake Vercel.
+struct Binary {
+    fake: FakeVercel,
+    dir: TempDir,
+}
+
+const INSTALLATION: &str = "icfg_providers";
+const TOKEN: &str = "tok_providers_7c1e";
+
+impl Binary {
+    async fn new(resources: &[&str]) -> Binary {
+        let fake = FakeVercel::start().await;
+        fake.add_installation(INSTALLATION, TOKEN);
+        for resource in resources {
+            fake.add_resource(INSTALLATION, resource);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        cli::write_token(dir.path(), "vercel.token", TOKEN);
+        Binary { fake, dir }
+    }
+
+    /// Writes a config whose policies are `(name, resource, provider table)`, each pushing
+    /// `{password}` as its own secret, and returns its path.
+    fn config(&self, policies: &[(&str, &str, String)]) -> PathBuf {
+        let mut text = format!(
+            "[vercel]\napi-url = \"{url}\"\n\n[state]\ndir = \"{state}\"\n\n\
+             [installations.p]\nid = \"{INSTALLATION}\"\ntoken-file = \"{token}\"\n",
+            url = self.fake.url(),
+            state = self.state_dir().display(),
+            token = self.dir.path().join("vercel.token").display(),
+        );
+        for (i, (name, resource, provider)) in policies.iter().enumerate() {
+            text.push_str(&format!(
+                "\n[[policies]]\nname = \"{name}\"\ninstallation = \"p\"\nresources = [\"{resource}\"]\n\
+                 every = \"30d\"\ngrace = \"1h\"\nprovider = {provider}\n\n\
+                 [[policies.secrets]]\nname = \"SECRET_{i}\"\nvalue = \"{{password}}\"\n"
+            ));
+        }
+        let path = self.dir.path().join("config.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Every file of the state directory, as text.
+    fn state_text(&self) -> String {
+        let mut text = String::new();
+        for entry in std::fs::read_dir(self.state_dir()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                text.push_str(&String::from_utf8_lossy(&std::fs::read(&path).unwrap()));
+            }
+        }
+        text
+    }
+
+    async fn run(&self, config: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut all = vec!["--config".to_owned(), path_arg(config)];
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        let env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        cli::run_async(all, env).await
+    }
+}
+
+fn command_table(argv: &[&str], timeout: &str) -> String {
+    let argv: Vec<String> = argv.iter().map(|a| format!("{a:?}")).collect();
+    format!(
+        "{{ kind = \"command\", command = [{}], timeout = \"{timeout}\" }}",
+        argv.join(", ")
+    )
+}
+
+/// Regression (issue 10, item 11): a program's stderr was logged unscrubbed when its stdout
+/// did not parse, since only the values of a parsed answer were known to scrub.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_program_whose_answer_does_not_parse_leaks_no_value_through_the_binary() {
+    let run = Binary::new(&["res_ok", "res_fail"]).await;
+    let script = run.dir.path().join("malformed.py");
+    std::fs::write(
+        &script,
+        format!("import sys\nsys.stdin.read()\nLOG = None\n{MALFORMED_WITH_STDERR}"),
+    )
+    .unwrap();
+    // argv[1] is unused (the Python tests' log path); argv[2] is the exit status.
+    let table = |code: &str| command_table(&[PYTHON, &path_arg(&script), "-", code], "20s");
+    let config = run.config(&[
+        ("answers-0", "res_ok", table("0")),
+        ("answers-1", "res_fail", table("1")),
+    ]);
+    let mut seen = String::new();
+    for format in ["text", "json"] {
+        let out = run
+            .run(
+                &config,
+                &["--log-format", format, "run", "--once"],
+                &[("RUST_LOG", "debug")],
+            )
+            .await;
+        assert_eq!(out.status.code(), Some(1), "{}", cli::stderr(&out));
+        seen.push_str(&cli::stdout(&out));
+        seen.push_str(&cli::stderr(&out));
+    }
+    let status = run.run(&config, &["status", "--json"], &[]).await;
+    seen.push_str(&cli::stdout(&status));
+    seen.push_str(&cli::stderr(&status));
+    let state = run.state_text();
+
+    assert!(!seen.contains("hunter2"), "a value in the output:\n{seen}");
+    assert!(!state.contains("hunter2"), "a value in the state:\n{state}");
+    // Not vacuous: both programs ran and their stderr was withheld, which the user is told.
+    let bytes = "made the password canary-5f1d0c9e-hunter2 for you\n".len();
+    let withheld = format!(
+        "withheld: the answer did not parse, so values in it could not be scrubbed ({bytes} bytes)"
+    );
+    assert!(seen.matches(&withheld).count() >= 4, "{seen}");
+    assert!(state.contains(&withheld), "{state}");
+    assert!(run.fake.secrets(INSTALLATION, "res_ok").is_empty());
+}
+
+/// Whether `pid` is a live process: it exists and is not a zombie (an orphan's zombie waits
+/// for whoever adopted it, which may never reap it).
+fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => false,
+        // `pid (comm) S ...`: the state follows the last `)`.
+        Ok(stat) => !matches!(
+            stat.rsplit(')')
+                .next()
+                .map(str::trim_start)
+                .and_then(|s| s.chars().next()),
+            Some('Z' | 'X') | None
+        ),
+    }
+}
+
+/// Regression (issue 10, item 14): a provider program outlived a SIGKILLed `run --once` and
+/// could finish a `create` nobody records.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_provider_program_dies_with_a_killed_run_once() {
+    let run = Binary::new(&["res_slow"]).await;
+    let pidfile = run.dir.path().join("pid");
+    let script = run.dir.path().join("slow.sh");
+    // The pid is written whole (rename) before the long sleep; `exec` keeps the pid.
+    std::fs::write(
+        &script,
+        format!(
+            "echo $$ > {p}.tmp && mv {p}.tmp {p}\nexec sleep 300\n",
+            p = pidfile.display()
+        ),
+    )
+    .unwrap();
+    let config = run.config(&[(
+        "slow",
+        "res_slow",
+        command_table(&[SH, &path_arg(&script)], "600s"),
+    )]);
+    let mut binary = cli::bin()
+        .args(["--config", &path_arg(&config), "run", "--once"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let pid = loop {
+        if let Ok(text) = std::fs::read_to_string(&pidfile) {
+            break text.trim().parse::<u32>().unwrap();
+        }
+        if let Some(status) = binary.try_wait().unwrap() {
+            panic!("run --once ended ({status}) before the program started");
+        }
+        assert!(Instant::now() < deadline, "the program never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(process_alive(pid));
+
+    binary.kill().unwrap(); // SIGKILL: nothing of the binary runs after this.
+    binary.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while process_alive(pid) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let survived = process_alive(pid);
+    if survived {
+        // Do not leave it sleeping for minutes after a failed test.
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(pid as i32).unwrap(),
+            rustix::process::Signal::KILL,
+        );
+    }
+    assert!(!survived, "the provider program outlived the killed run");
+}
+
+/// Regression (issue 10, item 19): `check` passed a command provider whose program does
+/// not exist, and the run then failed as permanent.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_refuses_a_provider_program_that_cannot_run_and_names_it() {
+    let run = Binary::new(&["res_c"]).await;
+    let not_executable = run.dir.path().join("rotate.sh");
+    std::fs::write(&not_executable, "#!/bin/sh\n").unwrap();
+    let random_apply =
+        |program: &str| format!("{{ kind = \"random\", apply = [{program:?}, \"--db\"] }}");
+    let missing = [
+        (
+            command_table(&["/nonexistent/acme-rotate", "--x"], "60s"),
+            "provider.command: program `/nonexistent/acme-rotate` does not exist",
+        ),
+        (
+            command_table(&["acme-rotate-not-installed"], "60s"),
+            "provider.command: program `acme-rotate-not-installed` is not found on PATH",
+        ),
+        (
+            command_table(&[&path_arg(&not_executable)], "60s"),
+            &format!(
+                "provider.command: program `{}` is not executable by this user",
+                not_executable.display()
+            ),
+        ),
+        (
+            random_apply("/nonexistent/set-password"),
+            "provider.apply: program `/nonexistent/set-password` does not exist",
+        ),
+    ];
+    for (table, want) in missing {
+        let config = run.config(&[("rotator", "res_c", table.clone())]);
+        let out = run.run(&config, &["check"], &[]).await;
+        let stderr = cli::stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{table}: {stderr}");
+        assert!(
+            stderr.contains(&format!("error: policy rotator: {want}")),
+            "{table}: {stderr}"
+        );
+    }
+    // The same configs with programs that exist pass, by absolute path or on PATH.
+    for table in [
+        command_table(&[SH, "-c", "exit 0"], "60s"),
+        command_table(&["sh", "-c", "exit 0"], "60s"),
+        random_apply(SH),
+    ] {
+        let config = run.config(&[("rotator", "res_c", table.clone())]);
+        let out = run.run(&config, &["check"], &[]).await;
+        assert_eq!(out.status.code(), Some(0), "{table}: {}", cli::stderr(&out));
+        assert!(
+            cli::stdout(&out).contains("is executable"),
+            "{}",
+            cli::stdout(&out)
+        );
+    }
 }

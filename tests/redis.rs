@@ -406,3 +406,38 @@ async fn redis_retire_refuses_a_handle_that_is_not_a_password_hash() {
         assert_backend(&err, false, "is not a redis password hash");
     }
 }
+
+/// Retiring is idempotent: a password the user no longer holds, for whatever reason, is
+/// retired already; nothing else about the user changes, and a user that is gone is not
+/// brought back.
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_retiring_a_password_the_user_no_longer_holds_is_done() {
+    let Some(db) = Redis::connect_or_skip("redis_retire_gone").await else {
+        return;
+    };
+    let s = Setup::new(db).await;
+    let user = s.user.as_str();
+    let p = s.provider();
+    let t = target();
+
+    // A hash the user never held.
+    let never = format!("sha256:{}", sha256_hex("never-set-on-this-user"));
+    assert_eq!(p.retire(&t, &never).await.unwrap(), Outcome::Done);
+    assert_eq!(
+        s.db.password_hashes(user).await.unwrap(),
+        [sha256_hex(&s.initial)]
+    );
+
+    // A password someone removed by hand before its retirement was due.
+    let made = p.create(&t, "rot-1", None).await.unwrap();
+    let pw = field(&made, "password");
+    s.db.acl(&["SETUSER", user, &format!("!{}", sha256_hex(&pw))])
+        .await;
+    assert_eq!(p.retire(&t, &made.handle).await.unwrap(), Outcome::Done);
+    assert!(s.db.logs_in(user, &s.initial).await, "other passwords stay");
+
+    // The user itself is gone: done, and the user stays gone.
+    s.db.acl(&["DELUSER", user]).await;
+    assert_eq!(p.retire(&t, &made.handle).await.unwrap(), Outcome::Done);
+    assert_eq!(s.db.password_hashes(user).await, None, "the user came back");
+}

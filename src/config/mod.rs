@@ -6,6 +6,8 @@
 //! semantic error. Running code never sees an unchecked config, and a config with any problem
 //! is refused whole.
 
+mod canonical;
+mod mask;
 mod raw;
 mod types;
 mod validate;
@@ -30,15 +32,13 @@ pub struct Problem {
 }
 
 impl Problem {
-    fn at(source: &str, span: Option<Range<usize>>, key: String, message: String) -> Problem {
+    /// A problem at `span` of `source`. The snippet and the message are masked (see
+    /// [`mask`]): neither may echo a secret someone wrote into the config.
+    fn at(source: &Source, span: Option<Range<usize>>, key: String, message: String) -> Problem {
         let (line, column, snippet) = match span {
             Some(span) => {
-                let (line, column) = line_column(source, span.start);
-                let snippet = source
-                    .lines()
-                    .nth(line - 1)
-                    .map(|l| l.trim_end().to_owned());
-                (Some(line), Some(column), snippet)
+                let (line, column) = line_column(source.text, span.start);
+                (Some(line), Some(column), source.snippet(line))
             }
             None => (None, None, None),
         };
@@ -46,9 +46,33 @@ impl Problem {
             line,
             column,
             key,
-            message,
+            message: mask::mask_message(&message),
             snippet,
         }
+    }
+}
+
+/// The config text problems point into, with its masked lines for snippets (computed once,
+/// when the first problem needs one).
+struct Source<'a> {
+    text: &'a str,
+    masked: std::cell::OnceCell<Vec<String>>,
+}
+
+impl<'a> Source<'a> {
+    fn new(text: &'a str) -> Self {
+        Source {
+            text,
+            masked: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// Line `line` (1-based), masked, without trailing whitespace.
+    fn snippet(&self, line: usize) -> Option<String> {
+        self.masked
+            .get_or_init(|| mask::mask_source(self.text))
+            .get(line.checked_sub(1)?)
+            .map(|l| l.trim_end().to_owned())
     }
 }
 
@@ -188,7 +212,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Validates config text; `path` is only used in messages and [`Config::path`].
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-    let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
+    let source = Source::new(text);
+    let refused = |e: toml::de::Error| {
         let key = e
             .span()
             .map(|span| enclosing_table(text, span.start))
@@ -196,14 +221,17 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         ConfigError::Invalid {
             path: path.to_owned(),
             problems: vec![Problem::at(
-                text,
+                &source,
                 e.span(),
                 key,
                 e.message().trim_end().to_owned(),
             )],
         }
-    })?;
-    validate::validate(path, text, raw)
+    };
+    let raw: raw::RawConfig = toml::from_str(text).map_err(refused)?;
+    // The same text as plain tables: what the user wrote, for the digests (`canonical`).
+    let written: toml::Table = toml::from_str(text).map_err(refused)?;
+    validate::validate(path, &source, raw, &written)
 }
 
 #[cfg(test)]

@@ -56,6 +56,8 @@ pub struct Installation {
     /// Vercel's `integrationConfigurationId` (`icfg_...`).
     pub id: String,
     pub token: TokenSource,
+    /// Its table as written, in canonical form: half of what [`Policy::digest`] hashes.
+    pub(super) written: String,
 }
 
 /// Where an installation's bearer token comes from. Never the command line.
@@ -86,6 +88,8 @@ pub struct Policy {
     pub secrets: Vec<SecretSpec>,
     /// Also show a redeploy banner on the resource in the Vercel dashboard.
     pub notify_dashboard: bool,
+    /// Its table as written, in canonical form: what [`Policy::digest`] hashes.
+    pub(super) written: String,
 }
 
 /// One secret of a policy: a name and templates over the provider's fields.
@@ -314,6 +318,18 @@ impl DatabaseConfig {
     pub fn next_user(&self, previous: Option<&str>) -> &str {
         let [a, b] = &self.users;
         if previous == Some(a.as_str()) { b } else { a }
+    }
+
+    /// The user that a rotation setting [`next_user`](Self::next_user)`(previous)` replaces
+    /// without the caller knowing it: when `previous` is `None` or no user of this config,
+    /// the other user of the pair, which deployments may still use (the first rotation sets
+    /// one user; the other was the live one). `None` when the caller named the previous user.
+    pub fn superseded_unknown(&self, previous: Option<&str>) -> Option<&str> {
+        if previous.is_some_and(|p| self.is_user(p)) {
+            return None;
+        }
+        let next = self.next_user(previous);
+        self.users.iter().map(String::as_str).find(|u| *u != next)
     }
 
     /// Whether `name` is one of the two users: a handle that is not is never touched.

@@ -13,9 +13,10 @@ use std::time::Duration;
 use toml::Spanned;
 use url::Url;
 
+use super::canonical::canonical_at;
 use super::raw::*;
 use super::types::*;
-use super::{ConfigError, Problem};
+use super::{ConfigError, Problem, Source};
 use crate::schedule::Schedule;
 use crate::template::Template;
 
@@ -48,7 +49,7 @@ const RESERVED_ENV_NAMES: [&str; 11] = [
 ];
 
 struct Validator<'a> {
-    source: &'a str,
+    source: &'a Source<'a>,
     problems: Vec<Problem>,
 }
 
@@ -89,7 +90,12 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     })
 }
 
-pub(super) fn validate(path: &Path, source: &str, raw: RawConfig) -> Result<Config, ConfigError> {
+pub(super) fn validate(
+    path: &Path,
+    source: &Source,
+    raw: RawConfig,
+    written: &toml::Table,
+) -> Result<Config, ConfigError> {
     let mut v = Validator {
         source,
         problems: Vec::new(),
@@ -167,6 +173,7 @@ pub(super) fn validate(path: &Path, source: &str, raw: RawConfig) -> Result<Conf
                     name: name.clone(),
                     id,
                     token,
+                    written: canonical_at(written, &["installations", name]),
                 },
             );
         }
@@ -210,7 +217,10 @@ pub(super) fn validate(path: &Path, source: &str, raw: RawConfig) -> Result<Conf
                 v.problem(Some(p.provider.span()), format!("{key}: provider.users"), format!("the same users (through the same admin-url-file) are rotated by policy \"{other}\": each pair of users serves one resource"));
             }
         }
-        if let Some(policy) = validate_policy(&mut v, &key, p, &raw.installations, &installations) {
+        if let Some(mut policy) =
+            validate_policy(&mut v, &key, p, &raw.installations, &installations)
+        {
+            policy.written = canonical_at(written, &["policies", &index.to_string()]);
             if let Some(inst) = installations.get(&policy.installation) {
                 for resource in &policy.resources {
                     for secret in &policy.secrets {
@@ -597,6 +607,7 @@ fn validate_policy(
         provider,
         secrets,
         notify_dashboard: p.notify_dashboard,
+        written: String::new(),
     })
 }
 

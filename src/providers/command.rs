@@ -17,7 +17,7 @@
 
 use async_trait::async_trait;
 
-use super::process::{Invocation, Reply, Required, SecretBuf};
+use super::process::{self, Invocation, Reply, Required, SecretBuf};
 use super::protocol::{self, Channel, Request};
 use super::{Credential, Outcome, Provider, ProviderError, Target};
 use crate::config::CommandConfig;
@@ -126,5 +126,17 @@ impl Provider for CommandProvider {
 
     async fn retire(&self, target: &Target, handle: &str) -> Result<Outcome, ProviderError> {
         self.call_optional(Request::Retire { target, handle }).await
+    }
+
+    /// The program can be run: a rotation would otherwise fail, permanently, at its first
+    /// `create`. Nothing is run.
+    async fn preflight(&self) -> Result<Vec<String>, ProviderError> {
+        let found = process::resolve_program(&self.config.command.program).map_err(|reason| {
+            ProviderError::ProgramUnusable {
+                key: "provider.command",
+                reason,
+            }
+        })?;
+        Ok(vec![format!("program {} is executable", found.display())])
     }
 }

@@ -22,11 +22,30 @@ pub struct DryRunProvider {
     kind: &'static str,
     /// The fields that provider yields, each answered with a placeholder.
     field_names: Vec<String>,
+    /// Whether that provider alternates (see [`Provider::alternates`]): a dry run is held
+    /// back when a real run would be.
+    alternates: bool,
 }
 
 impl DryRunProvider {
+    /// A stand-in for a provider of `kind` that does not alternate; prefer
+    /// [`standing_in_for`](Self::standing_in_for), which asks the real provider.
     pub fn new(kind: &'static str, field_names: Vec<String>) -> Self {
-        DryRunProvider { kind, field_names }
+        DryRunProvider {
+            kind,
+            field_names,
+            alternates: false,
+        }
+    }
+
+    /// A stand-in for `real`: its kind and whether it alternates, and placeholders for
+    /// `field_names`. `real` is only asked, never called.
+    pub fn standing_in_for(real: &dyn Provider, field_names: Vec<String>) -> Self {
+        DryRunProvider {
+            kind: real.kind(),
+            field_names,
+            alternates: real.alternates(),
+        }
     }
 }
 
@@ -34,6 +53,10 @@ impl DryRunProvider {
 impl Provider for DryRunProvider {
     fn kind(&self) -> &'static str {
         self.kind
+    }
+
+    fn alternates(&self) -> bool {
+        self.alternates
     }
 
     async fn create(
@@ -50,6 +73,7 @@ impl Provider for DryRunProvider {
         Ok(Credential {
             handle: DRY_RUN_HANDLE.to_owned(),
             fields,
+            supersedes: None,
         })
     }
 
@@ -98,6 +122,36 @@ mod tests {
             [("password", "<password>"), ("username", "<username>")]
         );
         assert_eq!(provider.kind(), "postgres");
+    }
+
+    #[test]
+    fn a_stand_in_alternates_as_the_real_provider_does() {
+        use crate::config::{DatabaseConfig, ProviderConfig, RandomConfig};
+        let database = DatabaseConfig {
+            admin_url_file: "/etc/admin.url".into(),
+            users: ["a".into(), "b".into()],
+            host: None,
+            port: None,
+            database: None,
+            timeout: std::time::Duration::from_secs(5),
+        };
+        let random = ProviderConfig::Random(RandomConfig {
+            length: 40,
+            charset: crate::config::Charset::Alphanumeric,
+            apply: None,
+            apply_timeout: std::time::Duration::from_secs(5),
+        });
+        for (config, alternates) in [
+            (ProviderConfig::Postgres(database.clone()), true),
+            (ProviderConfig::Mysql(database), true),
+            (random, false),
+        ] {
+            let real = crate::providers::build(&config);
+            let stand_in = DryRunProvider::standing_in_for(real.as_ref(), vec!["password".into()]);
+            assert_eq!(stand_in.kind(), config.kind());
+            assert_eq!(stand_in.alternates(), alternates, "{}", config.kind());
+            assert_eq!(real.alternates(), alternates, "{}", config.kind());
+        }
     }
 
     #[tokio::test]

@@ -38,6 +38,13 @@ pub struct Credential {
     /// Identifies the credential to the provider later (for `retire`). Not secret.
     pub handle: String,
     pub fields: Fields,
+    /// The handle of the credential this one replaces, when the caller did not know it
+    /// (`previous_handle` was `None` or not one the provider recognises) but the provider
+    /// does: with two alternating users (postgres, mysql), the other user of the pair, which
+    /// deployments still use and which must get its grace period like any previous
+    /// credential. `None` for every other kind, and whenever the caller named the previous
+    /// credential itself.
+    pub supersedes: Option<String>,
 }
 
 /// What happened to a call of an optional action.
@@ -52,6 +59,14 @@ pub enum Outcome {
 pub trait Provider: Send + Sync {
     /// The config's `kind`, for messages.
     fn kind(&self) -> &'static str;
+
+    /// Whether the next rotation reuses the handle that is pending retirement (two users
+    /// taking turns: postgres, mysql). Such a rotation must wait until that retirement is
+    /// done, or it would overwrite a credential still in its grace period. Default: `false`,
+    /// every rotation makes a credential of its own.
+    fn alternates(&self) -> bool {
+        false
+    }
 
     /// Makes a new credential live. A repeated call with the same `rotation_id` replaces what
     /// the earlier call made, so redoing it after a crash is safe.
@@ -101,6 +116,14 @@ pub enum ProviderError {
         action: &'static str,
         after: Duration,
     },
+    /// A configured program cannot be run: `check` finds this before a rotation does.
+    #[error("{key}: {reason}")]
+    ProgramUnusable {
+        /// The provider key that names the program: `provider.command`, `provider.apply`.
+        key: &'static str,
+        /// What is wrong, naming the program as the config writes it.
+        reason: String,
+    },
     #[error("`{program}` ({action}) failed with {status}{}", stderr_suffix(.stderr))]
     Failed {
         program: String,
@@ -109,8 +132,8 @@ pub enum ProviderError {
         status: String,
         /// Whether the exit status asks for a retry (anything but the sysexits permanent ones).
         transient: bool,
-        /// The end of the child's stderr, cut short and scrubbed of values.
-        stderr: String,
+        /// What may be shown of the child's stderr.
+        stderr: Stderr,
     },
     #[error("`{program}` ({action}) answered with invalid output: {reason}")]
     BadOutput {
@@ -139,11 +162,43 @@ pub enum ProviderError {
     },
 }
 
-fn stderr_suffix(stderr: &str) -> String {
-    if stderr.trim().is_empty() {
-        String::new()
-    } else {
-        format!("; stderr: {}", stderr.trim())
+/// What an error or a log line shows of a provider program's stderr.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stderr {
+    /// Its end, cut short and scrubbed of every value of the call (may be empty).
+    Shown(String),
+    /// Nothing of it: the answer did not parse, so the values the program made (which stderr
+    /// may echo) are unknown and could not be scrubbed out. Only its size is told.
+    Withheld { bytes: usize },
+}
+
+impl Stderr {
+    /// Whether there is nothing to show or withhold.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Stderr::Shown(text) => text.trim().is_empty(),
+            Stderr::Withheld { bytes } => *bytes == 0,
+        }
+    }
+}
+
+impl std::fmt::Display for Stderr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stderr::Shown(text) => f.write_str(text.trim()),
+            Stderr::Withheld { bytes } => write!(
+                f,
+                "withheld: the answer did not parse, so values in it could not be scrubbed ({bytes} bytes)"
+            ),
+        }
+    }
+}
+
+fn stderr_suffix(stderr: &Stderr) -> String {
+    match stderr {
+        _ if stderr.is_empty() => String::new(),
+        Stderr::Shown(_) => format!("; stderr: {stderr}"),
+        Stderr::Withheld { .. } => format!("; stderr {stderr}"),
     }
 }
 
@@ -152,6 +207,7 @@ impl Classify for ProviderError {
         match self {
             // A missing or non-executable program stays that way until the config changes.
             ProviderError::Spawn { .. } => Persistence::Permanent,
+            ProviderError::ProgramUnusable { .. } => Persistence::Permanent,
             ProviderError::Timeout { .. } => Persistence::Transient,
             ProviderError::Failed {
                 transient: true, ..

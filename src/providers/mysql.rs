@@ -382,6 +382,11 @@ impl Provider for MysqlProvider {
         KIND
     }
 
+    /// The next rotation sets the user whose retirement is pending.
+    fn alternates(&self) -> bool {
+        true
+    }
+
     async fn create(
         &self,
         _target: &Target,
@@ -427,6 +432,10 @@ impl Provider for MysqlProvider {
         Ok(Credential {
             handle: user.to_owned(),
             fields: self.fields(&admin, user, password),
+            supersedes: self
+                .config
+                .superseded_unknown(previous_handle)
+                .map(str::to_owned),
         })
     }
 
@@ -632,6 +641,21 @@ mod tests {
         for (previous, want) in cases {
             assert_eq!(p.config.next_user(previous), want, "{previous:?}");
         }
+    }
+
+    #[test]
+    fn a_first_rotation_supersedes_the_other_user_and_alternates() {
+        let p = provider();
+        let cases = [
+            (None, Some("orders_b")),
+            (Some("someone_else"), Some("orders_b")),
+            (Some("orders_a"), None),
+            (Some("orders_b"), None),
+        ];
+        for (previous, want) in cases {
+            assert_eq!(p.config.superseded_unknown(previous), want, "{previous:?}");
+        }
+        assert!(p.alternates());
     }
 
     #[test]

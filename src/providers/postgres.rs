@@ -271,6 +271,7 @@ impl PostgresProvider {
         Ok(Credential {
             handle: role.to_owned(),
             fields,
+            supersedes: None,
         })
     }
 
@@ -569,6 +570,11 @@ impl Provider for PostgresProvider {
         KIND
     }
 
+    /// The next rotation sets the role whose retirement is pending.
+    fn alternates(&self) -> bool {
+        true
+    }
+
     async fn create(
         &self,
         _target: &Target,
@@ -576,7 +582,12 @@ impl Provider for PostgresProvider {
         previous_handle: Option<&str>,
     ) -> Result<Credential, ProviderError> {
         let role = self.config.next_user(previous_handle);
-        self.bounded("create", self.create_inner(role)).await
+        let mut credential = self.bounded("create", self.create_inner(role)).await?;
+        credential.supersedes = self
+            .config
+            .superseded_unknown(previous_handle)
+            .map(str::to_owned);
+        Ok(credential)
     }
 
     async fn verify(
@@ -789,6 +800,24 @@ mod tests {
             assert_eq!(p.config.next_user(previous), want, "{previous:?}");
         }
         assert!(p.config.is_user("orders_b") && !p.config.is_user("Orders_B"));
+    }
+
+    #[test]
+    fn a_first_rotation_supersedes_the_other_role_and_alternates() {
+        let p = provider(["orders_a", "orders_b"]);
+        let cases = [
+            // Nothing known: the role not set now is the one deployments still use.
+            (None, Some("orders_b")),
+            (Some("legacy"), Some("orders_b")),
+            (Some(""), Some("orders_b")),
+            // The caller named the previous role; it retires that one itself.
+            (Some("orders_a"), None),
+            (Some("orders_b"), None),
+        ];
+        for (previous, want) in cases {
+            assert_eq!(p.config.superseded_unknown(previous), want, "{previous:?}");
+        }
+        assert!(p.alternates());
     }
 
     #[test]

@@ -20,7 +20,14 @@
 //! - **stderr** is read concurrently (a chatty child must not block on a full pipe while we
 //!   wait for its stdout), only the last ~[`STDERR_TAIL`] bytes are kept, and it is never
 //!   parsed. Before it is logged or put into an error it is scrubbed of every value sent or
-//!   received in the call (and, when the answer was not usable, of every string in it).
+//!   received in the call. When stdout held something that did not parse as the answer, the
+//!   values the program made are unknown and cannot be scrubbed, so stderr is **withheld**
+//!   whole ([`Stderr::Withheld`]: only its size is told), and no excerpt of stdout is shown
+//!   either. A program that fails having printed nothing on stdout gave no values, and its
+//!   stderr (scrubbed of the values sent) is shown: that is where it says why it failed.
+//! - **Parent death.** The child asks the kernel for SIGKILL when its parent dies
+//!   (`PR_SET_PDEATHSIG`, see [`die_with_parent`]), so a killed daemon leaves no program
+//!   finishing a `create` that nobody will record.
 //! - **Exit status.** 0: the answer on stdout counts. 3: the program does not know the action
 //!   ([`Reply::Unsupported`], or an error where the action is required, see [`Required`]).
 //!   Any other status is [`ProviderError::Failed`], permanent for the sysexits codes that say
@@ -31,17 +38,19 @@
 //! `protocol.rs`'s, shared with the `http` provider; this file only moves the bytes.
 
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 use super::protocol::{self, Channel};
-use super::{Credential, ProviderError};
+use super::{Credential, ProviderError, Stderr};
 use crate::config::CommandSpec;
 use crate::secret;
 
@@ -62,11 +71,6 @@ pub(crate) const STDOUT_CAP: usize = 1024 * 1024;
 
 /// How much of the end of stderr is kept: enough for the error a program dies with.
 pub(crate) const STDERR_TAIL: usize = 2048;
-
-/// Strings shorter than this, found in an answer that could not be used, are not scrubbed
-/// from stderr: they are not secrets worth the name, and scrubbing "1" or "ok" would make the
-/// log unreadable. Values of a well-formed answer are always scrubbed, whatever their length.
-const MIN_GUESSED_SECRET: usize = 4;
 
 const READ_CHUNK: usize = 8 * 1024;
 
@@ -117,11 +121,14 @@ pub(crate) struct Invocation<'a> {
 }
 
 impl Invocation<'_> {
-    /// Runs the program with `request` on stdin and, on exit 0, turns its stdout into `T`
-    /// with `parse`, which gets valid UTF-8 and returns a reason (safe to show) on failure.
+    /// Runs the program with `request` on stdin and turns its stdout into `T` with `parse`,
+    /// which gets valid UTF-8 and returns a reason (safe to show) on failure. On exit 0 the
+    /// parsed answer is the call's result; on another exit it is parsed only to learn which
+    /// values stderr may echo.
     ///
     /// `sent` are the secret values in the request; they and the values of the parsed answer
-    /// are scrubbed from stderr before it is logged or returned.
+    /// are scrubbed from stderr before it is logged or returned. When stdout held something
+    /// that did not parse, stderr is withheld whole (see [`Stderr::Withheld`]).
     pub async fn call<T: SecretValues>(
         &self,
         request: &SecretBuf,
@@ -130,12 +137,16 @@ impl Invocation<'_> {
     ) -> Result<Reply<T>, ProviderError> {
         let program = self.spec.display_name();
         let mut child = self.spawn()?;
+        let mut stdout = SecretBuf::new();
         let mut stderr = StderrTail::new();
-        let outcome =
-            tokio::time::timeout(self.timeout, exchange(&mut child, request, &mut stderr)).await;
+        let outcome = tokio::time::timeout(
+            self.timeout,
+            exchange(&mut child, request, &mut stdout, &mut stderr),
+        )
+        .await;
 
-        let (status, stdout) = match outcome {
-            Ok(Ok(done)) => done,
+        let status = match outcome {
+            Ok(Ok(status)) => status,
             Ok(Err(failure)) => {
                 kill_and_reap(&mut child).await;
                 let error = match failure {
@@ -153,12 +164,14 @@ impl Invocation<'_> {
                         source,
                     },
                 };
-                self.log_failure(&stderr.finish(sent.iter().copied()), "killed");
+                // Whatever stdout holds was cut off: it was never an answer to parse.
+                self.log_failure(&stderr.unless_answered(&stdout, sent), "killed");
                 return Err(error);
             }
             Err(_elapsed) => {
                 kill_and_reap(&mut child).await;
-                self.log_failure(&stderr.finish(sent.iter().copied()), "timed out, killed");
+                let tail = stderr.unless_answered(&stdout, sent);
+                self.log_failure(&tail, "timed out, killed");
                 return Err(ProviderError::Timeout {
                     program,
                     action: self.action,
@@ -167,11 +180,20 @@ impl Invocation<'_> {
             }
         };
 
+        // A failed program that printed nothing gave no answer, so there is no value of its
+        // making to know about; otherwise its answer is parsed, if only to scrub stderr of it.
+        let answer = (status.success() || !stdout.is_empty())
+            .then(|| protocol::text_of(stdout.as_bytes(), Channel::Stdout).and_then(parse));
+        let tail = match &answer {
+            Some(Ok(answer)) => {
+                Stderr::Shown(stderr.finish(sent.iter().copied().chain(answer.secret_values())))
+            }
+            _ => stderr.unless_answered(&stdout, sent),
+        };
+
         match status.code() {
             Some(0) => {}
             Some(EXIT_UNSUPPORTED) => {
-                let guessed = strings_in(&stdout);
-                let tail = stderr.finish(sent.iter().copied().chain(&guessed));
                 return match self.required {
                     Required::No => {
                         tracing::debug!(
@@ -196,8 +218,6 @@ impl Invocation<'_> {
                 };
             }
             _ => {
-                let guessed = strings_in(&stdout);
-                let tail = stderr.finish(sent.iter().copied().chain(&guessed));
                 let status_text = describe_status(status);
                 self.log_failure(&tail, &status_text);
                 return Err(ProviderError::Failed {
@@ -210,18 +230,14 @@ impl Invocation<'_> {
             }
         }
 
-        let parsed = protocol::text_of(stdout.as_bytes(), Channel::Stdout).and_then(parse);
-        match parsed {
-            Ok(answer) => {
-                let tail = stderr.finish(sent.iter().copied().chain(answer.secret_values()));
+        match answer {
+            Some(Ok(answer)) => {
                 if !tail.is_empty() {
                     tracing::debug!(program = %program, action = self.action, stderr = %tail, "provider program's stderr");
                 }
                 Ok(Reply::Done(answer))
             }
-            Err(reason) => {
-                let guessed = strings_in(&stdout);
-                let tail = stderr.finish(sent.iter().copied().chain(&guessed));
+            Some(Err(reason)) => {
                 self.log_failure(&tail, "exit status 0 with an invalid answer");
                 Err(ProviderError::BadOutput {
                     program,
@@ -229,6 +245,12 @@ impl Invocation<'_> {
                     reason,
                 })
             }
+            // Exit 0 always parses (`answer` is `Some`); this arm is never taken.
+            None => Err(ProviderError::BadOutput {
+                program,
+                action: self.action,
+                reason: "no answer was read".to_owned(),
+            }),
         }
     }
 
@@ -247,21 +269,89 @@ impl Invocation<'_> {
                 command.env(name, value);
             }
         }
+        let parent = rustix::process::getpid();
+        // SAFETY: the closure runs in the forked child before exec, where only
+        // async-signal-safe work is allowed: it makes two system calls (prctl, getppid) and
+        // neither allocates nor takes a lock. It captures only a `Pid` (a plain integer).
+        unsafe {
+            command.pre_exec(move || die_with_parent(parent));
+        }
         command.spawn().map_err(|source| ProviderError::Spawn {
             program: self.spec.display_name(),
             source,
         })
     }
 
-    fn log_failure(&self, stderr: &str, status: &str) {
+    fn log_failure(&self, stderr: &Stderr, status: &str) {
         tracing::warn!(
             program = %self.spec.display_name(),
             action = self.action,
             status,
-            stderr,
+            stderr = %stderr,
             "provider program failed"
         );
     }
+}
+
+/// In the child, before exec: asks the kernel to SIGKILL it when its parent goes, so a
+/// program never outlives a daemon or `run --once` that was killed (SIGKILL, OOM killer)
+/// and finishes a `create` nobody records, racing the restarted run's redo. `kill_on_drop`
+/// only covers a parent that lives to drop the `Child`.
+///
+/// The parent-death signal follows the *thread* that forked the child, not the process: it
+/// fires when that thread exits. Provider calls run on the tokio runtime's worker threads
+/// (or the thread blocking on the runtime), which live as long as the runtime; never make a
+/// call from `spawn_blocking`, whose idle threads exit after a few seconds and would kill a
+/// child in the middle of its call.
+///
+/// If the parent died between fork and the prctl, no signal will ever come: the child has
+/// already been re-parented, so `getppid` no longer names `parent`, and it must not run.
+fn die_with_parent(parent: rustix::process::Pid) -> io::Result<()> {
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+    if rustix::process::getppid() != Some(parent) {
+        return Err(io::Error::from(rustix::io::Errno::SRCH));
+    }
+    Ok(())
+}
+
+/// Checks, without running it, that `program` can be run: a path with a `/` must be a file
+/// this user may execute; a bare name must be one on `PATH` (the `PATH` the program is
+/// started with, see [`ENV_ALLOWLIST`]). The reason names the program as written.
+pub(crate) fn resolve_program(program: &Path) -> Result<PathBuf, String> {
+    let shown = program.display();
+    if program.as_os_str().as_bytes().contains(&b'/') {
+        return match check_executable(program) {
+            Ok(()) => Ok(program.to_owned()),
+            Err(why) => Err(format!("program `{shown}` {why}")),
+        };
+    }
+    // execvp's default when PATH is unset (glibc's confstr(_CS_PATH)).
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/bin:/usr/bin".into());
+    std::env::split_paths(&path)
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .map(|dir| dir.join(program))
+        .find(|candidate| check_executable(candidate).is_ok())
+        .ok_or_else(|| {
+            format!(
+                "program `{shown}` is not found on PATH ({}): give an absolute path, or install it",
+                path.to_string_lossy()
+            )
+        })
+}
+
+/// Whether `path` is a regular file (after symlinks) that this user may execute.
+fn check_executable(path: &Path) -> Result<(), &'static str> {
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err("does not exist"),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            return Err("cannot be reached: permission denied on a directory of its path");
+        }
+        Err(_) => return Err("cannot be inspected"),
+        Ok(meta) if !meta.is_file() => return Err("is not a regular file"),
+        Ok(_) => {}
+    }
+    rustix::fs::access(path, rustix::fs::Access::EXEC_OK)
+        .map_err(|_| "is not executable by this user")
 }
 
 /// Why the exchange with a child stopped before it exited on its own.
@@ -275,8 +365,9 @@ enum Exchange {
 async fn exchange(
     child: &mut Child,
     request: &SecretBuf,
+    stdout_buf: &mut SecretBuf,
     stderr_tail: &mut StderrTail,
-) -> Result<(ExitStatus, SecretBuf), Exchange> {
+) -> Result<ExitStatus, Exchange> {
     let (Some(mut stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
@@ -296,13 +387,11 @@ async fn exchange(
             other => other.map_err(Exchange::Io),
         }
     };
-    let mut stdout_buf = SecretBuf::new();
-    let read_out = read_capped(stdout, &mut stdout_buf, STDOUT_CAP);
+    let read_out = read_capped(stdout, stdout_buf, STDOUT_CAP);
     let read_err = async { stderr_tail.read_all(stderr).await.map_err(Exchange::Io) };
 
     tokio::try_join!(write, read_out, read_err)?;
-    let status = child.wait().await.map_err(Exchange::Io)?;
-    Ok((status, stdout_buf))
+    child.wait().await.map_err(Exchange::Io)
 }
 
 /// Reads `from` into `into` until EOF, or fails with `Overflow` as soon as more than `cap`
@@ -359,33 +448,6 @@ fn is_transient(status: ExitStatus) -> bool {
     )
 }
 
-/// Every string (not key) in `stdout` if it is JSON, as secrets to scrub stderr of when the
-/// answer could not be used and so its values are unknown. Best effort: nothing for non-JSON.
-fn strings_in(stdout: &SecretBuf) -> Vec<SecretString> {
-    fn collect(value: &mut serde_json::Value, out: &mut Vec<SecretString>) {
-        match value {
-            serde_json::Value::String(s) => {
-                // Moving the String keeps its one heap copy, now inside a SecretString.
-                let s = std::mem::take(s);
-                if s.chars().count() >= MIN_GUESSED_SECRET {
-                    out.push(SecretString::from(s));
-                } else {
-                    let mut s = s;
-                    s.zeroize();
-                }
-            }
-            serde_json::Value::Array(items) => items.iter_mut().for_each(|v| collect(v, out)),
-            serde_json::Value::Object(map) => map.values_mut().for_each(|v| collect(v, out)),
-            _ => {}
-        }
-    }
-    let mut out = Vec::new();
-    if let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(stdout.as_bytes()) {
-        collect(&mut value, &mut out);
-    }
-    out
-}
-
 /// The end of a child's stderr, in bounded memory.
 struct StderrTail {
     /// Holds between `STDERR_TAIL` and twice that once there is that much, so a value cut at
@@ -394,6 +456,8 @@ struct StderrTail {
     window: Zeroizing<Vec<u8>>,
     /// Whether bytes were dropped from the front.
     cut: bool,
+    /// How many bytes the child wrote in all.
+    total: usize,
 }
 
 impl StderrTail {
@@ -401,6 +465,7 @@ impl StderrTail {
         StderrTail {
             window: Zeroizing::new(Vec::with_capacity(2 * STDERR_TAIL + READ_CHUNK)),
             cut: false,
+            total: 0,
         }
     }
 
@@ -411,12 +476,24 @@ impl StderrTail {
             if n == 0 {
                 return Ok(());
             }
+            self.total = self.total.saturating_add(n);
             self.window.extend_from_slice(&chunk[..n]);
             if self.window.len() > 2 * STDERR_TAIL {
                 let excess = self.window.len() - STDERR_TAIL;
                 self.window.drain(..excess);
                 self.cut = true;
             }
+        }
+    }
+
+    /// What may be shown when no answer parsed: the kept text scrubbed of the values `sent`
+    /// if stdout is empty (the program answered nothing, so it told of no value of its own),
+    /// else nothing but the size, since the values in that stdout are unknown.
+    fn unless_answered(&self, stdout: &SecretBuf, sent: &[&SecretString]) -> Stderr {
+        if stdout.is_empty() || self.total == 0 {
+            Stderr::Shown(self.finish(sent.iter().copied()))
+        } else {
+            Stderr::Withheld { bytes: self.total }
         }
     }
 
@@ -517,20 +594,13 @@ mod tests {
         let mut window = Zeroizing::new(Vec::new());
         // What is left of the value after the window's front was dropped mid-value.
         window.extend_from_slice(b"canary-ABCDEFGHIJ and later 0123456789-canary-ABCDEFGHIJ end");
-        let tail = StderrTail { window, cut: true };
+        let total = window.len();
+        let tail = StderrTail {
+            window,
+            cut: true,
+            total,
+        };
         let out = tail.finish([&secret]);
         assert_eq!(out, "...and later [REDACTED] end");
-    }
-
-    #[test]
-    fn strings_in_finds_nested_strings_but_skips_short_ones() {
-        let mut buf = SecretBuf::new();
-        buf.extend_from_slice(br#"{"a":["longvalue",{"b":"xy"}],"c":1}"#);
-        let found = strings_in(&buf);
-        let found: Vec<&str> = found.iter().map(|v| v.expose_secret()).collect();
-        assert_eq!(found, ["longvalue"]);
-        let mut not_json = SecretBuf::new();
-        not_json.extend_from_slice(b"plain text");
-        assert!(strings_in(&not_json).is_empty());
     }
 }

@@ -192,7 +192,12 @@ pub(crate) fn parse_create(
     })?;
     check_created(&answer, promised)?;
     let CreateAnswer { handle, fields } = answer;
-    Ok(Credential { handle, fields })
+    // Programs and APIs name the previous credential themselves, from `previous_handle`.
+    Ok(Credential {
+        handle,
+        fields,
+        supersedes: None,
+    })
 }
 
 /// Checks a create answer beyond its shape: what serde cannot say.
@@ -316,6 +321,10 @@ impl SecretBuf {
         self.0.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn extend_from_slice(&mut self, bytes: &[u8]) {
         let needed = self.0.len() + bytes.len();
         if needed > self.0.capacity() {
@@ -404,6 +413,7 @@ mod tests {
         let credential = Credential {
             handle: "key-42".into(),
             fields,
+            supersedes: None,
         };
         let table = [
             (
@@ -456,6 +466,10 @@ mod tests {
         .unwrap();
         assert_eq!(ok.handle, "key-42");
         assert_eq!(ok.fields["password"].expose_secret(), "pw");
+        assert_eq!(
+            ok.supersedes, None,
+            "programs name the previous credential themselves"
+        );
 
         let cases = [
             (

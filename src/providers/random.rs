@@ -17,7 +17,7 @@ use rand::rngs::OsRng;
 use rand::{RngCore, TryRngCore};
 use serde::Serialize;
 
-use super::process::{Exposed, Invocation, Required, SecretBuf};
+use super::process::{self, Exposed, Invocation, Required, SecretBuf};
 use super::{Credential, Provider, ProviderError, Target};
 use crate::config::{Charset, RandomConfig};
 use crate::secret::{Fields, SecretString};
@@ -100,7 +100,26 @@ impl Provider for RandomProvider {
         Ok(Credential {
             handle: rotation_id.to_owned(),
             fields,
+            supersedes: None,
         })
+    }
+
+    /// The `apply` program, if any, can be run: a rotation would otherwise fail at its first
+    /// `create`. Nothing is run.
+    async fn preflight(&self) -> Result<Vec<String>, ProviderError> {
+        let Some(spec) = &self.config.apply else {
+            return Ok(Vec::new());
+        };
+        let found = process::resolve_program(&spec.program).map_err(|reason| {
+            ProviderError::ProgramUnusable {
+                key: "provider.apply",
+                reason,
+            }
+        })?;
+        Ok(vec![format!(
+            "apply program {} is executable",
+            found.display()
+        )])
     }
 }
 
@@ -271,6 +290,8 @@ mod tests {
         };
         let credential = provider.create(&target, "rot-1", None).await.unwrap();
         assert_eq!(credential.handle, "rot-1");
+        assert_eq!(credential.supersedes, None);
+        assert!(!provider.alternates());
         assert_eq!(credential.fields.keys().collect::<Vec<_>>(), ["password"]);
         assert_eq!(credential.fields["password"].expose_secret().len(), 32);
         assert_eq!(provider.kind(), "random");

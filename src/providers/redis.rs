@@ -16,8 +16,9 @@
 //! - `verify` opens a new connection, logs in as the user with the new password (`AUTH`) and
 //!   sends `PING`; a user not allowed to `PING` has still proven the password by logging in.
 //! - `retire` removes the password by its hash (`ACL SETUSER <user> !<hex>`). A hash the user no
-//!   longer holds (retired before, or the user is gone) counts as done: that password logs in
-//!   nowhere. Open connections are not closed.
+//!   longer holds (retired before, removed by hand, or the user is gone) counts as done: that
+//!   password logs in nowhere. `ACL GETUSER` tells, before anything is changed. Open
+//!   connections are not closed.
 //! - After each change the provider asks the server to save its ACL file (`ACL SAVE`). A server
 //!   that keeps users in `redis.conf` instead (no `aclfile`), or an admin not allowed to save,
 //!   keeps the change in memory only, and a restart would lose it: that is logged as a warning.
@@ -411,6 +412,8 @@ impl Provider for RedisProvider {
         Ok(Credential {
             handle: format!("{HANDLE_PREFIX}{hash}"),
             fields,
+            // Each password is added beside the others: none is replaced.
+            supersedes: None,
         })
     }
 
@@ -570,6 +573,19 @@ impl Provider for RedisProvider {
         let changed = self
             .bounded(ACTION, async {
                 let mut conn = self.connect(&admin.info).await.map_err(fail)?;
+                // Asked first, so "already gone" rests on what the user holds rather than on
+                // the wording of the server's error, and so no `ACL SETUSER` names a user
+                // that is gone (Redis 6.0 would create it). An admin not allowed
+                // `ACL GETUSER` still retires through the error below.
+                match get_user(&mut conn, user).await {
+                    Ok(Ok(None)) => return Ok(None),
+                    Ok(Ok(Some(acl))) if !acl.passwords.iter().any(|p| p == hash) => {
+                        return Ok(None);
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.code() == Some("NOPERM") => {}
+                    Err(e) => return Err(fail(e)),
+                }
                 let removed = redis::cmd("ACL")
                     .arg("SETUSER")
                     .arg(user)

@@ -22,6 +22,7 @@ pub fn credential(handle: &str, fields: &[(&str, &str)]) -> Credential {
     Credential {
         handle: handle.into(),
         fields,
+        supersedes: None,
     }
 }
 
