@@ -10,7 +10,6 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
 use tracing::error;
 
 use crate::config::{Config, Installation, Policy};
@@ -127,7 +126,7 @@ pub fn select(
         let provider = build_provider(policy, providers);
         let policy_arc = Arc::new(policy.clone());
         let installation = Arc::new(installation.clone());
-        let digest = policy_digest(policy, &installation);
+        let digest = policy.digest(&installation);
         for resource in resources {
             jobs.push(Job {
                 key: Key {
@@ -222,7 +221,7 @@ pub fn with_records(config: &Config, mut jobs: Vec<Job>, store: &dyn StateStore)
 fn orphan_job(key: Key, policy: &Policy, installation: &Installation, replaced_later: bool) -> Job {
     Job {
         key,
-        digest: policy_digest(policy, installation),
+        digest: policy.digest(installation),
         provider: build_provider(policy, Providers::Live),
         policy: Arc::new(policy.clone()),
         installation: Arc::new(installation.clone()),
@@ -245,20 +244,15 @@ fn build_provider(policy: &Policy, providers: Providers) -> Arc<dyn Provider> {
                 .flat_map(|t| t.fields())
                 .map(str::to_owned)
                 .collect();
-            Arc::new(DryRunProvider::new(
-                policy.provider.kind(),
+            // It stands in for the real provider (building one calls nothing), so a dry run is
+            // held back where a real one would be.
+            let real = providers::build(&policy.provider);
+            Arc::new(DryRunProvider::standing_in_for(
+                real.as_ref(),
                 fields.into_iter().collect(),
             ))
         }
     }
-}
-
-/// A digest of everything in the config that shapes a policy's rotations; a permanently
-/// failed record restarts when it changes.
-pub fn policy_digest(policy: &Policy, installation: &Installation) -> String {
-    let text = format!("{policy:?}\n{installation:?}");
-    let digest = Sha256::digest(text.as_bytes());
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn names<'a>(names: impl Iterator<Item = &'a str>) -> String {

@@ -729,10 +729,10 @@ fn last_create_id(s: &Scenario) -> String {
     std::fs::read_to_string(s.path("calls.jsonl"))
         .unwrap_or_default()
         .lines()
+        .rev()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|c| c["action"] == "create")
-        .filter_map(|c| c["rotation_id"].as_str().map(str::to_owned))
-        .last()
+        .find_map(|c| c["rotation_id"].as_str().map(str::to_owned))
         .unwrap_or_default()
 }
 

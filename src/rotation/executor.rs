@@ -180,11 +180,7 @@ impl Executor {
         Rules {
             now,
             grace: delta(job.policy.grace),
-            alternates: matches!(
-                job.policy.provider,
-                crate::config::ProviderConfig::Postgres(_)
-                    | crate::config::ProviderConfig::Mysql(_)
-            ),
+            alternates: job.provider.alternates(),
             digest: &job.digest,
             in_config: job.in_config,
             next_due: next_due(job, now),
@@ -235,7 +231,7 @@ impl Executor {
                     Ok(credential) => {
                         let event = Event::Created {
                             handle: credential.handle.clone(),
-                            supersedes: None,
+                            supersedes: credential.supersedes.clone(),
                         };
                         work.credential = Some(credential);
                         event
