@@ -415,31 +415,36 @@ impl Daemon {
         let executor = self.generation.executor.clone();
         let limit = self.generation.limit.clone();
         self.tracker.spawn(async move {
-            let answer = match handed_over(&mut stream, &config, &jobs).await {
-                Err(output) => Answer {
-                    exit: exit::INVALID,
-                    output,
-                },
-                Ok(targets) => {
-                    info!(
-                        resources = targets.len(),
-                        "rotating now, as asked over the control socket"
-                    );
-                    let reports = run_bounded(targets, &limit, |job| {
-                        let (executor, done) = (executor.clone(), done.clone());
-                        async move {
-                            let _done = Done {
-                                key: Some(job.key.clone()),
-                                slot: None,
-                                done,
-                            };
-                            executor.tend(&job, true).await
-                        }
-                    })
-                    .await;
-                    answer_for(&reports)
+            let targets = match handed_over(&mut stream, &config, &jobs).await {
+                Ok(targets) => targets,
+                Err(output) => {
+                    // A bad or empty request (a client that went away, say): answered if the
+                    // client still listens, and not worth a log line otherwise.
+                    let answer = Answer {
+                        exit: exit::INVALID,
+                        output,
+                    };
+                    let _ = control::write_answer(&mut stream, &answer).await;
+                    return;
                 }
             };
+            info!(
+                resources = targets.len(),
+                "rotating now, as asked over the control socket"
+            );
+            let reports = run_bounded(targets, &limit, |job| {
+                let (executor, done) = (executor.clone(), done.clone());
+                async move {
+                    let _done = Done {
+                        key: Some(job.key.clone()),
+                        slot: None,
+                        done,
+                    };
+                    executor.tend(&job, true).await
+                }
+            })
+            .await;
+            let answer = answer_for(&reports);
             if let Err(e) = control::write_answer(&mut stream, &answer).await {
                 warn!("control socket: could not answer (the rotations themselves are done): {e}");
             }

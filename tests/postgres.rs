@@ -788,6 +788,8 @@ async fn postgres_a_kill_at_every_step_leaves_vercel_with_a_working_credential()
         // An established credential, so the rotation that dies has a previous one.
         let out = s.run(&once, &[]).await;
         assert_eq!(out.status.code(), Some(0), "{point}: {}", cli::stderr(&out));
+        // The other role's grace (1s) must be over, or the next rotation is held back.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
         s.assert_vercel_works(&pg, &format!("{point}: established"))
             .await;
 
@@ -863,6 +865,8 @@ async fn postgres_a_kill_at_every_step_leaves_vercel_with_a_working_credential()
         "retiring: {}",
         cli::stderr(&out)
     );
+    // The other role's grace must be over before the second rotation may take it.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     let out = s.run(&once, &[]).await;
     assert_eq!(
         out.status.code(),
@@ -885,6 +889,47 @@ async fn postgres_a_kill_at_every_step_leaves_vercel_with_a_working_credential()
     s.retire_with_daemon("retiring").await;
     assert_eq!(s.assert_vercel_works(&pg, "retiring").await, current);
     assert_eq!(pg.roles_with_password().await, [current]);
+}
+
+/// Issue 10, item 18: after the first rotation of a pair nothing used to be pending, so a
+/// second forced `run --once` at once rewrote the other role, which running deployments still
+/// used (the rotator never saw it, but it is what Vercel held before). The role not rotated
+/// first keeps its grace like any replaced credential: the second run is held back.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_the_first_rotation_gives_the_other_role_its_grace() {
+    let Some(pg) = PgCluster::start_or_skip("postgres_first_rotation_grace") else {
+        return;
+    };
+    pg.create_login_roles(&USERS).await;
+    // Before the rotator, deployments use orders_b with a password the partner set.
+    let before = "pre-rotator-password-1f9e";
+    pg.exec(&format!(
+        "ALTER ROLE {a} PASSWORD NULL; ALTER ROLE {b} PASSWORD '{before}';",
+        a = quote_ident(USERS[0]),
+        b = quote_ident(USERS[1])
+    ))
+    .await;
+    let s = CrashScenario::new(&pg.superuser_url()).await;
+    let text = std::fs::read_to_string(&s.config).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&s.config, text.replace("grace = \"1s\"", "grace = \"1h\""))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let once = ["run", "--once"];
+
+    let out = s.run(&once, &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", cli::stderr(&out));
+    assert_eq!(s.assert_vercel_works(&pg, "first rotation").await, USERS[0]);
+    let status = s.status().await;
+    assert_eq!(status["retirements"][0]["handle"], USERS[1], "{status}");
+
+    let out = s.run(&once, &[]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", cli::stdout(&out));
+    assert!(
+        cli::stdout(&out).contains("held back until"),
+        "{}",
+        cli::stdout(&out)
+    );
+    assert_logs_in(&pg, USERS[1], before).await;
+    assert_eq!(s.assert_vercel_works(&pg, "held back").await, USERS[0]);
 }
 
 /// `sslmode` is honoured: `require` and `prefer` speak TLS and check the server's certificate
