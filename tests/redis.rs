@@ -441,3 +441,94 @@ async fn redis_retiring_a_password_the_user_no_longer_holds_is_done() {
     assert_eq!(p.retire(&t, &made.handle).await.unwrap(), Outcome::Done);
     assert_eq!(s.db.password_hashes(user).await, None, "the user came back");
 }
+
+/// Issue 10, item 8: redis' `create` adds a new password on every call (it cannot replace
+/// what an earlier call with the same rotation id added), and a redone rotation used to drop
+/// the earlier try's handle: after a push that may have applied, that password stayed on the
+/// user with nobody to retire it. Through the binary: the earlier try's password is retired
+/// once its grace is over.
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_a_redone_rotation_retires_the_password_of_the_earlier_try() {
+    use crate::common::cli;
+    use crate::common::fake_vercel::{FakeVercel, Scripted};
+    let Some(db) = Redis::connect_or_skip("redis_a_redone_rotation").await else {
+        return;
+    };
+    let s = Setup::new(db).await;
+    let fake = FakeVercel::start().await;
+    fake.add_installation("icfg_redis", "tok_REDIS_redo_77aa");
+    fake.add_resource("icfg_redis", "store_redis");
+    let token = cli::write_token(s.dir.path(), "acme.token", "tok_REDIS_redo_77aa");
+    let config = s.dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[vercel]
+api-url = "{url}"
+request-timeout = "1s"
+retry-deadline = "2s"
+
+[state]
+dir = "{state}"
+
+[installations.acme]
+id = "icfg_redis"
+token-file = "{token}"
+
+[[policies]]
+name = "cache"
+installation = "acme"
+resources = ["store_redis"]
+schedule = "0 3 * * 0"
+grace = "1s"
+provider = {{ kind = "redis", admin-url-file = "{admin}", user = "{user}" }}
+
+[[policies.secrets]]
+name = "REDIS_PASSWORD"
+value = "{{password}}"
+"#,
+            url = fake.url(),
+            state = s.dir.path().join("state").display(),
+            token = token.display(),
+            admin = s.admin_url_file.display(),
+            user = s.user,
+        ),
+    )
+    .unwrap();
+    let run = |args: &'static [&'static str]| {
+        let mut all = vec!["--config".to_owned(), config.display().to_string()];
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        cli::run_async(all, Vec::new())
+    };
+    let hashes = || s.db.password_hashes(&s.user);
+
+    // The push applies, and its answer is lost every time: it may have applied.
+    fake.script(
+        "icfg_redis",
+        "store_redis",
+        (0..40).map(|_| Scripted::handle_then_drop()).collect(),
+    );
+    let out = run(&["run", "--once"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", cli::stderr(&out));
+    fake.clear_scripts();
+    let earlier: Vec<String> = hashes()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|h| *h != sha256_hex(&s.initial))
+        .collect();
+    assert_eq!(earlier.len(), 1, "the first try added one password");
+
+    // The redo makes another password and pushes it; the earlier one gets its grace.
+    let out = run(&["run", "--once"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", cli::stderr(&out));
+    assert!(hashes().await.unwrap().contains(&earlier[0]));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let out = run(&["run", "--once"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", cli::stderr(&out));
+    let left = hashes().await.unwrap();
+    assert!(
+        !left.contains(&earlier[0]),
+        "the earlier try's password is still on the user: {left:?}"
+    );
+}
