@@ -216,13 +216,14 @@ fn json_reason(e: &serde_json::Error) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use chrono::{TimeZone, Utc};
 
     use super::*;
     use crate::state::Step;
 
-    fn record(resource: &str, step: Step) -> Record {
+    /// A record of policy `db` for the store's tests, at a fixed time.
+    pub(in crate::state::file) fn record(resource: &str, step: Step) -> Record {
         let at = Utc
             .with_ymd_and_hms(2025, 1, 2, 3, 4, 5)
             .single()

@@ -672,29 +672,11 @@ fn copy_state_error(e: &StateError) -> StateError {
 mod tests {
     use std::time::Instant;
 
-    use chrono::{TimeZone, Utc};
-
     use super::*;
     use crate::error::Classify;
     use crate::state::Step;
 
-    fn record(resource: &str, step: Step) -> Record {
-        let at = Utc
-            .with_ymd_and_hms(2025, 1, 2, 3, 4, 5)
-            .single()
-            .unwrap_or_default();
-        let mut record = Record::new(
-            Key {
-                policy: "db".to_owned(),
-                resource: resource.to_owned(),
-            },
-            "acme".to_owned(),
-            at,
-            at,
-        );
-        record.step = step;
-        record
-    }
+    use super::format::tests::record;
 
     /// Changes queued while a commit is in flight share the next one: holding the map's lock
     /// stalls the writer right after its first fsync, while 999 more changes queue.
