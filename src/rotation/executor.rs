@@ -87,7 +87,7 @@ impl Executor {
 
     /// When something is next to do for this job, from its record.
     pub fn next_wake(&self, job: &Job, record: &Record) -> Option<DateTime<Utc>> {
-        machine::next_wake(record, &self.rules(job, ""))
+        machine::next_wake(record, &self.rules(job, "", None, 0.0))
     }
 
     /// One turn of one key: everything due for it now; with `force`, a rotation whatever the
@@ -110,14 +110,18 @@ impl Executor {
             .store
             .get(&job.key)
             .unwrap_or_else(|| new_record(job, self.clock.now()));
+        // Drawn once per turn: where a finished or failed rotation's next one falls, the id a
+        // rotation started now gets, where a retry lands in its backoff window.
         let fresh_id = uuid::Uuid::new_v4().to_string();
+        let next = next_due(job, self.clock.now());
+        let jitter = rand::rng().random_range(0.0..=1.0);
         let mut work = Work::default();
         let mut result = None;
         let mut event = Event::Wake { force };
         loop {
             let failed = matches!(event, Event::Failed(_));
             let previewed = matches!(event, Event::Previewed);
-            let rules = self.rules(job, &fresh_id);
+            let rules = self.rules(job, &fresh_id, next, jitter);
             let mut t = machine::advance(&record, event, &rules);
             if job.in_config && t.write != Write::None {
                 stamp(job, &mut t.record);
@@ -175,17 +179,22 @@ impl Executor {
         result.and_then(report)
     }
 
-    fn rules<'a>(&self, job: &'a Job, fresh_id: &'a str) -> Rules<'a> {
-        let now = self.clock.now();
+    fn rules<'a>(
+        &self,
+        job: &'a Job,
+        fresh_id: &'a str,
+        next_due: Option<DateTime<Utc>>,
+        jitter: f64,
+    ) -> Rules<'a> {
         Rules {
-            now,
+            now: self.clock.now(),
             grace: delta(job.policy.grace),
             alternates: job.provider.alternates(),
             digest: &job.digest,
             in_config: job.in_config,
-            next_due: next_due(job, now),
+            next_due,
             fresh_id,
-            jitter: rand::rng().random_range(0.0..=1.0),
+            jitter,
         }
     }
 

@@ -59,7 +59,8 @@ pub struct Rules<'a> {
     /// False for a record the config no longer names: it finishes what reached Vercel and
     /// retires what is due, and never starts or redoes a rotation.
     pub in_config: bool,
-    /// The schedule's next due time after `now`, jitter included.
+    /// The schedule's next due time after the turn began, jitter included: where the next
+    /// rotation falls once this one is done or has failed.
     pub next_due: Option<DateTime<Utc>>,
     /// The id a rotation started by this event gets.
     pub fresh_id: &'a str,
