@@ -207,7 +207,7 @@ async fn check(config: &Config, out: &mut impl Write) -> u8 {
     for policy in &config.policies {
         // What the provider can check without changing anything: its admin connection, its
         // users. A provider that cannot do its job fails `check` here rather than at 3 a.m.
-        let provider = crate::providers::build(&policy.provider);
+        let provider = crate::providers::per_resource::for_check(config, policy);
         match provider.preflight().await {
             Ok(facts) => {
                 for fact in facts {

@@ -6,14 +6,24 @@
 //! gives each one a job, with the provider of the policy of the same name or of the policy that
 //! now pushes the same secrets to the same resource, and tells that policy's job to supersede
 //! the old record's credentials when it pushes.
+//!
+//! Each job's provider comes from [`PolicyJobs`]: one shared by the policy's resources when its
+//! provider table is the same for all, one per resource when the table is templated
+//! (`{resource.id}`), and for a resource the templates cannot serve a provider whose every
+//! call fails, naming the key and the resource ([`Unrenderable`]), so only that resource
+//! fails. Jobs against one backend (the same rendered `admin-url-file`) share one semaphore
+//! of `max-concurrent-per-target` permits.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 
+use tokio::sync::Semaphore;
 use tracing::error;
 
-use crate::config::{Config, Installation, Policy};
-use crate::providers::{self, Provider, dry_run::DryRunProvider};
+use crate::config::{Config, Installation, Policy, ProviderConfig, ProviderSpec};
+use crate::providers::{self, Provider, dry_run::DryRunProvider, per_resource::Unrenderable};
+use crate::resource::ResourceInfo;
 use crate::rotation::Job;
 use crate::state::{Key, Record, StateStore};
 
@@ -123,27 +133,163 @@ pub fn select(
         if resources.is_empty() {
             continue;
         }
-        let provider = build_provider(policy, providers);
-        let policy_arc = Arc::new(policy.clone());
-        let installation = Arc::new(installation.clone());
-        let digest = policy.digest(&installation);
+        let builder = PolicyJobs::new(policy, installation, providers);
         for resource in resources {
-            jobs.push(Job {
-                key: Key {
-                    policy: policy.name.clone(),
-                    resource: resource.clone(),
-                },
-                policy: policy_arc.clone(),
-                installation: installation.clone(),
-                provider: provider.clone(),
-                in_config: true,
-                supersedes: Vec::new(),
-                replaced_later: false,
-                digest: digest.clone(),
-            });
+            let info = ResourceInfo::configured(&installation.id, resource);
+            jobs.push(builder.job(info));
         }
     }
+    refuse_shared_pairs(&mut jobs);
     Ok(jobs)
+}
+
+/// A job's provider and its backend's semaphore.
+type ProviderAndLimit = (Arc<dyn Provider>, Option<Arc<Semaphore>>);
+
+/// Builds the jobs of one policy, one resource at a time: the configured ones here, the
+/// discovered ones as discovery finds them.
+pub struct PolicyJobs {
+    policy: Arc<Policy>,
+    installation: Arc<Installation>,
+    digest: String,
+    providers: Providers,
+    /// The provider (and its backend's semaphore) every resource shares, when the provider
+    /// table is not templated.
+    shared: Option<ProviderAndLimit>,
+}
+
+impl PolicyJobs {
+    pub fn new(policy: &Policy, installation: &Installation, providers: Providers) -> PolicyJobs {
+        let shared = match &policy.provider {
+            ProviderSpec::Shared(config) => Some((
+                build_provider(policy, config, providers),
+                target_limit(policy, config),
+            )),
+            ProviderSpec::PerResource(_) => None,
+        };
+        PolicyJobs {
+            digest: policy.digest(installation),
+            policy: Arc::new(policy.clone()),
+            installation: Arc::new(installation.clone()),
+            providers,
+            shared,
+        }
+    }
+
+    /// The job of `resource` under this policy (key: the policy's name and the resource id).
+    pub fn job(&self, resource: ResourceInfo) -> Job {
+        let key = Key {
+            policy: self.policy.name.clone(),
+            resource: resource.id.clone(),
+        };
+        self.job_keyed(key, resource, true)
+    }
+
+    fn job_keyed(&self, key: Key, resource: ResourceInfo, in_config: bool) -> Job {
+        let (provider, target_limit) = self.provider_for(&resource);
+        Job {
+            key,
+            policy: self.policy.clone(),
+            installation: self.installation.clone(),
+            provider,
+            resource_info: Arc::new(resource),
+            target_limit,
+            in_config,
+            supersedes: Vec::new(),
+            replaced_later: false,
+            digest: self.digest.clone(),
+        }
+    }
+
+    /// The provider for `resource` and its backend's semaphore; for a resource the
+    /// templates cannot serve, one that fails every call saying why.
+    fn provider_for(&self, resource: &ResourceInfo) -> ProviderAndLimit {
+        let built = self.policy.check_resource(resource).and_then(|()| {
+            if let Some((provider, limit)) = &self.shared {
+                return Ok((provider.clone(), limit.clone()));
+            }
+            let config = self.policy.provider.for_resource(resource)?;
+            Ok((
+                build_provider(&self.policy, &config, self.providers),
+                target_limit(&self.policy, &config),
+            ))
+        });
+        match built {
+            Ok(built) => built,
+            Err(e) => (
+                Arc::new(Unrenderable::new(
+                    self.policy.provider.kind(),
+                    e.to_string(),
+                )),
+                None,
+            ),
+        }
+    }
+}
+
+/// The rendered provider config of `policy` for `resource` (or why it cannot serve it), for
+/// callers that need the config itself rather than a job.
+pub fn provider_config(
+    policy: &Policy,
+    resource: &ResourceInfo,
+) -> Result<ProviderConfig, crate::config::ResourceTemplateError> {
+    policy.check_resource(resource)?;
+    Ok(policy.provider.for_resource(resource)?.into_owned())
+}
+
+/// Two resources whose postgres or mysql tables render to the same pair of users (through the
+/// same admin file) would set the password the other's deployments use. The config refuses
+/// this for listed resources; for discovered ones, the first job in order keeps the pair and
+/// every later one fails, naming the one that has it.
+pub fn refuse_shared_pairs(jobs: &mut [Job]) {
+    let mut owners: HashMap<(PathBuf, Vec<String>), Key> = HashMap::new();
+    for job in jobs.iter_mut().filter(|j| j.in_config) {
+        let Ok(config) = job.policy.provider.for_resource(&job.resource_info) else {
+            continue;
+        };
+        let (ProviderConfig::Postgres(d) | ProviderConfig::Mysql(d)) = config.as_ref() else {
+            continue;
+        };
+        let mut users = d.users.to_vec();
+        users.sort();
+        let pair = (d.admin_url_file.clone(), users);
+        match owners.get(&pair) {
+            None => {
+                owners.insert(pair, job.key.clone());
+            }
+            Some(owner) => {
+                let reason = format!(
+                    "the users {} (through the same admin-url-file) already serve {owner}: each pair of users serves one resource; template the users per resource (users = [\"{{resource.id}}_a\", \"{{resource.id}}_b\"])",
+                    d.users.join(", ")
+                );
+                job.provider = Arc::new(Unrenderable::new(job.provider.kind(), reason));
+                job.target_limit = None;
+            }
+        }
+    }
+}
+
+/// Every job against one backend shares its semaphore: keyed by the target and the cap (a
+/// reload that changes the cap starts a new one), held weakly so a backend no job names any
+/// more leaves nothing behind. Process-wide, so jobs rebuilt at a reload share the permits
+/// of the turns still running under the old config.
+static TARGET_LIMITS: LazyLock<Mutex<TargetLimits>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// (target key, permits) -> the semaphore, while a job holds it.
+type TargetLimits = HashMap<(String, usize), Weak<Semaphore>>;
+
+fn target_limit(policy: &Policy, config: &ProviderConfig) -> Option<Arc<Semaphore>> {
+    let permits = policy.max_concurrent_per_target?;
+    let key = (config.target_key()?, permits);
+    // A poisoned lock only means another thread panicked mid-insert; the map is still sound.
+    let mut limits = TARGET_LIMITS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(semaphore) = limits.get(&key).and_then(Weak::upgrade) {
+        return Some(semaphore);
+    }
+    limits.retain(|_, weak| weak.strong_count() > 0);
+    let semaphore = Arc::new(Semaphore::new(permits));
+    limits.insert(key, Arc::downgrade(&semaphore));
+    Some(semaphore)
 }
 
 /// Every configured (policy, resource), with live providers.
@@ -219,21 +365,20 @@ pub fn with_records(config: &Config, mut jobs: Vec<Job>, store: &dyn StateStore)
 }
 
 fn orphan_job(key: Key, policy: &Policy, installation: &Installation, replaced_later: bool) -> Job {
-    Job {
-        key,
-        digest: policy.digest(installation),
-        provider: build_provider(policy, Providers::Live),
-        policy: Arc::new(policy.clone()),
-        installation: Arc::new(installation.clone()),
-        in_config: false,
-        supersedes: Vec::new(),
-        replaced_later,
-    }
+    let resource = ResourceInfo::configured(&installation.id, &key.resource);
+    let mut job =
+        PolicyJobs::new(policy, installation, Providers::Live).job_keyed(key, resource, false);
+    job.replaced_later = replaced_later;
+    job
 }
 
-fn build_provider(policy: &Policy, providers: Providers) -> Arc<dyn Provider> {
+fn build_provider(
+    policy: &Policy,
+    config: &ProviderConfig,
+    providers: Providers,
+) -> Arc<dyn Provider> {
     match providers {
-        Providers::Live => Arc::from(providers::build(&policy.provider)),
+        Providers::Live => Arc::from(providers::build(config)),
         Providers::DryRun => {
             // Dry run never calls a provider: it yields placeholders for the fields the
             // templates use, so the preview shows each value's shape and nothing else.
@@ -246,7 +391,7 @@ fn build_provider(policy: &Policy, providers: Providers) -> Arc<dyn Provider> {
                 .collect();
             // It stands in for the real provider (building one calls nothing), so a dry run is
             // held back where a real one would be.
-            let real = providers::build(&policy.provider);
+            let real = providers::build(config);
             Arc::new(DryRunProvider::standing_in_for(
                 real.as_ref(),
                 fields.into_iter().collect(),

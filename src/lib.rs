@@ -13,7 +13,10 @@
 //! - [`token`]: reading each installation's Vercel token from a file, an environment variable
 //!   or a systemd credential, into a `SecretString`.
 //! - [`schedule`]: cron (crontab semantics) and `every` schedules in a time zone, DST-correct.
-//! - [`template`]: `{field}` templates that turn a provider's fields into secret values.
+//! - [`resource`]: what is known of one resource (ids, and for a discovered one its name,
+//!   product, status and metadata); not secret, imports nothing of the crate.
+//! - [`template`]: `{field}` and `{resource.*}` templates: a provider's fields and the
+//!   resource's variables into secret values, variables into provider-table strings.
 //! - [`secret`]: secret fields, fingerprints, scrubbing of text that may echo a value.
 //! - [`providers`]: the `Provider` trait and one file per kind (`random`, `command`, `http`,
 //!   `postgres`, `mysql`, `redis`), the protocol `command` and `http` share, and the dry-run
@@ -58,6 +61,7 @@ pub mod jobs;
 pub mod logging;
 pub mod once;
 pub mod providers;
+pub mod resource;
 pub mod rotation;
 pub mod schedule;
 pub mod secret;

@@ -32,6 +32,8 @@ fn target() -> Target {
         policy: "orders-db".to_owned(),
         installation: "acme".to_owned(),
         resource: "store_pg".to_owned(),
+        installation_id: "icfg_test".into(),
+        resource_info: None,
     }
 }
 

@@ -41,6 +41,8 @@ fn target() -> Target {
         policy: "cache".to_owned(),
         installation: "acme".to_owned(),
         resource: "store_redis".to_owned(),
+        installation_id: "icfg_test".into(),
+        resource_info: None,
     }
 }
 

@@ -8,6 +8,7 @@
 
 mod canonical;
 mod mask;
+mod provider;
 mod raw;
 mod types;
 mod validate;

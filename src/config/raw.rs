@@ -70,7 +70,10 @@ pub struct RawPolicy {
 
 /// `kind` selects the variant; each kind has its own keys, and a key of another kind is an
 /// unknown key. An unknown `kind` is refused by serde with the list of known ones.
-#[derive(Debug, Deserialize)]
+///
+/// Kept in the checked config when its strings use resource variables: each resource's
+/// provider is validated from a copy with the variables rendered (`config::provider`).
+#[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum RawProvider {
     Random(RawRandom),
@@ -81,38 +84,41 @@ pub enum RawProvider {
     Redis(RawRedis),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawHttp {
     pub url: String,
-    pub token_file: Option<PathBuf>,
+    pub token_file: Option<String>,
     pub timeout: Option<String>,
     pub fields: Option<Vec<String>>,
+    pub max_concurrent_per_target: Option<i64>,
 }
 
 /// `postgres` and `mysql`: two alternating users, administered through `admin-url-file`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawDatabase {
-    pub admin_url_file: PathBuf,
+    pub admin_url_file: String,
     pub users: Vec<String>,
     pub host: Option<String>,
     pub port: Option<i64>,
     pub database: Option<String>,
     pub timeout: Option<String>,
+    pub max_concurrent_per_target: Option<i64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawRedis {
-    pub admin_url_file: PathBuf,
+    pub admin_url_file: String,
     pub user: String,
     pub host: Option<String>,
     pub port: Option<i64>,
     pub timeout: Option<String>,
+    pub max_concurrent_per_target: Option<i64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawRandom {
     pub length: Option<i64>,
@@ -121,12 +127,75 @@ pub struct RawRandom {
     pub apply_timeout: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawCommand {
     pub command: Vec<String>,
     pub timeout: Option<String>,
     pub fields: Option<Vec<String>>,
+    pub max_concurrent_per_target: Option<i64>,
+}
+
+impl RawProvider {
+    /// Every string of the table that may hold a template, each with its key: paths, user
+    /// names, hosts, databases, the URL and the programs and their arguments.
+    pub fn template_strings_mut(&mut self) -> Vec<(&'static str, &mut String)> {
+        let mut out: Vec<(&'static str, &mut String)> = Vec::new();
+        match self {
+            RawProvider::Random(r) => {
+                if let Some(apply) = &mut r.apply {
+                    out.extend(apply.iter_mut().map(|s| ("apply", s)));
+                }
+            }
+            RawProvider::Command(c) => out.extend(c.command.iter_mut().map(|s| ("command", s))),
+            RawProvider::Http(h) => {
+                out.push(("url", &mut h.url));
+                if let Some(t) = &mut h.token_file {
+                    out.push(("token-file", t));
+                }
+            }
+            RawProvider::Postgres(d) | RawProvider::Mysql(d) => {
+                out.push(("admin-url-file", &mut d.admin_url_file));
+                out.extend(d.users.iter_mut().map(|s| ("users", s)));
+                if let Some(h) = &mut d.host {
+                    out.push(("host", h));
+                }
+                if let Some(db) = &mut d.database {
+                    out.push(("database", db));
+                }
+            }
+            RawProvider::Redis(r) => {
+                out.push(("admin-url-file", &mut r.admin_url_file));
+                out.push(("user", &mut r.user));
+                if let Some(h) = &mut r.host {
+                    out.push(("host", h));
+                }
+            }
+        }
+        out
+    }
+
+    /// `max-concurrent-per-target` as written, for the kinds that have it.
+    pub fn max_concurrent_per_target(&self) -> Option<i64> {
+        match self {
+            RawProvider::Random(_) => None,
+            RawProvider::Command(c) => c.max_concurrent_per_target,
+            RawProvider::Http(h) => h.max_concurrent_per_target,
+            RawProvider::Postgres(d) | RawProvider::Mysql(d) => d.max_concurrent_per_target,
+            RawProvider::Redis(r) => r.max_concurrent_per_target,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RawProvider::Random(_) => "random",
+            RawProvider::Command(_) => "command",
+            RawProvider::Http(_) => "http",
+            RawProvider::Postgres(_) => "postgres",
+            RawProvider::Mysql(_) => "mysql",
+            RawProvider::Redis(_) => "redis",
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use url::Url;
 
+use crate::resource::ResourceInfo;
 use crate::schedule::Schedule;
-use crate::template::Template;
+use crate::template::{Template, UnboundVariable};
 
 /// The whole config after validation.
 #[derive(Debug, Clone)]
@@ -83,13 +84,113 @@ pub struct Policy {
     pub jitter: Duration,
     /// How long the old credential stays valid after a successful push.
     pub grace: Duration,
-    pub provider: ProviderConfig,
+    pub provider: ProviderSpec,
+    /// At most this many provider calls at once against one target (the rendered
+    /// `admin-url-file`, command line or URL: [`ProviderConfig::target_key`]), over every
+    /// job with the same cap; `None`: no cap.
+    pub max_concurrent_per_target: Option<usize>,
     /// What is pushed. Non-empty, names unique within the policy.
     pub secrets: Vec<SecretSpec>,
     /// Also show a redeploy banner on the resource in the Vercel dashboard.
     pub notify_dashboard: bool,
     /// Its table as written, in canonical form: what [`Policy::digest`] hashes.
     pub(super) written: String,
+}
+
+impl Policy {
+    /// Whether every template of the policy (its secrets and its provider table) has a value
+    /// for `resource`. A resource that fails this is not rotated, and nothing else is held up.
+    pub fn check_resource(&self, resource: &ResourceInfo) -> Result<(), ResourceTemplateError> {
+        for secret in &self.secrets {
+            for template in secret.templates() {
+                template.check_resource(resource).map_err(|source| {
+                    ResourceTemplateError::Secret {
+                        secret: secret.env_name(),
+                        source,
+                    }
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A policy's provider table: the same for every resource, or with strings templated per
+/// resource (`admin-url-file = "/etc/acme/admin/{resource.id}.url"`).
+#[derive(Debug, Clone)]
+pub enum ProviderSpec {
+    Shared(ProviderConfig),
+    PerResource(ProviderTemplate),
+}
+
+/// A provider table whose strings use resource variables. Its templates and every setting
+/// that is not such a string were checked at load; the rendered strings are checked per
+/// resource by [`ProviderSpec::for_resource`].
+#[derive(Debug, Clone)]
+pub struct ProviderTemplate {
+    /// The table as written.
+    pub(super) raw: super::raw::RawProvider,
+    /// The policy's key in messages (`policies[0] "orders-db"`).
+    pub(super) key: String,
+    pub(super) fields: Option<Vec<String>>,
+}
+
+impl ProviderSpec {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderSpec::Shared(c) => c.kind(),
+            ProviderSpec::PerResource(t) => t.raw.kind(),
+        }
+    }
+
+    /// See [`ProviderConfig::fields`].
+    pub fn fields(&self) -> Option<Vec<String>> {
+        match self {
+            ProviderSpec::Shared(c) => c.fields(),
+            ProviderSpec::PerResource(t) => t.fields.clone(),
+        }
+    }
+
+    /// Whether each resource gets a provider of its own.
+    pub fn is_per_resource(&self) -> bool {
+        matches!(self, ProviderSpec::PerResource(_))
+    }
+
+    /// The provider config for `resource`: the shared one, or the table rendered for it and
+    /// checked as the config checks a table at load. An error concerns this resource only.
+    pub fn for_resource(
+        &self,
+        resource: &ResourceInfo,
+    ) -> Result<std::borrow::Cow<'_, ProviderConfig>, ResourceTemplateError> {
+        match self {
+            ProviderSpec::Shared(c) => Ok(std::borrow::Cow::Borrowed(c)),
+            ProviderSpec::PerResource(t) => {
+                super::provider::render(t, resource).map(std::borrow::Cow::Owned)
+            }
+        }
+    }
+}
+
+/// A templated provider table cannot serve one resource. Permanent for that resource.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResourceTemplateError {
+    #[error("secret {secret}: {source}")]
+    Secret {
+        secret: String,
+        #[source]
+        source: UnboundVariable,
+    },
+    #[error("provider table: {0}")]
+    Unbound(#[from] UnboundVariable),
+    #[error(
+        "provider table rendered for resource \"{resource}\" (installation {installation}) is invalid: {problems}"
+    )]
+    Invalid {
+        resource: String,
+        installation: String,
+        /// Each problem with its key, `; `-separated.
+        problems: String,
+    },
 }
 
 /// One secret of a policy: a name and templates over the provider's fields.
@@ -197,6 +298,26 @@ impl ProviderConfig {
             ProviderConfig::Postgres(_) => "postgres",
             ProviderConfig::Mysql(_) => "mysql",
             ProviderConfig::Redis(_) => "redis",
+        }
+    }
+
+    /// What [`Policy::max_concurrent_per_target`] caps calls against: the admin connection's
+    /// file (`postgres`, `mysql`, `redis`), the command line (`command`), the URL (`http`).
+    /// Resources on one server share one rendered `admin-url-file`.
+    pub fn target_key(&self) -> Option<String> {
+        match self {
+            ProviderConfig::Random(_) => None,
+            ProviderConfig::Command(c) => Some(format!(
+                "command {:?} {:?}",
+                c.command.program, c.command.args
+            )),
+            ProviderConfig::Http(c) => Some(format!("url {}", c.url)),
+            ProviderConfig::Postgres(c) | ProviderConfig::Mysql(c) => {
+                Some(format!("admin-url-file {}", c.admin_url_file.display()))
+            }
+            ProviderConfig::Redis(c) => {
+                Some(format!("admin-url-file {}", c.admin_url_file.display()))
+            }
         }
     }
 

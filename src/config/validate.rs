@@ -17,6 +17,7 @@ use super::canonical::canonical_at;
 use super::raw::*;
 use super::types::*;
 use super::{ConfigError, Problem, Source};
+use crate::resource::ResourceInfo;
 use crate::schedule::Schedule;
 use crate::template::Template;
 
@@ -27,13 +28,13 @@ const DEFAULT_MAX_CONCURRENT: usize = 16;
 /// Far beyond what one Vercel endpoint allows; a larger number is a typo.
 const MAX_CONCURRENT_LIMIT: i64 = 1024;
 const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
-const DEFAULT_RANDOM_LENGTH: i64 = 40;
-const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+pub(super) const DEFAULT_RANDOM_LENGTH: i64 = 40;
+pub(super) const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Generated secrets must be at least this strong (NIST's bar for symmetric keys).
-const MIN_ENTROPY_BITS: f64 = 128.0;
+pub(super) const MIN_ENTROPY_BITS: f64 = 128.0;
 /// Vercel's limits on environment variables (VERCEL_API.md).
 const MAX_ENV_NAME_LEN: usize = 256;
-const MAX_ENV_VALUE_LEN: usize = 65_536;
+pub(super) const MAX_ENV_VALUE_LEN: usize = 65_536;
 const RESERVED_ENV_NAMES: [&str; 11] = [
     "AWS_SECRET_KEY",
     "AWS_EXECUTION_ENV",
@@ -48,13 +49,13 @@ const RESERVED_ENV_NAMES: [&str; 11] = [
     "LAMBDA_RUNTIME_DIR",
 ];
 
-struct Validator<'a> {
-    source: &'a Source<'a>,
-    problems: Vec<Problem>,
+pub(super) struct Validator<'a> {
+    pub(super) source: &'a Source<'a>,
+    pub(super) problems: Vec<Problem>,
 }
 
 impl Validator<'_> {
-    fn problem(
+    pub(super) fn problem(
         &mut self,
         span: Option<Range<usize>>,
         key: impl Into<String>,
@@ -181,7 +182,8 @@ pub(super) fn validate(
 
     let mut policies = Vec::new();
     let mut names: HashMap<String, usize> = HashMap::new();
-    let mut user_pairs: HashMap<(PathBuf, Vec<String>), String> = HashMap::new();
+    // (admin-url-file, users sorted) -> the (policy, resource) whose two users they are.
+    let mut user_pairs: HashMap<(PathBuf, Vec<String>), (String, String)> = HashMap::new();
     // (installation id, resource, secret name) -> the policy that owns it.
     let mut owners: HashMap<(String, String, String), String> = HashMap::new();
     for (index, raw_policy) in raw.policies.iter().enumerate() {
@@ -201,27 +203,19 @@ pub(super) fn validate(
                 format!("duplicate policy name: policies[{first}] is also called \"{name}\""),
             );
         }
-        // Two alternating database users serve one resource: a second resource (or policy) on
-        // the same pair would set the password the first one's deployments still use.
-        if let RawProvider::Postgres(d) | RawProvider::Mysql(d) = p.provider.get_ref() {
-            let resources = p.resources.get_ref().len();
-            if resources > 1 {
-                v.problem(Some(p.resources.span()), format!("{key}: resources"), format!("lists {resources} resources, but a postgres or mysql policy's two users take turns for one resource only: give each resource its own policy and its own pair of users"));
-            }
-            let pair = (d.admin_url_file.clone(), {
-                let mut u = d.users.clone();
-                u.sort();
-                u
-            });
-            if let Some(other) = user_pairs.insert(pair, name.clone()) {
-                v.problem(Some(p.provider.span()), format!("{key}: provider.users"), format!("the same users (through the same admin-url-file) are rotated by policy \"{other}\": each pair of users serves one resource"));
-            }
-        }
         if let Some(mut policy) =
             validate_policy(&mut v, &key, p, &raw.installations, &installations)
         {
             policy.written = canonical_at(written, &["policies", &index.to_string()]);
             if let Some(inst) = installations.get(&policy.installation) {
+                check_user_pairs(
+                    &mut v,
+                    &key,
+                    raw_policy.get_ref(),
+                    &policy,
+                    inst,
+                    &mut user_pairs,
+                );
                 for resource in &policy.resources {
                     for secret in &policy.secrets {
                         let owner_key = (inst.id.clone(), resource.clone(), secret.name.clone());
@@ -249,6 +243,66 @@ pub(super) fn validate(
             path: path.to_owned(),
             problems: v.problems,
         }),
+    }
+}
+
+/// Two alternating database users serve one resource: a second resource (of this policy or
+/// another) on the same pair would set the password the first one's deployments still use.
+/// Each listed resource's table is rendered (a templated one, with the variables a listed
+/// resource has) and checked; a rendering that needs more (`{resource.name}`) fails that
+/// resource when it rotates, not the config.
+fn check_user_pairs(
+    v: &mut Validator,
+    key: &str,
+    raw: &RawPolicy,
+    policy: &Policy,
+    installation: &Installation,
+    pairs: &mut HashMap<(PathBuf, Vec<String>), (String, String)>,
+) {
+    let span = Some(raw.provider.span());
+    for resource in &policy.resources {
+        let info = ResourceInfo::configured(&installation.id, resource);
+        let rendered = match &policy.provider {
+            ProviderSpec::Shared(config) => Some(config.clone()),
+            ProviderSpec::PerResource(template) => {
+                let rkey = format!("{key}, resource \"{}\"", shorten(resource));
+                // An unbound variable fails the resource at run time, not the config.
+                super::provider::render_into(v, &rkey, template, &info, span.clone())
+                    .unwrap_or_default()
+            }
+        };
+        let Some(ProviderConfig::Postgres(d) | ProviderConfig::Mysql(d)) = &rendered else {
+            continue;
+        };
+        let mut users = d.users.to_vec();
+        users.sort();
+        let pair = (d.admin_url_file.clone(), users);
+        let Some((other_policy, other_resource)) =
+            pairs.insert(pair, (policy.name.clone(), resource.clone()))
+        else {
+            continue;
+        };
+        let users = d.users.join(", ");
+        let message = if other_policy == policy.name {
+            format!(
+                "resources \"{other_resource}\" and \"{resource}\" would share the users {users} (through the same admin-url-file), but a postgres or mysql policy's two users take turns for one resource only: template them per resource (users = [\"{{resource.id}}_a\", \"{{resource.id}}_b\"]) or give each resource its own policy and its own pair of users"
+            )
+        } else {
+            format!(
+                "the same users {users} (through the same admin-url-file) are rotated by policy \"{other_policy}\" for resource \"{other_resource}\": each pair of users serves one resource"
+            )
+        };
+        let span = if other_policy == policy.name {
+            Some(raw.resources.span())
+        } else {
+            span.clone()
+        };
+        let field = if other_policy == policy.name {
+            "resources"
+        } else {
+            "provider.users"
+        };
+        v.problem(span, format!("{key}: {field}"), message);
     }
 }
 
@@ -327,7 +381,7 @@ fn validate_vercel(v: &mut Validator, raw: &RawVercel) -> Option<VercelSettings>
     })
 }
 
-fn check_api_url(text: &str, allow_insecure: bool) -> Result<Url, String> {
+pub(super) fn check_api_url(text: &str, allow_insecure: bool) -> Result<Url, String> {
     let url = Url::parse(text).map_err(|e| format!("\"{text}\" is not a URL ({e})"))?;
     let host = url.host_str().unwrap_or("");
     if host.is_empty() {
@@ -471,7 +525,7 @@ fn validate_policy(
                     humantime::format_duration(grace), humantime::format_duration(jitter), humantime::format_duration(gap)));
     }
 
-    let provider = validate_provider(v, key, &p.provider);
+    let provider = super::provider::validate_table(v, key, &p.provider);
 
     let mut secrets = Vec::new();
     let mut secret_names: HashMap<String, usize> = HashMap::new();
@@ -482,7 +536,7 @@ fn validate_policy(
             "is empty: add at least one [[policies.secrets]] with a name and a value",
         );
     }
-    let provider_fields = provider.as_ref().and_then(ProviderConfig::fields);
+    let provider_fields = provider.as_ref().and_then(|(p, _)| p.fields());
     for (i, raw_secret) in p.secrets.iter().enumerate() {
         let s = raw_secret.get_ref();
         let name = s.name.get_ref().clone();
@@ -536,7 +590,7 @@ fn validate_policy(
                     if let Some(known) = &provider_fields {
                         for field in t.fields() {
                             if !known.iter().any(|k| k == field) {
-                                v.problem(Some(span.clone()), tkey.clone(), format!("names field {{{field}}}, which the {} provider does not yield (it yields: {})", provider.as_ref().map(ProviderConfig::kind).unwrap_or("?"), known.join(", ")));
+                                v.problem(Some(span.clone()), tkey.clone(), format!("names field {{{field}}}, which the {} provider does not yield (it yields: {})", provider.as_ref().map(|(p, _)| p.kind()).unwrap_or("?"), known.join(", ")));
                             }
                         }
                     }
@@ -592,7 +646,7 @@ fn validate_policy(
     if v.problems.len() > before {
         return None;
     }
-    let (Some(schedule), Some(provider)) = (schedule, provider) else {
+    let (Some(schedule), Some((provider, max_concurrent_per_target))) = (schedule, provider) else {
         return None;
     };
     // The installation exists: a missing one was a problem above.
@@ -605,6 +659,7 @@ fn validate_policy(
         jitter,
         grace,
         provider,
+        max_concurrent_per_target,
         secrets,
         notify_dashboard: p.notify_dashboard,
         written: String::new(),
@@ -635,307 +690,4 @@ fn check_env_chars(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-fn validate_command(
-    v: &mut Validator,
-    key: &str,
-    span: Range<usize>,
-    argv: &[String],
-) -> Option<CommandSpec> {
-    match argv.split_first() {
-        Some((program, args)) if !program.trim().is_empty() => Some(CommandSpec {
-            program: PathBuf::from(program),
-            args: args.to_vec(),
-        }),
-        _ => {
-            v.problem(Some(span), key, "is empty: give the program and its arguments, e.g. [\"/usr/local/libexec/acme-rotate\", \"--db\", \"orders\"]");
-            None
-        }
-    }
-}
-
-fn validate_provider(
-    v: &mut Validator,
-    key: &str,
-    raw: &Spanned<RawProvider>,
-) -> Option<ProviderConfig> {
-    let span = raw.span();
-    let before = v.problems.len();
-    let provider = match raw.get_ref() {
-        RawProvider::Random(r) => {
-            let pkey = format!("{key}: provider (random)");
-            let charset = match r.charset.as_deref() {
-                None => Charset::Alphanumeric,
-                Some(name) => match Charset::from_name(name) {
-                    Some(c) => c,
-                    None => {
-                        v.problem(
-                            Some(span.clone()),
-                            format!("{pkey}.charset"),
-                            format!(
-                                "unknown charset \"{name}\": use one of {}",
-                                Charset::NAMES.join(", ")
-                            ),
-                        );
-                        Charset::Alphanumeric
-                    }
-                },
-            };
-            let length = r.length.unwrap_or(DEFAULT_RANDOM_LENGTH);
-            if length < 1 || length as usize > MAX_ENV_VALUE_LEN {
-                v.problem(
-                    Some(span.clone()),
-                    format!("{pkey}.length"),
-                    format!("{length} is out of range 1-{MAX_ENV_VALUE_LEN}"),
-                );
-            } else {
-                let bits = length as f64 * charset.bits_per_char();
-                if bits < MIN_ENTROPY_BITS {
-                    let needed = (MIN_ENTROPY_BITS / charset.bits_per_char()).ceil();
-                    v.problem(Some(span.clone()), format!("{pkey}.length"), format!("{length} characters of {} give {bits:.0} bits of entropy, under the {MIN_ENTROPY_BITS:.0} required: use length = {needed} or more", Charset::NAMES[charset as usize]));
-                }
-            }
-            let apply = match &r.apply {
-                None => None,
-                Some(argv) => validate_command(v, &format!("{pkey}.apply"), span.clone(), argv),
-            };
-            let apply_timeout = match &r.apply_timeout {
-                None => DEFAULT_COMMAND_TIMEOUT,
-                Some(t) => match parse_duration(t) {
-                    Ok(d) if !d.is_zero() => d,
-                    Ok(_) => {
-                        v.problem(
-                            Some(span.clone()),
-                            format!("{pkey}.apply-timeout"),
-                            "must be more than 0s",
-                        );
-                        DEFAULT_COMMAND_TIMEOUT
-                    }
-                    Err(why) => {
-                        v.problem(Some(span.clone()), format!("{pkey}.apply-timeout"), why);
-                        DEFAULT_COMMAND_TIMEOUT
-                    }
-                },
-            };
-            ProviderConfig::Random(RandomConfig {
-                length: length.max(1) as usize,
-                charset,
-                apply,
-                apply_timeout,
-            })
-        }
-        RawProvider::Command(c) => {
-            let pkey = format!("{key}: provider (command)");
-            let command = validate_command(v, &format!("{pkey}.command"), span.clone(), &c.command);
-            let timeout = match &c.timeout {
-                None => DEFAULT_COMMAND_TIMEOUT,
-                Some(t) => match parse_duration(t) {
-                    Ok(d) if !d.is_zero() => d,
-                    Ok(_) => {
-                        v.problem(
-                            Some(span.clone()),
-                            format!("{pkey}.timeout"),
-                            "must be more than 0s",
-                        );
-                        DEFAULT_COMMAND_TIMEOUT
-                    }
-                    Err(why) => {
-                        v.problem(Some(span.clone()), format!("{pkey}.timeout"), why);
-                        DEFAULT_COMMAND_TIMEOUT
-                    }
-                },
-            };
-            if let Some(fields) = &c.fields {
-                check_field_list(v, &format!("{pkey}.fields"), span.clone(), fields);
-            }
-            let command = command?;
-            ProviderConfig::Command(CommandConfig {
-                command,
-                timeout,
-                fields: c.fields.clone(),
-            })
-        }
-        RawProvider::Http(h) => {
-            let pkey = format!("{key}: provider (http)");
-            let timeout = provider_timeout(
-                v,
-                &format!("{pkey}.timeout"),
-                span.clone(),
-                h.timeout.as_ref(),
-                Duration::from_secs(30),
-            );
-            if let Some(fields) = &h.fields {
-                check_field_list(v, &format!("{pkey}.fields"), span.clone(), fields);
-            }
-            // Same rule as Vercel's api-url: the request carries a token and the answer values.
-            let url = match check_api_url(&h.url, false) {
-                Ok(url) => Some(url),
-                Err(why) => {
-                    v.problem(
-                        Some(span.clone()),
-                        format!("{pkey}.url"),
-                        why.replace(", or set vercel.allow-insecure-http = true", ""),
-                    );
-                    None
-                }
-            };
-            ProviderConfig::Http(HttpConfig {
-                url: url?,
-                token_file: h.token_file.clone(),
-                timeout,
-                fields: h.fields.clone(),
-            })
-        }
-        RawProvider::Postgres(d) | RawProvider::Mysql(d) => {
-            let kind = if matches!(raw.get_ref(), RawProvider::Postgres(_)) {
-                "postgres"
-            } else {
-                "mysql"
-            };
-            let pkey = format!("{key}: provider ({kind})");
-            let timeout = provider_timeout(
-                v,
-                &format!("{pkey}.timeout"),
-                span.clone(),
-                d.timeout.as_ref(),
-                Duration::from_secs(30),
-            );
-            let port = provider_port(v, &format!("{pkey}.port"), span.clone(), d.port);
-            for u in &d.users {
-                provider_identifier(v, &format!("{pkey}.users"), span.clone(), u);
-            }
-            let users: Option<[String; 2]> = match d.users.as_slice() {
-                [a, b] if a != b => Some([a.clone(), b.clone()]),
-                [a, b] if a == b => {
-                    v.problem(
-                        Some(span.clone()),
-                        format!("{pkey}.users"),
-                        format!(
-                            "names \"{a}\" twice: the two users alternate, so they must differ"
-                        ),
-                    );
-                    None
-                }
-                other => {
-                    v.problem(Some(span.clone()), format!("{pkey}.users"), format!("lists {} user(s): give exactly two, which take turns (one keeps working while the other gets the new password)", other.len()));
-                    None
-                }
-            };
-            let config = DatabaseConfig {
-                admin_url_file: d.admin_url_file.clone(),
-                users: users?,
-                host: d.host.clone(),
-                port,
-                database: d.database.clone(),
-                timeout,
-            };
-            if kind == "postgres" {
-                ProviderConfig::Postgres(config)
-            } else {
-                ProviderConfig::Mysql(config)
-            }
-        }
-        RawProvider::Redis(r) => {
-            let pkey = format!("{key}: provider (redis)");
-            let timeout = provider_timeout(
-                v,
-                &format!("{pkey}.timeout"),
-                span.clone(),
-                r.timeout.as_ref(),
-                Duration::from_secs(30),
-            );
-            let port = provider_port(v, &format!("{pkey}.port"), span.clone(), r.port);
-            provider_identifier(v, &format!("{pkey}.user"), span.clone(), &r.user);
-            if r.user.chars().any(char::is_whitespace) {
-                v.problem(
-                    Some(span.clone()),
-                    format!("{pkey}.user"),
-                    "holds whitespace, which Redis ACL user names cannot",
-                );
-            }
-            ProviderConfig::Redis(RedisConfig {
-                admin_url_file: r.admin_url_file.clone(),
-                user: r.user.clone(),
-                host: r.host.clone(),
-                port,
-                timeout,
-            })
-        }
-    };
-    (v.problems.len() == before).then_some(provider)
-}
-
-fn check_field_list(v: &mut Validator, key: &str, span: Range<usize>, fields: &[String]) {
-    if fields.is_empty() {
-        v.problem(
-            Some(span.clone()),
-            key,
-            "is empty: list the field names the provider returns, or leave fields out",
-        );
-    }
-    for f in fields {
-        if f.is_empty()
-            || !f
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            v.problem(
-                Some(span.clone()),
-                key,
-                format!("\"{f}\" is not a field name (letters, digits, `_`, `-`)"),
-            );
-        }
-    }
-}
-
-fn provider_timeout(
-    v: &mut Validator,
-    key: &str,
-    span: Range<usize>,
-    raw: Option<&String>,
-    default: Duration,
-) -> Duration {
-    match raw {
-        None => default,
-        Some(t) => match parse_duration(t) {
-            Ok(d) if !d.is_zero() => d,
-            Ok(_) => {
-                v.problem(Some(span), key, "must be more than 0s");
-                default
-            }
-            Err(why) => {
-                v.problem(Some(span), key, why);
-                default
-            }
-        },
-    }
-}
-
-fn provider_port(
-    v: &mut Validator,
-    key: &str,
-    span: Range<usize>,
-    raw: Option<i64>,
-) -> Option<u16> {
-    let port = raw?;
-    match u16::try_from(port) {
-        Ok(p) if p > 0 => Some(p),
-        _ => {
-            v.problem(Some(span), key, format!("{port} is out of range 1-65535"));
-            None
-        }
-    }
-}
-
-fn provider_identifier(v: &mut Validator, key: &str, span: Range<usize>, name: &str) {
-    if name.is_empty() || name.len() > 63 || name.chars().any(|c| c.is_control()) {
-        v.problem(
-            Some(span),
-            key,
-            format!(
-                "\"{name}\" is not a usable user name (1-63 characters, no control characters)"
-            ),
-        );
-    }
 }

@@ -101,6 +101,8 @@ mod tests {
             policy: "orders-db".into(),
             installation: "acme".into(),
             resource: "store_abc".into(),
+            installation_id: "icfg_test".into(),
+            resource_info: None,
         }
     }
 

@@ -9,18 +9,21 @@ pub mod command;
 pub mod dry_run;
 pub mod http;
 pub mod mysql;
+pub mod per_resource;
 pub mod postgres;
 mod process;
 mod protocol;
 pub mod random;
 pub mod redis;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 use crate::config::ProviderConfig;
 use crate::error::{Classify, Persistence};
+use crate::resource::ResourceInfo;
 use crate::secret::Fields;
 
 /// Which rotation a provider call is for. Sent to external programs as-is.
@@ -30,6 +33,11 @@ pub struct Target {
     /// The installation's table name in the config (`acme`).
     pub installation: String,
     pub resource: String,
+    /// Vercel's id of the installation (`icfg_...`): the `installation_id` of requests.
+    pub installation_id: String,
+    /// What Vercel's listing says of a discovered resource (the `resource_info` of
+    /// requests); `None` for one the config lists by id, of which nothing more is known.
+    pub resource_info: Option<Arc<ResourceInfo>>,
 }
 
 /// A new credential: a handle that may be stored, and fields that never are.
@@ -150,6 +158,10 @@ pub enum ProviderError {
     },
     #[error("the operating system's random source failed: {0}")]
     Random(String),
+    /// The policy's provider table cannot serve this resource: a template names a value the
+    /// resource lacks, or renders into an invalid table. Nothing was called.
+    #[error("{reason}")]
+    Resource { reason: String },
     /// A backend the provider talks to itself (a database, the partner's API) failed or
     /// refused. `reason` never holds a value, a password or an admin URL: providers build it
     /// from error kinds and codes, or scrub it.
@@ -219,6 +231,8 @@ impl Classify for ProviderError {
             ProviderError::BadOutput { .. } => Persistence::Permanent,
             ProviderError::Io { .. } => Persistence::Transient,
             ProviderError::Random(_) => Persistence::Transient,
+            // Until the config or the resource changes.
+            ProviderError::Resource { .. } => Persistence::Permanent,
             ProviderError::Backend {
                 transient: true, ..
             } => Persistence::Transient,

@@ -992,6 +992,8 @@ mod tests {
             policy: "p".to_owned(),
             installation: "i".to_owned(),
             resource: "r".to_owned(),
+            installation_id: "icfg_test".into(),
+            resource_info: None,
         };
         let err = p.retire(&target, "postgres").await.unwrap_err();
         assert!(

@@ -18,6 +18,7 @@
 //! line and column plus a fixed description (see [`describe_json_error`]). They name where
 //! the answer came from ([`Channel`]): "stdout" for a program, "the response body" for an API.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 
@@ -26,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::{Credential, Target};
+use crate::resource::MetadataValue;
 use crate::secret::Fields;
 
 /// Where an answer came from, for the reasons that refuse it.
@@ -99,7 +101,9 @@ impl<'a> Request<'a> {
                 rotation_id,
                 policy: &target.policy,
                 installation: &target.installation,
+                installation_id: &target.installation_id,
                 resource: &target.resource,
+                resource_info: ResourceInfoBody::of(target),
                 previous_handle,
             }),
             Request::Verify {
@@ -110,14 +114,18 @@ impl<'a> Request<'a> {
                 action,
                 rotation_id,
                 policy: &target.policy,
+                installation_id: &target.installation_id,
                 resource: &target.resource,
+                resource_info: ResourceInfoBody::of(target),
                 handle: &credential.handle,
                 fields: ExposedFields(&credential.fields),
             }),
             Request::Retire { target, handle } => SecretBuf::json(&RetireRequest {
                 action,
                 policy: &target.policy,
+                installation_id: &target.installation_id,
                 resource: &target.resource,
+                resource_info: ResourceInfoBody::of(target),
                 handle,
             }),
         }
@@ -130,7 +138,11 @@ struct CreateRequest<'a> {
     rotation_id: &'a str,
     policy: &'a str,
     installation: &'a str,
+    /// Vercel's id of the installation (`icfg_...`).
+    installation_id: &'a str,
     resource: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource_info: Option<ResourceInfoBody<'a>>,
     /// `null` on the first rotation: the protocol always sends the key.
     previous_handle: Option<&'a str>,
 }
@@ -140,7 +152,10 @@ struct VerifyRequest<'a> {
     action: &'static str,
     rotation_id: &'a str,
     policy: &'a str,
+    installation_id: &'a str,
     resource: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource_info: Option<ResourceInfoBody<'a>>,
     handle: &'a str,
     fields: ExposedFields<'a>,
 }
@@ -149,8 +164,43 @@ struct VerifyRequest<'a> {
 struct RetireRequest<'a> {
     action: &'static str,
     policy: &'a str,
+    installation_id: &'a str,
     resource: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource_info: Option<ResourceInfoBody<'a>>,
     handle: &'a str,
+}
+
+/// `resource_info`: what Vercel's listing says of a discovered resource, absent keys omitted
+/// (DESIGN, "Fleets"). Not sent for a resource the config lists by id.
+#[derive(Serialize)]
+struct ResourceInfoBody<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    internal_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    product_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'a str>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    metadata: &'a BTreeMap<String, MetadataValue>,
+}
+
+impl<'a> ResourceInfoBody<'a> {
+    fn of(target: &'a Target) -> Option<ResourceInfoBody<'a>> {
+        let info = target
+            .resource_info
+            .as_deref()
+            .filter(|i| i.is_discovered())?;
+        Some(ResourceInfoBody {
+            internal_id: info.internal_id.as_deref(),
+            name: info.name.as_deref(),
+            product_id: info.product_id.as_deref(),
+            status: info.status.as_deref(),
+            metadata: &info.metadata,
+        })
+    }
 }
 
 /// A create answer. Values go straight into `SecretString`s as serde reads them.
@@ -395,6 +445,8 @@ mod tests {
             policy: "orders-db".into(),
             installation: "acme".into(),
             resource: "store_abc".into(),
+            installation_id: "icfg_1".into(),
+            resource_info: None,
         }
     }
 
@@ -422,7 +474,7 @@ mod tests {
                     rotation_id: "rot-1",
                     previous_handle: None,
                 },
-                r#"{"action":"create","rotation_id":"rot-1","policy":"orders-db","installation":"acme","resource":"store_abc","previous_handle":null}"#,
+                r#"{"action":"create","rotation_id":"rot-1","policy":"orders-db","installation":"acme","installation_id":"icfg_1","resource":"store_abc","previous_handle":null}"#,
             ),
             (
                 Request::Create {
@@ -430,7 +482,7 @@ mod tests {
                     rotation_id: "rot-2",
                     previous_handle: Some("key-41"),
                 },
-                r#"{"action":"create","rotation_id":"rot-2","policy":"orders-db","installation":"acme","resource":"store_abc","previous_handle":"key-41"}"#,
+                r#"{"action":"create","rotation_id":"rot-2","policy":"orders-db","installation":"acme","installation_id":"icfg_1","resource":"store_abc","previous_handle":"key-41"}"#,
             ),
             (
                 Request::Verify {
@@ -438,14 +490,14 @@ mod tests {
                     rotation_id: "rot-1",
                     credential: &credential,
                 },
-                r#"{"action":"verify","rotation_id":"rot-1","policy":"orders-db","resource":"store_abc","handle":"key-42","fields":{"password":"pw"}}"#,
+                r#"{"action":"verify","rotation_id":"rot-1","policy":"orders-db","installation_id":"icfg_1","resource":"store_abc","handle":"key-42","fields":{"password":"pw"}}"#,
             ),
             (
                 Request::Retire {
                     target: &target,
                     handle: "key-41",
                 },
-                r#"{"action":"retire","policy":"orders-db","resource":"store_abc","handle":"key-41"}"#,
+                r#"{"action":"retire","policy":"orders-db","installation_id":"icfg_1","resource":"store_abc","handle":"key-41"}"#,
             ),
         ];
         for (request, want) in table {
@@ -454,6 +506,48 @@ mod tests {
             let secrets = request.secrets().len();
             assert_eq!(secrets, usize::from(request.action() == "verify"));
         }
+    }
+
+    #[test]
+    fn requests_for_a_discovered_resource_carry_its_info_without_absent_keys() {
+        let mut info = crate::resource::ResourceInfo::configured("icfg_1", "store_abc");
+        info.name = Some("orders".into());
+        info.status = Some("ready".into());
+        info.metadata.insert(
+            "tier".into(),
+            crate::resource::MetadataValue::String("pro".into()),
+        );
+        let discovered = Target {
+            resource_info: Some(std::sync::Arc::new(info)),
+            ..target()
+        };
+        let request = Request::Retire {
+            target: &discovered,
+            handle: "key-41",
+        };
+        let buf = request.encode().unwrap();
+        assert_eq!(
+            std::str::from_utf8(buf.as_bytes()).unwrap(),
+            r#"{"action":"retire","policy":"orders-db","installation_id":"icfg_1","resource":"store_abc","resource_info":{"name":"orders","status":"ready","metadata":{"tier":"pro"}},"handle":"key-41"}"#
+        );
+        // Known only by id: no resource_info at all.
+        let configured = Target {
+            resource_info: Some(std::sync::Arc::new(
+                crate::resource::ResourceInfo::configured("icfg_1", "store_abc"),
+            )),
+            ..target()
+        };
+        let buf = Request::Retire {
+            target: &configured,
+            handle: "key-41",
+        }
+        .encode()
+        .unwrap();
+        assert!(
+            !std::str::from_utf8(buf.as_bytes())
+                .unwrap()
+                .contains("resource_info")
+        );
     }
 
     #[test]

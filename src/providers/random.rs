@@ -287,6 +287,8 @@ mod tests {
             policy: "p".into(),
             installation: "i".into(),
             resource: "r".into(),
+            installation_id: "icfg_test".into(),
+            resource_info: None,
         };
         let credential = provider.create(&target, "rot-1", None).await.unwrap();
         assert_eq!(credential.handle, "rot-1");

@@ -233,10 +233,12 @@ impl Executor {
                 if rotation_id != fresh_id {
                     info!(policy = %target.policy, resource = %target.resource, rotation_id = %rotation_id, "redoing an unfinished rotation from create, with the same rotation id");
                 }
-                match provider
+                let permit = target_permit(job).await;
+                let created = provider
                     .create(&target, &rotation_id, previous_handle.as_deref())
-                    .await
-                {
+                    .await;
+                drop(permit);
+                match created {
                     Ok(credential) => {
                         let event = Event::Created {
                             handle: credential.handle.clone(),
@@ -259,10 +261,12 @@ impl Executor {
                 let Some(credential) = &work.credential else {
                     return fail(work, RotationError::Aborted("no credential to push".into()));
                 };
-                match provider
+                let permit = target_permit(job).await;
+                let verified = provider
                     .verify(&target, &work.rotation_id, credential)
-                    .await
-                {
+                    .await;
+                drop(permit);
+                match verified {
                     Ok(Outcome::Done) => {
                         debug!(policy = %target.policy, resource = %target.resource, "new credential verified")
                     }
@@ -278,7 +282,7 @@ impl Executor {
                         );
                     }
                 }
-                match push::render(&job.policy.secrets, credential) {
+                match push::render(&job.policy.secrets, credential, &job.resource_info) {
                     Ok(secrets) => {
                         work.secrets = Some(secrets);
                         Event::Prepared
@@ -323,7 +327,9 @@ impl Executor {
                 Event::Reminded
             }
             Action::Retire { handle } => {
+                let permit = target_permit(job).await;
                 let retired = provider.retire(&target, &handle).await;
+                drop(permit);
                 fault::point("retiring");
                 match retired {
                     Ok(Outcome::Done) => {
@@ -427,6 +433,13 @@ impl Executor {
 }
 
 /// Keeps the error for the report and words it for the record.
+/// A permit of the job's backend, held around one provider call (never the push), so that
+/// one server sees at most its `max-concurrent-per-target` calls at once. `None`: no cap.
+async fn target_permit(job: &Job) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    // The semaphore is never closed, so acquiring fails never.
+    job.target_limit.clone()?.acquire_owned().await.ok()
+}
+
 fn fail(work: &mut Work, error: RotationError) -> Event {
     let fault = Fault {
         message: error.to_string(),

@@ -29,7 +29,8 @@ use chrono::{DateTime, Utc};
 use crate::config::{Installation, Policy};
 use crate::error::{Classify, Persistence};
 use crate::providers::{Provider, ProviderError, Target};
-use crate::template::MissingField;
+use crate::resource::ResourceInfo;
+use crate::template::RenderError;
 use crate::vercel::VercelError;
 
 pub use crate::state::{Key, Step};
@@ -43,6 +44,12 @@ pub struct Job {
     pub policy: Arc<Policy>,
     pub installation: Arc<Installation>,
     pub provider: Arc<dyn Provider>,
+    /// What is known of the resource: its templates' variables, and the `installation_id`
+    /// and `resource_info` of provider requests.
+    pub resource_info: Arc<ResourceInfo>,
+    /// Shared by every job against the same backend (one rendered `admin-url-file`): each
+    /// provider call holds a permit, so one server sees at most its cap of rotations at once.
+    pub target_limit: Option<Arc<tokio::sync::Semaphore>>,
     /// False for a record the config no longer names: its retirements run, nothing else.
     pub in_config: bool,
     /// Records of other keys (a renamed policy's) whose credentials this job's push replaces
@@ -65,6 +72,11 @@ impl Job {
             policy: self.policy.name.clone(),
             installation: self.installation.name.clone(),
             resource: self.key.resource.clone(),
+            installation_id: self.resource_info.installation_id.clone(),
+            resource_info: self
+                .resource_info
+                .is_discovered()
+                .then(|| self.resource_info.clone()),
         }
     }
 
@@ -88,7 +100,7 @@ pub enum RotationError {
     Template {
         secret: String,
         #[source]
-        source: MissingField,
+        source: RenderError,
     },
     #[error("the push to Vercel failed: {0}")]
     Vercel(#[source] VercelError),

@@ -95,10 +95,11 @@ impl Pusher for PreviewPusher {
     }
 }
 
-/// Renders every secret of a policy over a credential's fields.
+/// Renders every secret of a policy over a credential's fields and the resource's variables.
 pub fn render(
     specs: &[crate::config::SecretSpec],
     credential: &Credential,
+    resource: &crate::resource::ResourceInfo,
 ) -> Result<Vec<PushSecret>, RotationError> {
     specs
         .iter()
@@ -109,11 +110,14 @@ pub fn render(
             };
             Ok(PushSecret {
                 name: spec.name.clone(),
-                value: spec.value.render(&credential.fields).map_err(err)?,
+                value: spec
+                    .value
+                    .render(&credential.fields, resource)
+                    .map_err(err)?,
                 prefix: spec.prefix.clone(),
                 environment_overrides: spec
                     .environment_overrides
-                    .try_map(|t| t.render(&credential.fields))
+                    .try_map(|t| t.render(&credential.fields, resource))
                     .map_err(err)?,
             })
         })

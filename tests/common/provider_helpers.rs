@@ -10,6 +10,8 @@ pub fn target() -> Target {
         policy: "orders-db".into(),
         installation: "acme".into(),
         resource: "store_abc".into(),
+        installation_id: "icfg_test".into(),
+        resource_info: None,
     }
 }
 

@@ -1,0 +1,125 @@
+//! What is known of one Vercel resource, none of it secret: the ids a rotation targets and,
+//! for a resource found by discovery, what Vercel's listing says of it (name, product,
+//! status, metadata). Templates (`{resource.name}`) and provider requests (`resource_info`)
+//! read it.
+//!
+//! A resource named in a policy's `resources = [...]` list is known only by its
+//! installation's id and its own id; discovery fills in the rest. This module imports nothing
+//! of the crate: config, templates and providers all sit above it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// One resource of one installation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceInfo {
+    /// Vercel's `integrationConfigurationId` (`icfg_...`) of its installation.
+    pub installation_id: String,
+    /// The partner's id (`partnerId`): the `{resourceId}` of the secrets PUT.
+    pub id: String,
+    /// Vercel's own id (`internalId`).
+    pub internal_id: Option<String>,
+    pub name: Option<String>,
+    pub product_id: Option<String>,
+    /// `ready`, `suspended`, ... as Vercel lists it.
+    pub status: Option<String>,
+    pub metadata: BTreeMap<String, MetadataValue>,
+}
+
+/// A metadata value as Vercel's listing gives it: a string, a number, a boolean, or an array
+/// of strings or of numbers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum MetadataValue {
+    String(String),
+    Number(serde_json::Number),
+    Bool(bool),
+    Strings(Vec<String>),
+    Numbers(Vec<serde_json::Number>),
+}
+
+impl fmt::Display for MetadataValue {
+    /// How a template renders it: strings as they are, numbers and booleans as JSON writes
+    /// them, arrays as their items joined by `,`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn join<T: fmt::Display>(f: &mut fmt::Formatter<'_>, items: &[T]) -> fmt::Result {
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(",")?;
+                }
+                write!(f, "{item}")?;
+            }
+            Ok(())
+        }
+        match self {
+            MetadataValue::String(s) => f.write_str(s),
+            MetadataValue::Number(n) => write!(f, "{n}"),
+            MetadataValue::Bool(b) => write!(f, "{b}"),
+            MetadataValue::Strings(items) => join(f, items),
+            MetadataValue::Numbers(items) => join(f, items),
+        }
+    }
+}
+
+impl ResourceInfo {
+    /// A resource a policy lists by id: nothing is known of it beyond the two ids.
+    pub fn configured(installation_id: impl Into<String>, id: impl Into<String>) -> ResourceInfo {
+        ResourceInfo {
+            installation_id: installation_id.into(),
+            id: id.into(),
+            internal_id: None,
+            name: None,
+            product_id: None,
+            status: None,
+            metadata: BTreeMap::new(),
+        }
+    }
+
+    /// Whether anything beyond the two ids is known (it came from Vercel's listing).
+    pub fn is_discovered(&self) -> bool {
+        self.internal_id.is_some()
+            || self.name.is_some()
+            || self.product_id.is_some()
+            || self.status.is_some()
+            || !self.metadata.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_values_parse_and_render() {
+        let parsed: BTreeMap<String, MetadataValue> = serde_json::from_str(
+            r#"{"region": "eu", "size": 3, "ratio": 1.5, "ha": true, "zones": ["a", "b"], "ports": [1, 2]}"#,
+        )
+        .unwrap();
+        let rendered: Vec<(String, String)> = parsed
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect();
+        assert_eq!(
+            rendered,
+            [
+                ("ha", "true"),
+                ("ports", "1,2"),
+                ("ratio", "1.5"),
+                ("region", "eu"),
+                ("size", "3"),
+                ("zones", "a,b"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+    }
+
+    #[test]
+    fn a_configured_resource_is_not_discovered() {
+        let mut info = ResourceInfo::configured("icfg_1", "res_1");
+        assert!(!info.is_discovered());
+        info.name = Some("orders".into());
+        assert!(info.is_discovered());
+    }
+}
