@@ -21,4 +21,5 @@ mod redis;
 mod resilience;
 mod state_file;
 mod state_owner;
+mod templates;
 mod vercel_client;
