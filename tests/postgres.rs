@@ -1010,3 +1010,117 @@ async fn postgres_tls_follows_sslmode_and_checks_the_certificate() {
         );
     }
 }
+
+/// Issue 11: one policy serves three resources on one server, each with its own pair of
+/// roles and its own admin file (`{resource.id}` in `users` and `admin-url-file`); each
+/// alternates its own pair, and no resource's rotation touches another's roles.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_a_templated_policy_serves_several_resources_each_with_its_own_pair() {
+    let Some(pg) = PgCluster::start_or_skip("postgres_templated_policy") else {
+        return;
+    };
+    let resources = ["store_p1", "store_p2", "store_p3"];
+    let roles: Vec<String> = resources
+        .iter()
+        .flat_map(|r| [format!("{r}_a"), format!("{r}_b")])
+        .collect();
+    pg.create_login_roles(&roles.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
+    let fake = FakeVercel::start().await;
+    fake.add_installation(ACME, ACME_TOKEN);
+    for r in resources {
+        fake.add_resource(ACME, r);
+    }
+    let dir = TempDir::new().unwrap_or_else(|e| panic!("{e}"));
+    let token = cli::write_token(dir.path(), "acme.token", ACME_TOKEN);
+    for r in resources {
+        write_file(
+            dir.path(),
+            &format!("admin-{r}.url"),
+            &pg.superuser_url(),
+            0o600,
+        );
+    }
+    let config = dir.path().join("config.toml");
+    let text = format!(
+        r#"[vercel]
+api-url = "{url}"
+request-timeout = "5s"
+
+[state]
+dir = "{state}"
+
+[installations.acme]
+id = "{ACME}"
+token-file = "{token}"
+
+[[policies]]
+name = "pg-fleet"
+installation = "acme"
+resources = {resources:?}
+schedule = "0 3 * * 0"
+grace = "1s"
+provider = {{ kind = "postgres", admin-url-file = "{dir}/admin-{{resource.id}}.url", users = ["{{resource.id}}_a", "{{resource.id}}_b"], timeout = "10s", max-concurrent-per-target = 2 }}
+
+[[policies.secrets]]
+name = "DATABASE_URL"
+value = "postgres://{{username}}:{{password}}@{{host}}:{{port}}/{{database}}?application_name={{resource.id}}"
+"#,
+        url = fake.url(),
+        state = dir.path().join("state").display(),
+        token = token.display(),
+        dir = dir.path().display(),
+    );
+    std::fs::write(&config, text).unwrap_or_else(|e| panic!("{e}"));
+    let run = || {
+        cli::run_async(
+            vec![
+                "--config".to_owned(),
+                config.display().to_string(),
+                "run".to_owned(),
+                "--once".to_owned(),
+            ],
+            Vec::new(),
+        )
+    };
+    let pushed = |r: &str| -> (String, String, String) {
+        let secrets = fake.secrets(ACME, r);
+        let url = &secrets
+            .get("DATABASE_URL")
+            .unwrap_or_else(|| panic!("{r}: Vercel holds no DATABASE_URL: {secrets:?}"))
+            .value;
+        let config = tokio_postgres::Config::from_str(url).unwrap_or_else(|e| panic!("{e}"));
+        (
+            config.get_user().unwrap_or_default().to_owned(),
+            String::from_utf8_lossy(config.get_password().unwrap_or_default()).into_owned(),
+            config.get_application_name().unwrap_or_default().to_owned(),
+        )
+    };
+
+    let out = run().await;
+    assert_eq!(out.status.code(), Some(0), "{}", cli::stderr(&out));
+    let mut first = Vec::new();
+    for r in resources {
+        let (user, password, app) = pushed(r);
+        assert_eq!(user, format!("{r}_a"), "{r}");
+        assert_eq!(app, r);
+        assert_logs_in(&pg, &user, &password).await;
+        first.push((user, password));
+    }
+    // Each resource's first rotation gave its other role its grace (1s); then each turns to
+    // its own second role, and the first one keeps working until it is retired.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let out = run().await;
+    assert_eq!(out.status.code(), Some(0), "{}", cli::stderr(&out));
+    for (r, (old_user, old_password)) in resources.iter().zip(&first) {
+        let (user, password, _) = pushed(r);
+        assert_eq!(user, format!("{r}_b"), "{r}");
+        assert_logs_in(&pg, &user, &password).await;
+        assert_logs_in(&pg, old_user, old_password).await;
+    }
+    let mut with_password = pg.roles_with_password().await;
+    with_password.sort();
+    let mut want = roles.clone();
+    want.sort();
+    assert_eq!(with_password, want);
+}
