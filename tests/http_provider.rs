@@ -258,13 +258,13 @@ async fn create_verify_and_retire_post_the_protocols_json_with_the_bearer_token(
         api.bodies(),
         [
             json!({"action": "create", "rotation_id": "rot-1", "policy": "orders-db",
-                   "installation": "acme", "resource": "store_abc", "previous_handle": null}),
+                   "installation": "acme", "installation_id": "icfg_test", "resource": "store_abc", "previous_handle": null}),
             json!({"action": "create", "rotation_id": "rot-2", "policy": "orders-db",
-                   "installation": "acme", "resource": "store_abc", "previous_handle": "key-41"}),
+                   "installation": "acme", "installation_id": "icfg_test", "resource": "store_abc", "previous_handle": "key-41"}),
             json!({"action": "verify", "rotation_id": "rot-1", "policy": "orders-db",
-                   "resource": "store_abc", "handle": "key-42",
+                   "installation_id": "icfg_test", "resource": "store_abc", "handle": "key-42",
                    "fields": {"username": "orders_a", "password": CANARY}}),
-            json!({"action": "retire", "policy": "orders-db", "resource": "store_abc",
+            json!({"action": "retire", "policy": "orders-db", "installation_id": "icfg_test", "resource": "store_abc",
                    "handle": "key-41"}),
         ]
     );
@@ -329,7 +329,7 @@ async fn the_create_request_bytes_match_the_command_protocol() {
         .unwrap();
     assert_eq!(
         String::from_utf8(raw.lock().unwrap().clone()).unwrap(),
-        r#"{"action":"create","rotation_id":"rot-1","policy":"orders-db","installation":"acme","resource":"store_abc","previous_handle":null}"#
+        r#"{"action":"create","rotation_id":"rot-1","policy":"orders-db","installation":"acme","installation_id":"icfg_test","resource":"store_abc","previous_handle":null}"#
     );
 }
 

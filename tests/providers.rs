@@ -184,11 +184,11 @@ async fn create_verify_retire_send_exactly_the_documented_requests() {
         scripts.requests(),
         [
             json!({"action": "create", "rotation_id": "rot-1", "policy": "orders-db",
-                   "installation": "acme", "resource": "store_abc", "previous_handle": null}),
+                   "installation": "acme", "installation_id": "icfg_test", "resource": "store_abc", "previous_handle": null}),
             json!({"action": "verify", "rotation_id": "rot-1", "policy": "orders-db",
-                   "resource": "store_abc", "handle": "key-42",
+                   "installation_id": "icfg_test", "resource": "store_abc", "handle": "key-42",
                    "fields": {"username": "orders_a", "password": CANARY}}),
-            json!({"action": "retire", "policy": "orders-db", "resource": "store_abc",
+            json!({"action": "retire", "policy": "orders-db", "installation_id": "icfg_test", "resource": "store_abc",
                    "handle": "key-41"}),
         ]
     );
