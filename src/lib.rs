@@ -19,6 +19,8 @@
 //!   `postgres`, `mysql`, `redis`), the protocol `command` and `http` share, and the dry-run
 //!   wrapper.
 //! - [`vercel`]: the Vercel API client (update resource secrets, dashboard notification).
+//! - [`net`]: how every HTTP client is built: User-Agent, no redirects, proxies only over TLS
+//!   and never for loopback.
 //! - [`rotation`]: the rotation steps of DESIGN as a type, and one rotation walked through
 //!   them (with its retirement).
 //! - [`once`]: `run --once`: pick targets, rotate them concurrently, print the summary; hand
@@ -49,6 +51,7 @@ pub mod engine;
 pub mod error;
 pub mod fault;
 pub mod logging;
+pub mod net;
 pub mod once;
 pub mod providers;
 pub mod rotation;

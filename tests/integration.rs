@@ -17,4 +17,5 @@ mod providers;
 mod redis;
 mod resilience;
 mod state_file;
+mod vercel_answers;
 mod vercel_client;

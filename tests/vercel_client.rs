@@ -12,10 +12,10 @@ use serde_json::{Value, json};
 use url::Url;
 use vercel_secret_rotator::config::{EnvironmentOverrides, VercelSettings};
 use vercel_secret_rotator::error::{Classify, Persistence};
+use vercel_secret_rotator::net::USER_AGENT;
 use vercel_secret_rotator::secret::SecretString;
 use vercel_secret_rotator::vercel::{
-    InstallationRef, Notification, NotificationLevel, PushSecret, USER_AGENT, VercelClient,
-    VercelError,
+    InstallationRef, Notification, NotificationLevel, PushSecret, VercelClient, VercelError,
 };
 
 use crate::common::fake_vercel::{FakeVercel, RecordedBody, Scripted, StoredSecret};
@@ -916,21 +916,59 @@ async fn success_statuses() {
         .await
         .expect("201 with a body");
 
-    // Any other status for the PUT, even a 2xx or a redirect, is not a push and is permanent.
-    for scripted in [
-        Scripted::status(200),
-        Scripted::status(204),
-        Scripted::status(302).header("location", "https://elsewhere.example/"),
+    // Any 2xx says the change was made: success for the PUT and the PATCH alike.
+    for status in [200, 202, 204] {
+        s.fake
+            .script(ACME, "store_a1", vec![Scripted::status(status); 2]);
+        s.client
+            .update_resource_secrets(&s.acme(), "store_a1", &[plain("A", "x")])
+            .await
+            .unwrap_or_else(|e| panic!("{status} is a push: {e}"));
+        s.client
+            .notify_resource(&s.acme(), "store_a1", &redeploy())
+            .await
+            .unwrap_or_else(|e| panic!("{status} is a notification: {e}"));
+    }
+    assert_eq!(s.fake.requests().len(), 7, "each answered at once");
+}
+
+/// An answer that says neither yes nor no (a redirect, which is not followed; a 408) fails
+/// the call, and says Vercel may hold the values: the caller must not retire the new
+/// credential. A definite refusal says it may not.
+#[tokio::test]
+async fn unclear_answers_may_have_been_applied() {
+    let s = Setup::with_deadline(Duration::from_secs(5), Duration::from_millis(300)).await;
+    for (scripted, unclear) in [
+        (
+            Scripted::status(302).header("location", "https://elsewhere.example/"),
+            true,
+        ),
+        (Scripted::status(301), true),
+        (Scripted::status(307), true),
+        (Scripted::status(308), true),
+        (Scripted::status(408), true),
+        (Scripted::status(400), false),
+        (Scripted::status(409), false),
+        (Scripted::status(422), false),
     ] {
         let status = scripted.status;
+        s.fake.clear_requests();
         s.fake.script(ACME, "store_a1", vec![scripted]);
         let err = s.push_err(&[plain("A", "x")]).await;
         assert_eq!(err.status(), Some(status));
-        assert_eq!(err.persistence(), Persistence::Permanent);
-        assert!(err.to_string().contains("unexpected answer"), "{err}");
+        assert_eq!(err.may_have_applied(), unclear, "{status}: {err}");
+        assert_eq!(
+            s.fake.requests().len(),
+            1,
+            "{status}: not retried, not followed"
+        );
     }
-    // The redirect was not followed.
-    assert_eq!(s.fake.requests().len(), 4);
+    // A 503 until the deadline: unclear too.
+    s.fake
+        .script(ACME, "store_a1", vec![Scripted::status(503); 50]);
+    let err = s.push_err(&[plain("A", "x")]).await;
+    s.fake.clear_scripts();
+    assert!(err.may_have_applied(), "{err}");
 }
 
 #[tokio::test]
