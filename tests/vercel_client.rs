@@ -715,6 +715,60 @@ async fn a_429_waits_for_retry_after_and_holds_back_the_whole_endpoint() {
     }
 }
 
+/// 122 pushes, 32 under way and 16 on the wire at once (as `run --once` with
+/// `max-concurrent-requests = 16`), against a 20/s token bucket that says nothing on success
+/// and, on its 429s, gives no limit: the client learns a pace from the refusals instead of
+/// rushing in after each pause (regression: 115 429s for 122 pushes). Counts, not times.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_bucket_without_a_window_is_met_with_few_429s() {
+    const PUSHES: usize = 122;
+    let fake = FakeVercel::start().await;
+    fake.add_installation(ACME, ACME_TOKEN);
+    for i in 0..PUSHES {
+        fake.add_resource(ACME, &format!("store_{i:03}"));
+    }
+    fake.set_bare_token_bucket(20);
+    let client = VercelClient::new(&VercelSettings {
+        api_url: Url::parse(&fake.url()).expect("url"),
+        request_timeout: Duration::from_secs(10),
+        retry_deadline: Duration::from_secs(120),
+        max_concurrent_requests: 16,
+    })
+    .expect("client");
+    let under_way = std::sync::Arc::new(tokio::sync::Semaphore::new(32));
+    let mut tasks = Vec::new();
+    for i in 0..PUSHES {
+        let (client, slot) = (
+            client.clone(),
+            under_way.clone().acquire_owned().await.expect("slot"),
+        );
+        tasks.push(tokio::spawn(async move {
+            let _slot = slot;
+            let token = secret(ACME_TOKEN);
+            let acme = InstallationRef {
+                name: "acme",
+                id: ACME,
+                token: &token,
+            };
+            client
+                .update_resource_secrets(&acme, &format!("store_{i:03}"), &[plain("A", "v")])
+                .await
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task").expect("pushed");
+    }
+    let refused = fake
+        .answers()
+        .iter()
+        .filter(|a| a.status == Some(429))
+        .count();
+    for i in 0..PUSHES {
+        assert_eq!(fake.secrets(ACME, &format!("store_{i:03}"))["A"].value, "v");
+    }
+    assert!(refused <= PUSHES / 2, "{refused} answers were 429s");
+}
+
 #[tokio::test]
 async fn a_wait_past_the_deadline_fails_at_once() {
     let s = Setup::with_deadline(Duration::from_secs(1), Duration::from_secs(3)).await;

@@ -20,7 +20,8 @@
 //! Each call retries by itself: no answer, 429, 500, 502, 503 and 504 are tried again with
 //! exponential backoff and full jitter (or when the server says), until
 //! `vercel.retry-deadline` from the first attempt; each retry is logged at warn. Requests to
-//! each endpoint start at the pace a shared limiter learns from Vercel's rate-limit answers.
+//! each endpoint start at the pace a shared limiter learns from Vercel's rate-limit headers
+//! where they describe a window, and from its refusals (AIMD) where they do not.
 //! What is left after the deadline (or never worth retrying) comes back as a [`VercelError`]
 //! that says, through [`crate::error::Classify`] and [`VercelError::retry_after`], whether and
 //! when the engine's slower retry may succeed.
@@ -58,7 +59,7 @@ pub use body::{Notification, NotificationLevel, PushSecret};
 pub use error::{Operation, VercelError};
 
 use body::{NotifyBody, UpdateSecretsBody};
-use limiter::{EndpointLimiter, RateWindow};
+use limiter::{EndpointLimiter, Observation, Outcome, RateWindow};
 use response::{CODE_CAP, ERROR_BODY_CAP, MESSAGE_CAP};
 use retry::RetryPolicy;
 
@@ -258,16 +259,29 @@ impl VercelClient {
         };
         for attempt in 1u32.. {
             // The endpoint's pace first, then a request permit: a call waiting out a 429's
-            // rest on one endpoint must not hold a permit the other endpoint could use.
-            if let Err(ready) = limiter.acquire(deadline).await {
-                let retry_after = ready.saturating_duration_since(Instant::now());
-                return Err(finish(
-                    last.unwrap_or_else(|| call.error(ErrorKind::Throttled { retry_after })),
-                    uncertain,
-                ));
-            }
-            // The semaphore is never closed; should acquiring fail anyway, the call still goes.
-            let permit = self.in_flight.acquire().await.ok();
+            // rest on one endpoint must not hold a permit the other endpoint could use. A
+            // call whose turn came before a rest began, and that then waited for its permit,
+            // queues again instead of sending into the rest.
+            let (turn_at, permit) = loop {
+                let turn_at = match limiter.acquire(deadline).await {
+                    Ok(at) => at,
+                    Err(ready) => {
+                        let retry_after = ready.saturating_duration_since(Instant::now());
+                        return Err(finish(
+                            last.unwrap_or_else(|| {
+                                call.error(ErrorKind::Throttled { retry_after })
+                            }),
+                            uncertain,
+                        ));
+                    }
+                };
+                // The semaphore is never closed; should acquiring fail anyway, the call
+                // still goes.
+                let permit = self.in_flight.acquire().await.ok();
+                if !limiter.is_paused() {
+                    break (turn_at, permit);
+                }
+            };
             // A body made of bytes always clones; the fallback only keeps this panic-free.
             let Some(mut this) = request.try_clone() else {
                 return Err(last.unwrap_or_else(|| call.error(ErrorKind::Encode)));
@@ -276,15 +290,20 @@ impl VercelClient {
             *this.timeout_mut() = Some(self.request_timeout.min(left.max(MIN_ATTEMPT_TIMEOUT)));
             let (result, window) = self.attempt(call, attempt, this, scrub).await;
             drop(permit);
+            let seen = |outcome| Observation {
+                turn_at,
+                window,
+                outcome,
+            };
             let error = match result {
                 Ok(()) => {
-                    limiter.observe(window, None);
+                    limiter.observe(seen(Outcome::Success));
                     return Ok(());
                 }
                 Err(e) => e,
             };
             if !retry::is_retryable(&error) {
-                limiter.observe(window, None);
+                limiter.observe(seen(Outcome::Other));
                 return Err(finish(error, uncertain));
             }
             uncertain |= error.may_have_applied();
@@ -292,8 +311,12 @@ impl VercelClient {
             let delay = error
                 .retry_after()
                 .unwrap_or_else(|| self.retry.backoff(attempt, rand::random::<f64>()));
-            // A 429 rests the whole endpoint, not just this call.
-            limiter.observe(window, (status == Some(429)).then_some(delay));
+            // A 429 rests the whole endpoint, not just this call, and slows its pace.
+            limiter.observe(seen(if status == Some(429) {
+                Outcome::Throttled(delay)
+            } else {
+                Outcome::Other
+            }));
             let retry_at = Instant::now().checked_add(delay);
             if retry_at.is_none_or(|at| at >= deadline) {
                 tracing::warn!(
