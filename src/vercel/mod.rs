@@ -262,8 +262,8 @@ impl VercelClient {
             // rest on one endpoint must not hold a permit the other endpoint could use. A
             // call whose turn came before a rest began, and that then waited for its permit,
             // queues again instead of sending into the rest.
-            let (turn_at, permit) = loop {
-                let turn_at = match limiter.acquire(deadline).await {
+            let (turn, permit) = loop {
+                let turn = match limiter.acquire(deadline).await {
                     Ok(at) => at,
                     Err(ready) => {
                         let retry_after = ready.saturating_duration_since(Instant::now());
@@ -279,7 +279,7 @@ impl VercelClient {
                 // still goes.
                 let permit = self.in_flight.acquire().await.ok();
                 if !limiter.is_paused() {
-                    break (turn_at, permit);
+                    break (turn, permit);
                 }
             };
             // A body made of bytes always clones; the fallback only keeps this panic-free.
@@ -291,7 +291,7 @@ impl VercelClient {
             let (result, window) = self.attempt(call, attempt, this, scrub).await;
             drop(permit);
             let seen = |outcome| Observation {
-                turn_at,
+                turn,
                 window,
                 outcome,
             };
