@@ -74,9 +74,9 @@ const MAX_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
 const MIN_WINDOW: Duration = Duration::from_secs(1);
 
 /// Adaptive pacing: the share of the rate kept after a refusal.
-pub(crate) const DECREASE: f64 = 0.7;
+const DECREASE: f64 = 0.7;
 /// Adaptive pacing: the share of the reference rate added per second of successes.
-pub(crate) const INCREASE: f64 = 0.1;
+const INCREASE: f64 = 0.1;
 /// Adaptive pacing: the slowest rate, in requests per second (one a minute). Slower servers
 /// are met by their refusals' pauses.
 const MIN_RATE: f64 = 1.0 / 60.0;

@@ -264,7 +264,7 @@ impl VercelClient {
             // queues again instead of sending into the rest.
             let (turn, permit) = loop {
                 let turn = match limiter.acquire(deadline).await {
-                    Ok(at) => at,
+                    Ok(turn) => turn,
                     Err(ready) => {
                         let retry_after = ready.saturating_duration_since(Instant::now());
                         return Err(finish(
