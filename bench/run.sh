@@ -4,10 +4,12 @@
 # What each scenario measures and the figures: BENCHMARKS.md. Not run in CI.
 #
 #   bench/run.sh                      every scenario
-#   bench/run.sh once sdk             only some: once ratelimit sdk sdk-ratelimit idle check fsync
+#   bench/run.sh once sdk             only some: once ratelimit window bucket sdk sdk-ratelimit
+#                                     idle check fsync
 #
 # Environment (defaults): N=10000 LATENCY_MS=50 CONCURRENCY=64 INSTALLATIONS=8 RATE=200
-# BURST=10 RUNS=3 RUNS_RATELIMIT=$RUNS IDLE_SECONDS=60 FAKE_THREADS=1 SKIP_BUILD=0
+# BURST=10 WINDOW_SECS=10 WINDOW_LIMIT=$((RATE * WINDOW_SECS)) BUCKET_N=122 BUCKET_RATE=20
+# BUCKET_CONCURRENCY=16 RUNS=3 RUNS_RATELIMIT=$RUNS IDLE_SECONDS=60 FAKE_THREADS=1 SKIP_BUILD=0
 # BIN_DIR=${CARGO_TARGET_DIR:-target}/release (holds vercel-secret-rotator and
 # examples/fake_vercel or fake_vercel) OUT=a new temp dir (results.tsv and logs).
 set -euo pipefail
@@ -19,6 +21,11 @@ CONCURRENCY="${CONCURRENCY:-64}"
 INSTALLATIONS="${INSTALLATIONS:-8}"
 RATE="${RATE:-200}"
 BURST="${BURST:-10}"
+WINDOW_SECS="${WINDOW_SECS:-10}"
+WINDOW_LIMIT="${WINDOW_LIMIT:-$((RATE * WINDOW_SECS))}"
+BUCKET_N="${BUCKET_N:-122}"
+BUCKET_RATE="${BUCKET_RATE:-20}"
+BUCKET_CONCURRENCY="${BUCKET_CONCURRENCY:-16}"
 RUNS="${RUNS:-3}"
 RUNS_RATELIMIT="${RUNS_RATELIMIT:-$RUNS}"
 IDLE_SECONDS="${IDLE_SECONDS:-60}"
@@ -27,7 +34,7 @@ BIN_DIR="${BIN_DIR:-$(realpath -m "${CARGO_TARGET_DIR:-$repo/target}")/release}"
 OUT="${OUT:-$(mktemp -d /tmp/vsr-bench.XXXXXX)}"
 mkdir -p "$OUT"
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(once ratelimit sdk sdk-ratelimit idle check fsync)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(once ratelimit window bucket sdk sdk-ratelimit idle check fsync)
 want() { local s; for s in "${scenarios[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
 log() { printf '[bench] %s\n' "$*" >&2; }
 
@@ -185,6 +192,26 @@ if want ratelimit || want sdk-ratelimit; then
   want ratelimit && bulk ratelimit "$RUNS_RATELIMIT" "$rotator" --config "$work/config.toml" run --once
   want sdk-ratelimit && bulk sdk-ratelimit "$RUNS_RATELIMIT" node "$repo/bench/sdk/rotate.mjs" --url "$fake_url" \
     --resources "$N" --installations "$INSTALLATIONS" --concurrency "$CONCURRENCY"
+fi
+
+# A Vercel-like fixed window (WINDOW_LIMIT requests per WINDOW_SECS, aligned on Unix time)
+# with the X-RateLimit-* headers on every answer: the client paces by them.
+if want window; then
+  start_fake --window-limit "$WINDOW_LIMIT" --window-secs "$WINDOW_SECS"
+  write_config "$work" "0 3 * * 0"
+  bulk window "$RUNS_RATELIMIT" "$rotator" --config "$work/config.toml" run --once
+fi
+
+# A token bucket whose headers describe no window (none on success; on a 429, Retry-After
+# rounded up to whole seconds and the time the bucket is full, no limit): BUCKET_N pushes,
+# BUCKET_CONCURRENCY in flight, against BUCKET_RATE/s with a bucket of as many.
+if want bucket; then
+  saved_n="$N" saved_concurrency="$CONCURRENCY"
+  N="$BUCKET_N" CONCURRENCY="$BUCKET_CONCURRENCY"
+  start_fake --rate-limit "$BUCKET_RATE" --burst "$BUCKET_RATE" --bucket-headers bare
+  write_config "$work" "0 3 * * 0"
+  bulk bucket "$RUNS" "$rotator" --config "$work/config.toml" run --once
+  N="$saved_n" CONCURRENCY="$saved_concurrency"
 fi
 
 if want idle || want check; then

@@ -2,13 +2,27 @@
 //!
 //! Serves `PUT /v1/installations/{id}/resources/{resourceId}/secrets` the way the test fake
 //! (`tests/common/fake_vercel.rs`) does, minus the recording and scripting, plus what a
-//! benchmark needs: an injected latency, an optional rate limit (a token bucket answering
-//! `429` with `Retry-After`, Vercel's error body and `X-RateLimit-*` headers), and counters.
+//! benchmark needs: an injected latency, an optional rate limit, and counters.
 //!
 //! ```text
 //! cargo run --release --example fake_vercel -- --port 0 --latency-ms 50 \
-//!     --installations 8 --resources 10000 [--rate-limit 200 [--burst 10]] [--threads 1]
+//!     --installations 8 --resources 10000 [--threads 1] \
+//!     [--rate-limit 200 [--burst 10] [--bucket-headers limit|bare]] \
+//!     [--window-limit 2000 [--window-secs 10]]
 //! ```
+//!
+//! Rate limits (the bucket is checked first when both are on):
+//! - `--rate-limit R`: a token bucket of `--burst` tokens refilled at R a second. Accepted
+//!   requests get no rate-limit headers. A refused one gets `429` with Vercel's error body and,
+//!   with `--bucket-headers limit` (the default), `Retry-After`, `X-RateLimit-Limit: R`,
+//!   `X-RateLimit-Remaining: 0` and `X-RateLimit-Reset` (when the next token comes, whole
+//!   seconds rounded down); with `--bucket-headers bare`, headers that describe no window:
+//!   `Retry-After` rounded up to whole seconds, `X-RateLimit-Remaining: 0` and
+//!   `X-RateLimit-Reset` when the bucket is full again (rounded up), and no limit.
+//! - `--window-limit N`: Vercel-like fixed windows of `--window-secs` (aligned on Unix time),
+//!   N requests each; every answer carries `X-RateLimit-Limit: N`, `X-RateLimit-Remaining` and
+//!   `X-RateLimit-Reset` (the window's end, Unix seconds); past N, `429` with `Retry-After`
+//!   until the window's end.
 //!
 //! - Installation `i` (0-based) has id `icfg_bench{i}` and token `benchtoken{i}`; resources
 //!   are `res{k}` for `k < --resources`, resource `k` belonging to installation
@@ -54,6 +68,17 @@ struct Args {
     /// Bucket size: requests that may pass at once after an idle spell.
     #[arg(long, default_value_t = 10.0)]
     burst: f64,
+    /// What the bucket's 429s say: `limit` (its rate as X-RateLimit-Limit, the next token's
+    /// time as reset) or `bare` (no limit, the time it is full as reset, Retry-After rounded
+    /// up).
+    #[arg(long, value_enum, default_value_t = BucketHeaders::Limit)]
+    bucket_headers: BucketHeaders,
+    /// Requests per fixed window, with X-RateLimit-* on every answer; 0 = no window.
+    #[arg(long, default_value_t = 0)]
+    window_limit: u64,
+    /// Length of a fixed window, in seconds.
+    #[arg(long, default_value_t = 60)]
+    window_secs: u64,
     /// Number of installations (ids icfg_bench0.., tokens benchtoken0..).
     #[arg(long, default_value_t = 8)]
     installations: u64,
@@ -63,6 +88,12 @@ struct Args {
     /// Tokio worker threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BucketHeaders {
+    Limit,
+    Bare,
 }
 
 #[derive(Default)]
@@ -93,6 +124,43 @@ struct Bucket {
     at: Instant,
 }
 
+/// The fixed window in force: its number (Unix seconds / window length) and requests in it.
+#[derive(Default)]
+struct Window {
+    number: u64,
+    used: u64,
+}
+
+/// What the fixed window said about one request.
+struct WindowDecision {
+    accepted: bool,
+    limit: u64,
+    remaining: u64,
+    /// The window's end, in Unix seconds.
+    reset: u64,
+    /// Whole seconds from now to the window's end (at least 1).
+    retry_after: u64,
+}
+
+impl WindowDecision {
+    fn headers(&self) -> [(axum::http::HeaderName, String); 3] {
+        [
+            (
+                axum::http::HeaderName::from_static("x-ratelimit-limit"),
+                self.limit.to_string(),
+            ),
+            (
+                axum::http::HeaderName::from_static("x-ratelimit-remaining"),
+                self.remaining.to_string(),
+            ),
+            (
+                axum::http::HeaderName::from_static("x-ratelimit-reset"),
+                self.reset.to_string(),
+            ),
+        ]
+    }
+}
+
 struct App {
     args: Args,
     started: Instant,
@@ -100,6 +168,7 @@ struct App {
     /// Per resource: how many PUTs it got (distinct resources updated = nonzero entries).
     per_resource: Vec<AtomicU64>,
     bucket: Mutex<Bucket>,
+    window: Mutex<Window>,
 }
 
 impl App {
@@ -149,8 +218,9 @@ impl App {
         }
     }
 
-    /// Takes a token from the bucket, or says how long until one is there.
-    fn admit(&self) -> Result<(), Duration> {
+    /// Takes a token from the bucket, or says how long until one is there and until the
+    /// bucket is full.
+    fn admit(&self) -> Result<(), (Duration, Duration)> {
         if self.args.rate_limit <= 0.0 {
             return Ok(());
         }
@@ -163,10 +233,42 @@ impl App {
             b.tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64(
-                (1.0 - b.tokens) / self.args.rate_limit,
+            let rate = self.args.rate_limit;
+            Err((
+                Duration::from_secs_f64((1.0 - b.tokens) / rate),
+                Duration::from_secs_f64((self.args.burst - b.tokens) / rate),
             ))
         }
+    }
+
+    /// Counts the request in the fixed window in force, if windows are on.
+    fn count_in_window(&self) -> Option<WindowDecision> {
+        let limit = self.args.window_limit;
+        if limit == 0 {
+            return None;
+        }
+        let secs = self.args.window_secs.max(1);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let number = now.as_secs() / secs;
+        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        if w.number != number {
+            *w = Window { number, used: 0 };
+        }
+        let accepted = w.used < limit;
+        if accepted {
+            w.used += 1;
+        }
+        let reset = (number + 1) * secs;
+        let left = Duration::from_secs(reset).saturating_sub(now);
+        Some(WindowDecision {
+            accepted,
+            limit,
+            remaining: limit - w.used,
+            reset,
+            retry_after: left.as_secs_f64().ceil().max(1.0) as u64,
+        })
     }
 }
 
@@ -200,48 +302,41 @@ async fn put_secrets(
     c.max_in_flight.fetch_max(now_in_flight, Ordering::Relaxed);
     let _guard = InFlight(c);
     let admitted = app.admit();
+    // The window counts only what the bucket let through.
+    let window = admitted.is_ok().then(|| app.count_in_window()).flatten();
     if app.args.latency_ms > 0 {
         let slept = Instant::now();
         tokio::time::sleep(Duration::from_millis(app.args.latency_ms)).await;
         c.slept_us
             .fetch_add(slept.elapsed().as_micros() as u64, Ordering::Relaxed);
     }
-    if let Err(wait) = admitted {
+    if let Err((next_token, full_in)) = admitted {
         c.rate_limited.fetch_add(1, Ordering::Relaxed);
-        let reset_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .saturating_add(wait)
-            .as_millis() as u64;
-        // Retry-After is whole seconds (RFC 9110): at least 1.
-        let retry_after = wait.as_secs_f64().ceil().max(1.0) as u64;
+        return bucket_refusal(&app.args, next_token, full_in);
+    }
+    if let Some(w) = window.as_ref().filter(|w| !w.accepted) {
+        c.rate_limited.fetch_add(1, Ordering::Relaxed);
         let body = json!({"error": {"code": "rate_limited",
             "message": "Rate limit exceeded",
-            "limit": {"remaining": 0, "reset": reset_ms / 1000, "resetMs": reset_ms,
-                      "total": app.args.rate_limit}}});
-        return (
+            "limit": {"remaining": 0, "reset": w.reset, "resetMs": w.reset * 1000,
+                      "total": w.limit}}});
+        let mut response = (
             StatusCode::TOO_MANY_REQUESTS,
             [
                 (CONTENT_TYPE, "application/json; charset=utf-8".to_owned()),
-                (RETRY_AFTER, retry_after.to_string()),
-                (
-                    axum::http::HeaderName::from_static("x-ratelimit-limit"),
-                    app.args.rate_limit.to_string(),
-                ),
-                (
-                    axum::http::HeaderName::from_static("x-ratelimit-remaining"),
-                    "0".to_owned(),
-                ),
-                (
-                    axum::http::HeaderName::from_static("x-ratelimit-reset"),
-                    (reset_ms / 1000).to_string(),
-                ),
+                (RETRY_AFTER, w.retry_after.to_string()),
             ],
             body.to_string(),
         )
             .into_response();
+        response.headers_mut().extend(
+            w.headers()
+                .into_iter()
+                .filter_map(|(k, v)| Some((k, v.parse().ok()?))),
+        );
+        return response;
     }
-    match check(&app, &installation, &resource, &headers, &body) {
+    let mut response = match check(&app, &installation, &resource, &headers, &body) {
         Ok(k) => {
             app.per_resource[k].fetch_add(1, Ordering::Relaxed);
             let us = app.started.elapsed().as_micros() as u64;
@@ -255,7 +350,57 @@ async fn put_secrets(
             c.refused.fetch_add(1, Ordering::Relaxed);
             response
         }
+    };
+    // A window's headers go on every answer, as Vercel sends them.
+    if let Some(w) = window {
+        response.headers_mut().extend(
+            w.headers()
+                .into_iter()
+                .filter_map(|(k, v)| Some((k, v.parse().ok()?))),
+        );
     }
+    response
+}
+
+/// The bucket's 429: Vercel's error body, `Retry-After`, and the headers `--bucket-headers`
+/// says. `next_token`: until a token is there; `full_in`: until the bucket is full.
+fn bucket_refusal(args: &Args, next_token: Duration, full_in: Duration) -> Response {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let header = axum::http::HeaderName::from_static;
+    let (reset_ms, reset_secs, limit) = match args.bucket_headers {
+        BucketHeaders::Limit => {
+            let reset_ms = now.saturating_add(next_token).as_millis() as u64;
+            (reset_ms, reset_ms / 1000, Some(args.rate_limit))
+        }
+        BucketHeaders::Bare => {
+            let reset_ms = now.saturating_add(full_in).as_millis() as u64;
+            (reset_ms, reset_ms.div_ceil(1000), None)
+        }
+    };
+    // Retry-After is whole seconds (RFC 9110): at least 1.
+    let retry_after = next_token.as_secs_f64().ceil().max(1.0) as u64;
+    let mut limit_body = json!({"remaining": 0, "reset": reset_secs, "resetMs": reset_ms});
+    let mut headers = vec![
+        (CONTENT_TYPE, "application/json; charset=utf-8".to_owned()),
+        (RETRY_AFTER, retry_after.to_string()),
+        (header("x-ratelimit-remaining"), "0".to_owned()),
+        (header("x-ratelimit-reset"), reset_secs.to_string()),
+    ];
+    if let Some(limit) = limit {
+        limit_body["total"] = json!(limit);
+        headers.push((header("x-ratelimit-limit"), limit.to_string()));
+    }
+    let body = json!({"error": {"code": "rate_limited", "message": "Rate limit exceeded",
+        "limit": limit_body}});
+    let mut response = (StatusCode::TOO_MANY_REQUESTS, body.to_string()).into_response();
+    response.headers_mut().extend(
+        headers
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v.parse().ok()?))),
+    );
+    response
 }
 
 /// Token, ids, content type and schema; the resource's index when all is well.
@@ -378,6 +523,7 @@ async fn serve(args: Args) -> std::io::Result<()> {
             tokens: args.burst,
             at: Instant::now(),
         }),
+        window: Mutex::new(Window::default()),
         started: Instant::now(),
         counters: Counters::default(),
         args,

@@ -22,6 +22,8 @@
 //!   `postgres`, `mysql`, `redis`), the protocol `command` and `http` share, and the dry-run
 //!   wrapper.
 //! - [`vercel`]: the Vercel API client (update resource secrets, dashboard notification).
+//! - [`net`]: how every HTTP client is built: User-Agent, no redirects, proxies only over TLS
+//!   and never for loopback.
 //! - [`rotation`]: the rotation protocol in one place: [`rotation::machine`] (every
 //!   transition as a pure function), [`rotation::executor`] (performs its actions: provider,
 //!   pusher, store; one turn per key under a lock), [`rotation::push`] (the `Pusher` trait:
@@ -59,6 +61,7 @@ pub mod exit;
 pub mod fault;
 pub mod jobs;
 pub mod logging;
+pub mod net;
 pub mod once;
 pub mod providers;
 pub mod resource;

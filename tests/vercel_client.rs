@@ -12,10 +12,10 @@ use serde_json::{Value, json};
 use url::Url;
 use vercel_secret_rotator::config::{EnvironmentOverrides, VercelSettings};
 use vercel_secret_rotator::error::{Classify, Persistence};
+use vercel_secret_rotator::net::USER_AGENT;
 use vercel_secret_rotator::secret::SecretString;
 use vercel_secret_rotator::vercel::{
-    InstallationRef, Notification, NotificationLevel, PushSecret, USER_AGENT, VercelClient,
-    VercelError,
+    InstallationRef, Notification, NotificationLevel, PushSecret, VercelClient, VercelError,
 };
 
 use crate::common::fake_vercel::{FakeVercel, RecordedBody, Scripted, StoredSecret};
@@ -715,6 +715,60 @@ async fn a_429_waits_for_retry_after_and_holds_back_the_whole_endpoint() {
     }
 }
 
+/// 122 pushes, 32 under way and 16 on the wire at once (as `run --once` with
+/// `max-concurrent-requests = 16`), against a 20/s token bucket that says nothing on success
+/// and, on its 429s, gives no limit: the client learns a pace from the refusals instead of
+/// rushing in after each pause (regression: 115 429s for 122 pushes). Counts, not times.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_bucket_without_a_window_is_met_with_few_429s() {
+    const PUSHES: usize = 122;
+    let fake = FakeVercel::start().await;
+    fake.add_installation(ACME, ACME_TOKEN);
+    for i in 0..PUSHES {
+        fake.add_resource(ACME, &format!("store_{i:03}"));
+    }
+    fake.set_bare_token_bucket(20);
+    let client = VercelClient::new(&VercelSettings {
+        api_url: Url::parse(&fake.url()).expect("url"),
+        request_timeout: Duration::from_secs(10),
+        retry_deadline: Duration::from_secs(120),
+        max_concurrent_requests: 16,
+    })
+    .expect("client");
+    let under_way = std::sync::Arc::new(tokio::sync::Semaphore::new(32));
+    let mut tasks = Vec::new();
+    for i in 0..PUSHES {
+        let (client, slot) = (
+            client.clone(),
+            under_way.clone().acquire_owned().await.expect("slot"),
+        );
+        tasks.push(tokio::spawn(async move {
+            let _slot = slot;
+            let token = secret(ACME_TOKEN);
+            let acme = InstallationRef {
+                name: "acme",
+                id: ACME,
+                token: &token,
+            };
+            client
+                .update_resource_secrets(&acme, &format!("store_{i:03}"), &[plain("A", "v")])
+                .await
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task").expect("pushed");
+    }
+    let refused = fake
+        .answers()
+        .iter()
+        .filter(|a| a.status == Some(429))
+        .count();
+    for i in 0..PUSHES {
+        assert_eq!(fake.secrets(ACME, &format!("store_{i:03}"))["A"].value, "v");
+    }
+    assert!(refused <= PUSHES / 2, "{refused} answers were 429s");
+}
+
 #[tokio::test]
 async fn a_wait_past_the_deadline_fails_at_once() {
     let s = Setup::with_deadline(Duration::from_secs(1), Duration::from_secs(3)).await;
@@ -916,21 +970,59 @@ async fn success_statuses() {
         .await
         .expect("201 with a body");
 
-    // Any other status for the PUT, even a 2xx or a redirect, is not a push and is permanent.
-    for scripted in [
-        Scripted::status(200),
-        Scripted::status(204),
-        Scripted::status(302).header("location", "https://elsewhere.example/"),
+    // Any 2xx says the change was made: success for the PUT and the PATCH alike.
+    for status in [200, 202, 204] {
+        s.fake
+            .script(ACME, "store_a1", vec![Scripted::status(status); 2]);
+        s.client
+            .update_resource_secrets(&s.acme(), "store_a1", &[plain("A", "x")])
+            .await
+            .unwrap_or_else(|e| panic!("{status} is a push: {e}"));
+        s.client
+            .notify_resource(&s.acme(), "store_a1", &redeploy())
+            .await
+            .unwrap_or_else(|e| panic!("{status} is a notification: {e}"));
+    }
+    assert_eq!(s.fake.requests().len(), 7, "each answered at once");
+}
+
+/// An answer that says neither yes nor no (a redirect, which is not followed; a 408) fails
+/// the call, and says Vercel may hold the values: the caller must not retire the new
+/// credential. A definite refusal says it may not.
+#[tokio::test]
+async fn unclear_answers_may_have_been_applied() {
+    let s = Setup::with_deadline(Duration::from_secs(5), Duration::from_millis(300)).await;
+    for (scripted, unclear) in [
+        (
+            Scripted::status(302).header("location", "https://elsewhere.example/"),
+            true,
+        ),
+        (Scripted::status(301), true),
+        (Scripted::status(307), true),
+        (Scripted::status(308), true),
+        (Scripted::status(408), true),
+        (Scripted::status(400), false),
+        (Scripted::status(409), false),
+        (Scripted::status(422), false),
     ] {
         let status = scripted.status;
+        s.fake.clear_requests();
         s.fake.script(ACME, "store_a1", vec![scripted]);
         let err = s.push_err(&[plain("A", "x")]).await;
         assert_eq!(err.status(), Some(status));
-        assert_eq!(err.persistence(), Persistence::Permanent);
-        assert!(err.to_string().contains("unexpected answer"), "{err}");
+        assert_eq!(err.may_have_applied(), unclear, "{status}: {err}");
+        assert_eq!(
+            s.fake.requests().len(),
+            1,
+            "{status}: not retried, not followed"
+        );
     }
-    // The redirect was not followed.
-    assert_eq!(s.fake.requests().len(), 4);
+    // A 503 until the deadline: unclear too.
+    s.fake
+        .script(ACME, "store_a1", vec![Scripted::status(503); 50]);
+    let err = s.push_err(&[plain("A", "x")]).await;
+    s.fake.clear_scripts();
+    assert!(err.may_have_applied(), "{err}");
 }
 
 #[tokio::test]

@@ -17,8 +17,9 @@
 //! - **One client** per provider: timeout, User-Agent and TLS set once; **redirects are never
 //!   followed**, so the token and the request's values cannot be carried to another address
 //!   (reqwest would resend the body on a 307 or 308, and a bearer token on a same-host one).
-//!   For an `http://` (loopback) `url`, proxies from the environment are ignored: a proxy
-//!   would see the token and the values in clear.
+//!   Proxies follow [`crate::net`]: never for an `http://` (loopback) `url`, where a proxy
+//!   would see the token and the values in clear; `HTTPS_PROXY` (tunnelled, TLS end to end)
+//!   for an `https://` one.
 //! - **The token** is read from `token-file` (0600, as every secret file) at each call, so a
 //!   token the partner rotates on disk is picked up without a reload. It travels only in an
 //!   `Authorization: Bearer` header marked sensitive. No `token-file`: no header.
@@ -71,15 +72,8 @@ enum Answer {
 
 impl HttpProvider {
     pub fn new(config: HttpConfig) -> Self {
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
-            .timeout(config.timeout)
-            .user_agent(crate::vercel::USER_AGENT)
-            .redirect(reqwest::redirect::Policy::none());
-        if config.url.scheme() == "http" {
-            builder = builder.no_proxy();
-        }
-        let client = builder.build().map_err(|e| describe_reqwest_error(&e));
+        let client = crate::net::client(&config.url, config.timeout)
+            .map_err(|e| crate::error::describe_chain(&e));
         HttpProvider { config, client }
     }
 

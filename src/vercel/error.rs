@@ -71,7 +71,7 @@ pub enum VercelError {
         installation_id: Box<str>,
         resource: Box<str>,
     },
-    /// Vercel answered with a status other than the call's success status.
+    /// Vercel answered with a status that is not a success (not `2xx`).
     Status {
         operation: Operation,
         installation: Box<str>,
@@ -125,12 +125,14 @@ impl VercelError {
     }
 
     /// Whether Vercel may have applied the call although it failed: no answer (timeout,
-    /// dropped connection), a 408 or 5xx (the change may be made before the error), or such
-    /// an attempt earlier in the call's retries. A 429 or another 4xx is a definite refusal.
+    /// dropped connection), a 408 or 5xx (the change may be made before the error), a 3xx
+    /// (not followed: something between us and Vercel answered, and whether the request went
+    /// on is unknown), or such an attempt earlier in the call's retries. A 429 or another 4xx
+    /// is a definite refusal.
     pub fn may_have_applied(&self) -> bool {
         match self {
             VercelError::Uncertain { .. } | VercelError::Transport { .. } => true,
-            VercelError::Status { status, .. } => matches!(status, 408 | 500..=599),
+            VercelError::Status { status, .. } => matches!(status, 300..=399 | 408 | 500..=599),
             _ => false,
         }
     }
@@ -186,8 +188,8 @@ impl VercelError {
 }
 
 /// Transient: 408, 429 and 5xx, which may pass unchanged. Permanent: everything else,
-/// including an unexpected 2xx or 3xx (redirects are not followed): retrying would get the
-/// same answer, and a success status the client does not expect must not count as a push.
+/// including a 3xx (redirects are not followed, so a retry would get the same answer). A
+/// `2xx` never gets here: it is a success.
 pub(crate) fn classify_status(status: u16) -> Persistence {
     match status {
         408 | 429 | 500..=599 => Persistence::Transient,
@@ -413,8 +415,6 @@ mod tests {
     fn status_classification_table() {
         use Persistence::{Permanent, Transient};
         let table = [
-            (200, Permanent), // a 200 where the PUT promises 201 is not a push
-            (204, Permanent),
             (301, Permanent),
             (302, Permanent),
             (400, Permanent),
@@ -439,6 +439,23 @@ mod tests {
             assert_eq!(classify_status(status), want, "{status}");
             assert_eq!(status_error(status).persistence(), want, "{status}");
         }
+    }
+
+    /// Only an answer that refuses (4xx) says the values were not taken; a redirect, a 408, a
+    /// 5xx or no answer leaves it open, so the new credential must stay live.
+    #[test]
+    fn which_answers_may_have_been_applied() {
+        for status in [
+            300, 301, 302, 303, 304, 307, 308, 408, 500, 502, 503, 504, 599,
+        ] {
+            assert!(status_error(status).may_have_applied(), "{status}");
+        }
+        for status in [400, 401, 403, 404, 405, 409, 410, 413, 422, 429] {
+            assert!(!status_error(status).may_have_applied(), "{status}");
+        }
+        let refused_after_unclear = status_error(422).after_uncertain_attempt();
+        assert!(refused_after_unclear.may_have_applied());
+        assert_eq!(refused_after_unclear.status(), Some(422));
     }
 
     #[test]

@@ -1,9 +1,14 @@
 //! The Vercel API client: the two calls the daemon makes, for many installations at once.
 //!
 //! - `PUT /v1/installations/{id}/resources/{resourceId}/secrets` with `partial: true`
-//!   ([`VercelClient::update_resource_secrets`]): the push. Success is exactly `201`.
+//!   ([`VercelClient::update_resource_secrets`]): the push.
 //! - `PATCH /v1/installations/{id}/resources/{resourceId}` with only `notification`
-//!   ([`VercelClient::notify_resource`]): the redeploy banner. Success is any `2xx`.
+//!   ([`VercelClient::notify_resource`]): the redeploy banner.
+//!
+//! For both, any `2xx` is success: Vercel documents `201` for the PUT, but a `200` or `204`
+//! says just as clearly that the change was made, and reading it as a refusal would retire a
+//! credential Vercel now holds. An answer that does not say (a `3xx`, `408`, `5xx`, or none)
+//! may have been applied ([`VercelError::may_have_applied`]).
 //!
 //! One [`VercelClient`] (one connection pool, timeout and User-Agent set once) serves every
 //! installation; each call takes the [`InstallationRef`] whose token it sends, so a token can
@@ -15,7 +20,8 @@
 //! Each call retries by itself: no answer, 429, 500, 502, 503 and 504 are tried again with
 //! exponential backoff and full jitter (or when the server says), until
 //! `vercel.retry-deadline` from the first attempt; each retry is logged at warn. Requests to
-//! each endpoint start at the pace a shared limiter learns from Vercel's rate-limit answers.
+//! each endpoint start at the pace a shared limiter learns from Vercel's rate-limit headers
+//! where they describe a window, and from its refusals (AIMD) where they do not.
 //! What is left after the deadline (or never worth retrying) comes back as a [`VercelError`]
 //! that says, through [`crate::error::Classify`] and [`VercelError::retry_after`], whether and
 //! when the engine's slower retry may succeed.
@@ -40,7 +46,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
-use reqwest::{Method, Request, StatusCode};
+use reqwest::{Method, Request};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -53,12 +59,9 @@ pub use body::{Notification, NotificationLevel, PushSecret};
 pub use error::{Operation, VercelError};
 
 use body::{NotifyBody, UpdateSecretsBody};
-use limiter::{EndpointLimiter, RateWindow};
+use limiter::{EndpointLimiter, Observation, Outcome, RateWindow};
 use response::{CODE_CAP, ERROR_BODY_CAP, MESSAGE_CAP};
 use retry::RetryPolicy;
-
-/// Sent with every request, so Vercel (and a partner reading its logs) can tell who called.
-pub const USER_AGENT: &str = concat!("vercel-secret-rotator/", env!("CARGO_PKG_VERSION"));
 
 /// The shortest time an attempt is given when little is left before the deadline: less could
 /// not get an answer even from a healthy server.
@@ -96,10 +99,11 @@ pub struct InstallationRef<'a> {
 }
 
 impl VercelClient {
-    /// Builds the one HTTP client: timeout `settings.request_timeout` per attempt (connect,
-    /// send and read, body included, so a hanging or trickling server cannot stall a rotation),
-    /// User-Agent [`USER_AGENT`], rustls, and no redirects (the API does not redirect; a 3xx is
-    /// reported, not followed with the token and the body). Retries of one call end at
+    /// Builds the one HTTP client ([`crate::net::client`]): timeout `settings.request_timeout`
+    /// per attempt (connect, send and read, body included, so a hanging or trickling server
+    /// cannot stall a rotation), User-Agent [`crate::net::USER_AGENT`], no redirects (the API
+    /// does not redirect; a 3xx is reported, not followed with the token and the body), and no
+    /// proxy but an `HTTPS_PROXY` tunnel for an `https://` API. Retries of one call end at
     /// `settings.retry_deadline`.
     pub fn new(settings: &VercelSettings) -> Result<VercelClient, VercelError> {
         let base = settings.api_url.clone();
@@ -108,15 +112,11 @@ impl VercelClient {
                 url: base.as_str().into(),
             });
         }
-        let http = reqwest::Client::builder()
-            .use_rustls_tls()
-            .timeout(settings.request_timeout)
-            .user_agent(USER_AGENT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| VercelError::Client {
-                detail: describe_reqwest_error(e).into(),
-            })?;
+        let http = crate::net::client(&base, settings.request_timeout).map_err(|e| {
+            VercelError::Client {
+                detail: crate::error::describe_chain(&e).into(),
+            }
+        })?;
         Ok(VercelClient {
             http,
             base,
@@ -133,7 +133,7 @@ impl VercelClient {
     }
 
     /// Pushes `secrets` to a resource: `PUT .../resources/{resourceId}/secrets` with
-    /// `partial: true`, so the resource's other secrets stay as they are. `201` is success
+    /// `partial: true`, so the resource's other secrets stay as they are. Any `2xx` is success
     /// (any body is ignored); every other answer is a [`VercelError`]. Retried as the module
     /// `retry` says (the PUT is idempotent: the same body twice gives the same state) until
     /// `vercel.retry-deadline`; the error is the last attempt's.
@@ -157,16 +157,8 @@ impl VercelClient {
             .flat_map(PushSecret::values)
             .chain([installation.token])
             .collect();
-        self.send(
-            &call,
-            &self.secrets_limiter,
-            Method::PUT,
-            url,
-            body,
-            &scrub,
-            |status| status == StatusCode::CREATED,
-        )
-        .await
+        self.send(&call, &self.secrets_limiter, Method::PUT, url, body, &scrub)
+            .await
     }
 
     /// Shows a banner on the resource in the user's dashboard: `PATCH .../resources/{resourceId}`
@@ -193,7 +185,6 @@ impl VercelClient {
             url,
             body,
             &[installation.token],
-            |status| status.is_success(),
         )
         .await
     }
@@ -231,7 +222,6 @@ impl VercelClient {
     /// Sends one call: attempts and retries until success, an error not worth retrying, or
     /// the retry deadline. The request (headers and body) is built once; each attempt sends a
     /// cheap clone of it. `scrub` holds every secret that must not come back in an error.
-    #[allow(clippy::too_many_arguments)]
     async fn send(
         &self,
         call: &Call<'_>,
@@ -240,7 +230,6 @@ impl VercelClient {
         url: Url,
         body: Vec<u8>,
         scrub: &[&SecretString],
-        is_success: impl Fn(StatusCode) -> bool,
     ) -> Result<(), VercelError> {
         let authorization = call.authorization()?;
         let request = self
@@ -270,33 +259,51 @@ impl VercelClient {
         };
         for attempt in 1u32.. {
             // The endpoint's pace first, then a request permit: a call waiting out a 429's
-            // rest on one endpoint must not hold a permit the other endpoint could use.
-            if let Err(ready) = limiter.acquire(deadline).await {
-                let retry_after = ready.saturating_duration_since(Instant::now());
-                return Err(finish(
-                    last.unwrap_or_else(|| call.error(ErrorKind::Throttled { retry_after })),
-                    uncertain,
-                ));
-            }
-            // The semaphore is never closed; should acquiring fail anyway, the call still goes.
-            let permit = self.in_flight.acquire().await.ok();
+            // rest on one endpoint must not hold a permit the other endpoint could use. A
+            // call whose turn came before a rest began, and that then waited for its permit,
+            // queues again instead of sending into the rest.
+            let (turn, permit) = loop {
+                let turn = match limiter.acquire(deadline).await {
+                    Ok(turn) => turn,
+                    Err(ready) => {
+                        let retry_after = ready.saturating_duration_since(Instant::now());
+                        return Err(finish(
+                            last.unwrap_or_else(|| {
+                                call.error(ErrorKind::Throttled { retry_after })
+                            }),
+                            uncertain,
+                        ));
+                    }
+                };
+                // The semaphore is never closed; should acquiring fail anyway, the call
+                // still goes.
+                let permit = self.in_flight.acquire().await.ok();
+                if !limiter.is_paused() {
+                    break (turn, permit);
+                }
+            };
             // A body made of bytes always clones; the fallback only keeps this panic-free.
             let Some(mut this) = request.try_clone() else {
                 return Err(last.unwrap_or_else(|| call.error(ErrorKind::Encode)));
             };
             let left = deadline.saturating_duration_since(Instant::now());
             *this.timeout_mut() = Some(self.request_timeout.min(left.max(MIN_ATTEMPT_TIMEOUT)));
-            let (result, window) = self.attempt(call, attempt, this, scrub, &is_success).await;
+            let (result, window) = self.attempt(call, attempt, this, scrub).await;
             drop(permit);
+            let seen = |outcome| Observation {
+                turn,
+                window,
+                outcome,
+            };
             let error = match result {
                 Ok(()) => {
-                    limiter.observe(window, None);
+                    limiter.observe(seen(Outcome::Success));
                     return Ok(());
                 }
                 Err(e) => e,
             };
             if !retry::is_retryable(&error) {
-                limiter.observe(window, None);
+                limiter.observe(seen(Outcome::Other));
                 return Err(finish(error, uncertain));
             }
             uncertain |= error.may_have_applied();
@@ -304,8 +311,12 @@ impl VercelClient {
             let delay = error
                 .retry_after()
                 .unwrap_or_else(|| self.retry.backoff(attempt, rand::random::<f64>()));
-            // A 429 rests the whole endpoint, not just this call.
-            limiter.observe(window, (status == Some(429)).then_some(delay));
+            // A 429 rests the whole endpoint, not just this call, and slows its pace.
+            limiter.observe(seen(if status == Some(429) {
+                Outcome::Throttled(delay)
+            } else {
+                Outcome::Other
+            }));
             let retry_at = Instant::now().checked_add(delay);
             if retry_at.is_none_or(|at| at >= deadline) {
                 tracing::warn!(
@@ -341,7 +352,6 @@ impl VercelClient {
         attempt: u32,
         request: Request,
         scrub: &[&SecretString],
-        is_success: &impl Fn(StatusCode) -> bool,
     ) -> (Result<(), VercelError>, Option<RateWindow>) {
         let started = Instant::now();
         let mut response = match self.http.execute(request).await {
@@ -379,7 +389,7 @@ impl VercelClient {
         );
         let now = SystemTime::now();
         let window = response::rate_window(response.headers(), now);
-        if is_success(status) {
+        if status.is_success() {
             // The body is not read: a success body carries nothing the daemon needs, and a
             // server that sends 201 and then stalls must not turn a done push into a failure.
             return (Ok(()), window);
@@ -641,13 +651,5 @@ mod tests {
         let err = call.authorization().expect_err("newline refused");
         assert!(matches!(err, VercelError::InvalidToken { .. }));
         assert!(!format!("{err} {err:?}").contains("canary"), "{err}");
-    }
-
-    #[test]
-    fn user_agent_names_the_crate_and_version() {
-        assert_eq!(
-            USER_AGENT,
-            format!("vercel-secret-rotator/{}", env!("CARGO_PKG_VERSION"))
-        );
     }
 }

@@ -3,7 +3,6 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use chrono::{DateTime, NaiveDateTime};
 use reqwest::Response;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use secrecy::SecretString;
@@ -138,30 +137,16 @@ pub(crate) fn rate_window(headers: &HeaderMap, now: SystemTime) -> Option<RateWi
 }
 
 /// Parses a `Retry-After` value: delta-seconds or an HTTP-date (IMF-fixdate, and the obsolete
-/// RFC 850 and asctime forms that RFC 9110 says a recipient must accept). A date in the past
-/// means "now" (zero). `None` for anything else.
+/// RFC 850 and asctime forms that RFC 9110 says a recipient must accept; the `httpdate`
+/// crate reads all three). A date in the past means "now" (zero). `None` for anything else.
 pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         // Too many digits for a u64 is still "a very long time", not garbage.
         return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
     }
-    let at_ms = parse_http_date(value)?;
-    Some(until_epoch_ms(at_ms as f64, now))
-}
-
-/// An HTTP-date as milliseconds since the Unix epoch.
-fn parse_http_date(value: &str) -> Option<i64> {
-    // IMF-fixdate, "Sun, 06 Nov 1994 08:49:37 GMT": RFC 2822 accepts it (GMT included).
-    if let Ok(t) = DateTime::parse_from_rfc2822(value) {
-        return Some(t.timestamp_millis());
-    }
-    // RFC 850, "Sunday, 06-Nov-94 08:49:37 GMT", and asctime, "Sun Nov  6 08:49:37 1994".
-    let naive = value
-        .strip_suffix(" GMT")
-        .and_then(|v| NaiveDateTime::parse_from_str(v, "%A, %d-%b-%y %H:%M:%S").ok())
-        .or_else(|| NaiveDateTime::parse_from_str(value, "%a %b %e %H:%M:%S %Y").ok())?;
-    Some(naive.and_utc().timestamp_millis())
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// Time from `now` until an instant given in milliseconds since the Unix epoch; zero if it
@@ -190,7 +175,7 @@ mod tests {
 
     #[test]
     fn retry_after_table() {
-        let table: [(&str, Option<Duration>); 12] = [
+        let table: [(&str, Option<Duration>); 13] = [
             ("7", Some(Duration::from_secs(7))),
             (" 120 ", Some(Duration::from_secs(120))),
             ("0", Some(Duration::ZERO)),
@@ -207,6 +192,8 @@ mod tests {
                 Some(Duration::from_secs(37)),
             ),
             ("Sun Nov  6 08:49:37 1994", Some(Duration::from_secs(37))),
+            // 6 November 1994 was a Sunday.
+            ("Mon, 06 Nov 1994 08:49:37 GMT", None),
             // In the past: retry now.
             ("Sat, 05 Nov 1994 08:49:37 GMT", Some(Duration::ZERO)),
             ("-5", None),

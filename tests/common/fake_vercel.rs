@@ -21,6 +21,10 @@
 //!   PATCH), checked first. A refused request gets Vercel's 429 (`Retry-After`, the
 //!   `X-RateLimit-*` headers and `error.limit` in the body); an accepted one gets the
 //!   `X-RateLimit-*` headers on whatever answer follows.
+//! - [`FakeVercel::set_bare_token_bucket`]: the same bucket, but the headers do not describe
+//!   a window: none on accepted requests, and on a 429 only `Retry-After` (whole seconds,
+//!   rounded up), `X-RateLimit-Remaining: 0` and an `X-RateLimit-Reset` at which the bucket is
+//!   full again, with no `X-RateLimit-Limit`.
 //! - [`FakeVercel::set_faults`]: seeded random faults on requests with no script: a share
 //!   answered 5xx, a share dropped (before handling, after handling so the change is made but
 //!   the answer lost, or midway through a 5xx body), a share hung.
@@ -304,6 +308,8 @@ pub struct Faults {
 /// A token bucket per endpoint kind: `per_second` tokens a second, as many at most.
 struct RateLimit {
     per_second: f64,
+    /// Only refusals carry rate-limit headers, and no limit ([`FakeVercel::set_bare_token_bucket`]).
+    bare: bool,
     /// (tokens, when last refilled), by endpoint kind ("secrets", "resource").
     buckets: HashMap<&'static str, (f64, Instant)>,
 }
@@ -438,6 +444,19 @@ impl FakeVercel {
     pub fn set_rate_limit(&self, per_second: u32) {
         self.lock().rate_limit = Some(RateLimit {
             per_second: f64::from(per_second),
+            bare: false,
+            buckets: HashMap::new(),
+        });
+    }
+
+    /// Like [`FakeVercel::set_rate_limit`], but with headers that describe no window: none on
+    /// an accepted request; on a 429, `Retry-After` rounded up to whole seconds,
+    /// `X-RateLimit-Remaining: 0` and `X-RateLimit-Reset` when the bucket is full again, and
+    /// no `X-RateLimit-Limit`.
+    pub fn set_bare_token_bucket(&self, per_second: u32) {
+        self.lock().rate_limit = Some(RateLimit {
+            per_second: f64::from(per_second),
+            bare: true,
             buckets: HashMap::new(),
         });
     }
@@ -803,6 +822,8 @@ fn pick_fault(faults: &Faults, rng: &mut Rng) -> Option<Scripted> {
 #[derive(Debug, Clone, Copy)]
 struct RateDecision {
     accepted: bool,
+    /// Headers on refusals only, and no limit.
+    bare: bool,
     limit: u64,
     remaining: u64,
     /// When the bucket is full again, in ms since the Unix epoch.
@@ -828,6 +849,7 @@ impl RateLimit {
         let next_token_secs = ((1.0 - *tokens).max(0.0) / rate).ceil() as u64;
         RateDecision {
             accepted,
+            bare: self.bare,
             limit: rate as u64,
             remaining: tokens.floor() as u64,
             reset_ms: epoch_ms + full_in_ms,
@@ -842,7 +864,15 @@ impl RateDecision {
         self.reset_ms.div_ceil(1000)
     }
 
+    /// The `X-RateLimit-*` headers of an accepted request's answer (none for a bare bucket).
     fn add_headers(&self, headers: &mut HeaderMap) {
+        if self.bare {
+            return;
+        }
+        self.add_window(headers);
+    }
+
+    fn add_window(&self, headers: &mut HeaderMap) {
         for (name, value) in [
             ("x-ratelimit-limit", self.limit),
             ("x-ratelimit-remaining", self.remaining),
@@ -852,16 +882,27 @@ impl RateDecision {
         }
     }
 
-    /// Vercel's 429: headers, `Retry-After` and the window in the body.
+    /// Vercel's 429: headers, `Retry-After` and the window in the body. A bare bucket's has
+    /// `Retry-After`, `X-RateLimit-Remaining: 0` and `X-RateLimit-Reset` (when it is full
+    /// again), and no limit anywhere.
     fn refusal(&self) -> Response {
+        let mut limit = json!({"remaining": self.remaining, "reset": self.reset_secs(),
+                               "resetMs": self.reset_ms});
+        if !self.bare {
+            limit["total"] = json!(self.limit);
+        }
         let mut response = vercel_json(
             StatusCode::TOO_MANY_REQUESTS,
             &json!({"error": {"code": "rate_limited",
-                "message": "Rate limit exceeded (fake token bucket)",
-                "limit": {"remaining": self.remaining, "reset": self.reset_secs(),
-                          "resetMs": self.reset_ms, "total": self.limit}}}),
+                "message": "Rate limit exceeded (fake token bucket)", "limit": limit}}),
         );
-        self.add_headers(response.headers_mut());
+        if self.bare {
+            let headers = response.headers_mut();
+            headers.insert("x-ratelimit-remaining", HeaderValue::from(self.remaining));
+            headers.insert("x-ratelimit-reset", HeaderValue::from(self.reset_secs()));
+        } else {
+            self.add_window(response.headers_mut());
+        }
         response
             .headers_mut()
             .insert("retry-after", HeaderValue::from(self.retry_after_secs));
