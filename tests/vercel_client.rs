@@ -620,7 +620,7 @@ async fn rate_limits_and_server_errors_are_retried_until_the_deadline() {
         };
         assert!(text.contains(phrase), "{text}");
     }
-    // 408 is transient for the engine, but not retried here: one attempt. A fresh client:
+    // 408 is transient for the rotation, but not retried here: one attempt. A fresh client:
     // the last 429 rested this one's endpoint for its backoff, which jitter can make several
     // seconds long (a fixed 1 s sleep here failed once in a CI run).
     let s = Setup::with_deadline(Duration::from_secs(5), Duration::from_millis(800)).await;

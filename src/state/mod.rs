@@ -119,7 +119,7 @@ pub trait StateStore: Send + Sync {
         Ok(())
     }
     /// Writes a record without waiting for it to be durable: for steps whose loss in a
-    /// crash changes nothing about recovery (see `engine`). It is visible to `get` at once and
+    /// crash changes nothing about recovery (see `rotation::machine`, `Write::Lazy`). It is visible to `get` at once and
     /// reaches the disk, in order, with the next commit. The default is a durable `put`.
     async fn put_lazy(&self, record: Record) -> Result<(), StateError> {
         self.put(record).await

@@ -24,7 +24,7 @@
 //! where they describe a window, and from its refusals (AIMD) where they do not.
 //! What is left after the deadline (or never worth retrying) comes back as a [`VercelError`]
 //! that says, through [`crate::error::Classify`] and [`VercelError::retry_after`], whether and
-//! when the engine's slower retry may succeed.
+//! when the rotation's slower retry (with backoff, see `rotation::machine`) may succeed.
 //!
 //! # Layout
 //!

@@ -2,7 +2,7 @@
 //!
 //! Retried: no answer (connection errors, timeouts), 429, 500, 502, 503 and 504. Everything
 //! else fails at once: a 4xx would get the same answer again, and the other transient statuses
-//! (408, 501, 505+) are rare enough to leave to the engine's slower backoff. The waits are
+//! (408, 501, 505+) are rare enough to leave to the rotation's slower backoff. The waits are
 //! exponential with full jitter (uniform in `[0, min(cap, base * 2^(retry - 1))]`), unless the
 //! server said when to come back (`Retry-After`, a 429's reset), and all retries of one call
 //! end at its deadline (`vercel.retry-deadline`).

@@ -35,7 +35,7 @@
 //! # Writer failure policy
 //!
 //! If appending a batch fails, every change in it fails with [`StateError::Io`] (it may or may
-//! not be on disk, as with any failed write: the engine redoes the step, which the protocol
+//! not be on disk, as with any failed write: the rotation redoes the step, which the protocol
 //! makes harmless). When the failed write could be cut off again the writer goes on, so a full
 //! disk that clears is survived. When the journal is left in an unknown state (a failed fsync,
 //! whose data the kernel may have dropped, or a failed cut), the writer stops and every later
