@@ -21,6 +21,9 @@
 //! - [`providers`]: the `Provider` trait and one file per kind (`random`, `command`, `http`,
 //!   `postgres`, `mysql`, `redis`), the protocol `command` and `http` share, and the dry-run
 //!   wrapper.
+//! - [`child`]: running an external program for one call, hardened (pipes only, cleared
+//!   environment, timeout, parent-death signal, scrubbed stderr): shared by the `command`
+//!   provider, `random`'s `apply` and the `token-command` token source.
 //! - [`vercel`]: the Vercel API client (update resource secrets, dashboard notification).
 //! - [`rotation`]: the rotation protocol in one place: [`rotation::machine`] (every
 //!   transition as a pure function), [`rotation::executor`] (performs its actions: provider,
@@ -50,6 +53,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod cli;
+pub mod child;
 pub mod clock;
 pub mod config;
 pub mod control;
