@@ -22,4 +22,5 @@ mod resilience;
 mod state_file;
 mod state_owner;
 mod templates;
+mod token_command;
 mod vercel_client;
