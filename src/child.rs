@@ -50,7 +50,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use zeroize::Zeroizing;
 
-
 use crate::config::CommandSpec;
 use crate::error::{Classify, Persistence};
 use crate::secret;

@@ -10,8 +10,9 @@
 //! - [`cli`]: the command line (clap) and what each command does; `main.rs` only wires it.
 //! - [`config`]: the TOML config, read in two steps: raw serde structs, then validation into
 //!   checked types that the rest of the crate uses.
-//! - [`token`]: reading each installation's Vercel token from a file, an environment variable
-//!   or a systemd credential, into a `SecretString`.
+//! - [`token`]: each installation's Vercel token, into a `SecretString`: read from a file, an
+//!   environment variable or a systemd credential, or asked of a token command and cached
+//!   until near its end ([`token::cache`], keyed by installation id).
 //! - [`schedule`]: cron (crontab semantics) and `every` schedules in a time zone, DST-correct.
 //! - [`resource`]: what is known of one resource (ids, and for a discovered one its name,
 //!   product, status and metadata); not secret, imports nothing of the crate.
@@ -52,8 +53,8 @@
 // A panic in the daemon loses the rotations in flight; errors are values here. Tests may unwrap.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod cli;
 pub mod child;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod control;

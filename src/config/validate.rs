@@ -129,7 +129,12 @@ pub(super) fn validate(
             );
         }
         let command = inst.token_command.as_ref().map(|argv| {
-            super::provider::validate_command(&mut v, &format!("{key}.token-command"), span.clone(), argv)
+            super::provider::validate_command(
+                &mut v,
+                &format!("{key}.token-command"),
+                span.clone(),
+                argv,
+            )
         });
         let sources: Vec<TokenSource> = [
             inst.token_file.clone().map(TokenSource::File),

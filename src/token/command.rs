@@ -122,7 +122,9 @@ impl TokenFetcher for TokenCommand {
 /// Parses the answer strictly; the reason never quotes it.
 fn parse_answer(text: &str) -> Result<Fresh, String> {
     if !text.trim_start().starts_with('{') {
-        return Err(format!("stdout is not a JSON object; expected {ANSWER_SHAPE}"));
+        return Err(format!(
+            "stdout is not a JSON object; expected {ANSWER_SHAPE}"
+        ));
     }
     let answer: TokenAnswer = serde_json::from_str(text).map_err(|e| {
         format!(
@@ -172,7 +174,9 @@ mod tests {
             r#"{"expires_in":3600}"#,
             r#"{"token":"tok_canary""#,
         ] {
-            let reason = parse_answer(bad).err().unwrap_or_else(|| panic!("{bad:?} accepted"));
+            let reason = parse_answer(bad)
+                .err()
+                .unwrap_or_else(|| panic!("{bad:?} accepted"));
             assert!(!reason.contains("canary"), "{bad:?}: {reason}");
         }
     }
