@@ -188,9 +188,10 @@ async fn check(config: &Config, out: &mut impl Write) -> u8 {
     for (name, installation) in &config.installations {
         match failures.iter().find(|(n, _)| n == name) {
             None => lines.push(format!(
-                "installation {name} ({}): token from {}: readable",
+                "installation {name} ({}): token from {}: {}",
                 installation.id,
-                token::describe(&installation.token)
+                token::describe(&installation.token),
+                token::readiness(&installation.token)
             )),
             Some((_, e)) => {
                 status = exit::INVALID;

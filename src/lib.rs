@@ -10,8 +10,9 @@
 //! - [`cli`]: the command line (clap) and what each command does; `main.rs` only wires it.
 //! - [`config`]: the TOML config, read in two steps: raw serde structs, then validation into
 //!   checked types that the rest of the crate uses.
-//! - [`token`]: reading each installation's Vercel token from a file, an environment variable
-//!   or a systemd credential, into a `SecretString`.
+//! - [`token`]: each installation's Vercel token, into a `SecretString`: read from a file, an
+//!   environment variable or a systemd credential, or asked of a token command and cached
+//!   until near its end ([`token::cache`], keyed by installation id).
 //! - [`schedule`]: cron (crontab semantics) and `every` schedules in a time zone, DST-correct.
 //! - [`resource`]: what is known of one resource (ids, and for a discovered one its name,
 //!   product, status and metadata); not secret, imports nothing of the crate.
@@ -21,6 +22,9 @@
 //! - [`providers`]: the `Provider` trait and one file per kind (`random`, `command`, `http`,
 //!   `postgres`, `mysql`, `redis`), the protocol `command` and `http` share, and the dry-run
 //!   wrapper.
+//! - [`child`]: running an external program for one call, hardened (pipes only, cleared
+//!   environment, timeout, parent-death signal, scrubbed stderr): shared by the `command`
+//!   provider, `random`'s `apply` and the `token-command` token source.
 //! - [`vercel`]: the Vercel API client (update resource secrets, dashboard notification).
 //! - [`net`]: how every HTTP client is built: User-Agent, no redirects, proxies only over TLS
 //!   and never for loopback.
@@ -51,6 +55,7 @@
 // A panic in the daemon loses the rotations in flight; errors are values here. Tests may unwrap.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod child;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -148,7 +148,7 @@ async fn dry_run(config: &Config, jobs: Vec<Job>, clock: Arc<dyn Clock>) -> Vec<
     let installations: BTreeSet<&str> = jobs.iter().map(|j| j.installation.name.as_str()).collect();
     for (name, installation) in &config.installations {
         if installations.contains(name.as_str())
-            && let Err(e) = token::read(&installation.token)
+            && let Err(e) = token::check_readable(&installation.token)
         {
             warn!(installation = %name, "dry run: the token cannot be read ({e}); a real run would stop here");
         }

@@ -22,5 +22,6 @@ mod resilience;
 mod state_file;
 mod state_owner;
 mod templates;
+mod token_command;
 mod vercel_answers;
 mod vercel_client;

@@ -188,7 +188,7 @@ fn describe(problems: &[Problem]) -> String {
         .join("; ")
 }
 
-fn validate_command(
+pub(super) fn validate_command(
     v: &mut Validator,
     key: &str,
     span: Option<Range<usize>>,

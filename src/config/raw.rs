@@ -48,6 +48,8 @@ pub struct RawInstallation {
     pub token_file: Option<PathBuf>,
     pub token_env: Option<String>,
     pub token_credential: Option<String>,
+    /// A program that prints a short-lived token when asked (`token::command`).
+    pub token_command: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

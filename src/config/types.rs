@@ -70,6 +70,9 @@ pub enum TokenSource {
     Env(String),
     /// A systemd `LoadCredential=` name, read from `$CREDENTIALS_DIRECTORY`.
     Credential(String),
+    /// A program asked for a (short-lived) token each time the cached one runs out, with
+    /// DESIGN's `{"action": "token", ...}` protocol. Never run at load or by `check`.
+    Command(CommandSpec),
 }
 
 #[derive(Debug, Clone)]

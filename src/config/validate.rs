@@ -128,10 +128,26 @@ pub(super) fn validate(
                 ),
             );
         }
+        let command = inst.token_command.as_ref().map(|argv| {
+            super::provider::validate_command(
+                &mut v,
+                &format!("{key}.token-command"),
+                span.clone(),
+                argv,
+            )
+        });
         let sources: Vec<TokenSource> = [
             inst.token_file.clone().map(TokenSource::File),
             inst.token_env.clone().map(TokenSource::Env),
             inst.token_credential.clone().map(TokenSource::Credential),
+            // An empty command is reported above; it still counts as a source here, so it is
+            // not also called "no token source".
+            command.map(|c| {
+                TokenSource::Command(c.unwrap_or_else(|| CommandSpec {
+                    program: PathBuf::new(),
+                    args: Vec::new(),
+                }))
+            }),
         ]
         .into_iter()
         .flatten()
@@ -139,11 +155,11 @@ pub(super) fn validate(
         let token = match sources.as_slice() {
             [one] => Some(one.clone()),
             [] => {
-                v.problem(span.clone(), key.clone(), "has no token source: set exactly one of token-file, token-env, token-credential");
+                v.problem(span.clone(), key.clone(), "has no token source: set exactly one of token-file, token-env, token-credential, token-command");
                 None
             }
             _ => {
-                v.problem(span.clone(), key.clone(), "has several token sources: set exactly one of token-file, token-env, token-credential");
+                v.problem(span.clone(), key.clone(), "has several token sources: set exactly one of token-file, token-env, token-credential, token-command");
                 None
             }
         };

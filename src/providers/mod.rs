@@ -21,6 +21,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use crate::child::Stderr;
+use crate::child::stderr_suffix;
 use crate::config::ProviderConfig;
 use crate::error::{Classify, Persistence};
 use crate::resource::ResourceInfo;
@@ -172,46 +174,6 @@ pub enum ProviderError {
         reason: String,
         transient: bool,
     },
-}
-
-/// What an error or a log line shows of a provider program's stderr.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Stderr {
-    /// Its end, cut short and scrubbed of every value of the call (may be empty).
-    Shown(String),
-    /// Nothing of it: the answer did not parse, so the values the program made (which stderr
-    /// may echo) are unknown and could not be scrubbed out. Only its size is told.
-    Withheld { bytes: usize },
-}
-
-impl Stderr {
-    /// Whether there is nothing to show or withhold.
-    pub fn is_empty(&self) -> bool {
-        match self {
-            Stderr::Shown(text) => text.trim().is_empty(),
-            Stderr::Withheld { bytes } => *bytes == 0,
-        }
-    }
-}
-
-impl std::fmt::Display for Stderr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Stderr::Shown(text) => f.write_str(text.trim()),
-            Stderr::Withheld { bytes } => write!(
-                f,
-                "withheld: the answer did not parse, so values in it could not be scrubbed ({bytes} bytes)"
-            ),
-        }
-    }
-}
-
-fn stderr_suffix(stderr: &Stderr) -> String {
-    match stderr {
-        _ if stderr.is_empty() => String::new(),
-        Stderr::Shown(_) => format!("; stderr: {stderr}"),
-        Stderr::Withheld { .. } => format!("; stderr {stderr}"),
-    }
 }
 
 impl Classify for ProviderError {

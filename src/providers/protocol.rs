@@ -19,16 +19,18 @@
 //! the answer came from ([`Channel`]): "stdout" for a program, "the response body" for an API.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::io;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroize;
 
 use super::{Credential, Target};
 use crate::resource::MetadataValue;
 use crate::secret::Fields;
+
+// The buffer lives with the child-process runner, which reads answers into it; requests are
+// serialized into it here.
+pub(crate) use crate::child::SecretBuf;
 
 /// Where an answer came from, for the reasons that refuse it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,13 +218,7 @@ const CREATE_SHAPE: &str =
 
 /// The answer's bytes as text, or a reason (safe to show) when they are not UTF-8.
 pub(crate) fn text_of(bytes: &[u8], from: Channel) -> Result<&str, String> {
-    std::str::from_utf8(bytes).map_err(|e| {
-        format!(
-            "{} is not UTF-8 (invalid byte at offset {})",
-            from.noun(),
-            e.valid_up_to()
-        )
-    })
+    crate::child::utf8_text(bytes, from.noun())
 }
 
 /// Parses a create answer, strictly, without ever quoting it in the reason. `promised` is the
@@ -350,67 +346,6 @@ pub(crate) fn describe_json_error(
         error.line(),
         error.column()
     )
-}
-
-/// A byte buffer for values in transit (a request, an answer) that leaves no copy behind:
-/// growing it zeroizes the old allocation, and dropping it zeroizes the contents. A plain
-/// `Vec` would leave every outgrown allocation in freed memory.
-#[derive(Default)]
-pub(crate) struct SecretBuf(Zeroizing<Vec<u8>>);
-
-impl SecretBuf {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
-        let needed = self.0.len() + bytes.len();
-        if needed > self.0.capacity() {
-            let mut grown = Zeroizing::new(Vec::with_capacity(
-                needed.max(2 * self.0.capacity()).max(256),
-            ));
-            grown.extend_from_slice(&self.0);
-            // The old allocation is zeroized when `grown`'s predecessor drops here.
-            self.0 = grown;
-        }
-        self.0.extend_from_slice(bytes);
-    }
-
-    /// Serializes `value` as JSON straight into a new buffer.
-    pub fn json(value: &impl Serialize) -> Result<SecretBuf, serde_json::Error> {
-        let mut buf = SecretBuf::new();
-        serde_json::to_writer(&mut buf, value)?;
-        Ok(buf)
-    }
-}
-
-impl io::Write for SecretBuf {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        self.extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl fmt::Debug for SecretBuf {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SecretBuf([REDACTED {} bytes])", self.0.len())
-    }
 }
 
 /// Serializes a secret as a JSON string, for requests (secrecy deliberately has no
@@ -681,17 +616,6 @@ mod tests {
             serde_json::from_str(r#"{"a":["secret",{"b":"other"}],"n":1}"#).unwrap();
         zeroize_strings(&mut value);
         assert_eq!(value, serde_json::json!({"a": ["", {"b": ""}], "n": 1}));
-    }
-
-    #[test]
-    fn secret_buf_keeps_every_byte_across_growth() {
-        let mut buf = SecretBuf::new();
-        for i in 0..5000u32 {
-            buf.extend_from_slice(&i.to_le_bytes());
-        }
-        assert_eq!(buf.len(), 20_000);
-        assert_eq!(&buf.as_bytes()[4..8], &1u32.to_le_bytes());
-        assert!(!format!("{buf:?}").contains('\u{1}'));
     }
 
     #[test]

@@ -106,6 +106,12 @@ pub enum RotationError {
     Vercel(#[source] VercelError),
     #[error("no token for installation {0} (it could not be read at start)")]
     NoToken(String),
+    #[error("no token for installation {installation}: {source}")]
+    Token {
+        installation: String,
+        #[source]
+        source: Box<crate::token::TokenError>,
+    },
     #[error("could not record step {step} of {key}: {reason}")]
     Record {
         key: Key,
@@ -142,6 +148,7 @@ impl Classify for RotationError {
             RotationError::Template { .. } => Persistence::Permanent,
             RotationError::Vercel(e) => e.persistence(),
             RotationError::NoToken(_) => Persistence::Permanent,
+            RotationError::Token { source, .. } => source.persistence(),
             // A full disk may clear; the step will be redone.
             RotationError::Record { .. } => Persistence::Transient,
             RotationError::HeldBack { .. } => Persistence::Transient,

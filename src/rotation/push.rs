@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use super::{Job, RotationError};
 use crate::providers::Credential;
 use crate::secret::{ExposeSecret, SecretString};
-use crate::token::Tokens;
-use crate::vercel::{InstallationRef, Notification, PushSecret, VercelClient};
+use crate::token::{HeldToken, Tokens};
+use crate::vercel::{InstallationRef, Notification, PushSecret, VercelClient, VercelError};
 
 /// What came of a push that did not fail.
 #[derive(Debug)]
@@ -33,42 +33,107 @@ pub trait Pusher: Send + Sync {
 }
 
 /// Pushes to Vercel with each installation's own token.
+///
+/// A token from a token command that Vercel refuses (401) is dropped and asked for once more,
+/// and the call is made once more with the new one; a second 401 is the call's error. A fixed
+/// token (file, environment, credential) is not asked for again: the first 401 is the error.
 pub struct VercelPusher {
     pub client: VercelClient,
     pub tokens: Tokens,
 }
 
+/// The two calls a pusher makes, so both share the token handling.
+#[derive(Clone, Copy)]
+enum Call<'a> {
+    Push(&'a [PushSecret]),
+    Notify(&'a Notification),
+}
+
 impl VercelPusher {
-    fn installation<'a>(&'a self, job: &'a Job) -> Result<InstallationRef<'a>, RotationError> {
-        let token = self
-            .tokens
-            .get(&job.installation.name)
-            .ok_or_else(|| RotationError::NoToken(job.installation.name.clone()))?;
-        Ok(InstallationRef {
+    async fn token(&self, job: &Job) -> Result<HeldToken, RotationError> {
+        let name = &job.installation.name;
+        match self.tokens.get(name).await {
+            None => Err(RotationError::NoToken(name.clone())),
+            Some(Err(source)) => Err(RotationError::Token {
+                installation: name.clone(),
+                source: Box::new(source),
+            }),
+            Some(Ok(held)) => Ok(held),
+        }
+    }
+
+    async fn send(&self, job: &Job, token: &HeldToken, call: Call<'_>) -> Result<(), VercelError> {
+        let installation = InstallationRef {
             name: &job.installation.name,
             id: &job.installation.id,
-            token,
-        })
+            token: token.token(),
+        };
+        match call {
+            Call::Push(secrets) => {
+                self.client
+                    .update_resource_secrets(&installation, job.resource(), secrets)
+                    .await
+            }
+            Call::Notify(notification) => {
+                self.client
+                    .notify_resource(&installation, job.resource(), notification)
+                    .await
+            }
+        }
+    }
+
+    /// Makes `call` with the installation's token, and once more with a new one if Vercel
+    /// refused a token command's token.
+    async fn call(&self, job: &Job, call: Call<'_>) -> Result<(), RotationError> {
+        let token = self.token(job).await?;
+        let first = match self.send(job, &token, call).await {
+            Err(e) if e.status() == Some(401) => e,
+            other => return other.map_err(RotationError::Vercel),
+        };
+        if !self.tokens.refused(&token).await {
+            return Err(RotationError::Vercel(first));
+        }
+        tracing::info!(
+            installation = %job.installation.name,
+            resource = %job.resource(),
+            "Vercel refused the installation's token (401); asking its token command for a new one"
+        );
+        let token = match self.token(job).await {
+            Ok(token) => token,
+            // An earlier attempt that may have been applied must stay on record: it decides
+            // whether the new credential may be retired as never delivered.
+            Err(e) if first.may_have_applied() => {
+                tracing::warn!(installation = %job.installation.name, error = %e, "could not get a new token after Vercel refused the old one");
+                return Err(RotationError::Vercel(first));
+            }
+            Err(e) => return Err(e),
+        };
+        match self.send(job, &token, call).await {
+            Ok(()) => Ok(()),
+            Err(second) => {
+                if second.status() == Some(401) {
+                    self.tokens.refused(&token).await;
+                }
+                Err(RotationError::Vercel(if first.may_have_applied() {
+                    second.after_uncertain_attempt()
+                } else {
+                    second
+                }))
+            }
+        }
     }
 }
 
 #[async_trait]
 impl Pusher for VercelPusher {
     async fn push(&self, job: &Job, secrets: &[PushSecret]) -> Result<Delivery, RotationError> {
-        let installation = self.installation(job)?;
-        self.client
-            .update_resource_secrets(&installation, job.resource(), secrets)
+        self.call(job, Call::Push(secrets))
             .await
             .map(|()| Delivery::Sent)
-            .map_err(RotationError::Vercel)
     }
 
     async fn notify(&self, job: &Job, notification: &Notification) -> Result<(), RotationError> {
-        let installation = self.installation(job)?;
-        self.client
-            .notify_resource(&installation, job.resource(), notification)
-            .await
-            .map_err(RotationError::Vercel)
+        self.call(job, Call::Notify(notification)).await
     }
 }
 

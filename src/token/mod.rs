@@ -1,20 +1,31 @@
-//! Each installation's Vercel token, read from its source into a `SecretString`.
+//! Each installation's Vercel token, from its source into a `SecretString`.
 //!
 //! Tokens are credentials: they come from a file (refused if group or others may read it, as
-//! ssh refuses a private key), an environment variable, or a systemd credential
-//! (`LoadCredential=`, read from `$CREDENTIALS_DIRECTORY`); never from the command line. They
-//! are read at start (and by `check`), so a missing one stops the run before any rotation.
-//! Errors name the source, never the value.
+//! ssh refuses a private key), an environment variable, a systemd credential
+//! (`LoadCredential=`, read from `$CREDENTIALS_DIRECTORY`), or a token command; never from the
+//! command line. The first three are read at start (and by `check`), so a missing one stops
+//! the run before any rotation. A token command ([`command`]) is run only when a push needs a
+//! token, its answer cached ([`cache`]) until near its end; one that fails fails that
+//! installation's pushes, never the start nor another installation. Errors name the source,
+//! never the value.
+
+pub mod cache;
+pub mod command;
 
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroize;
 
+use self::cache::{CachedToken, TokenCache};
+use self::command::TokenCommand;
+use crate::child::ChildError;
 use crate::config::{Config, TokenSource};
+use crate::error::{Classify, Persistence};
 
 /// Refuses a token file larger than this: a token is a few dozen bytes, a bigger file is the
 /// wrong file.
@@ -46,6 +57,31 @@ pub enum TokenError {
     BadCharacters { source_name: String },
     #[error("secret file {path} is larger than {MAX_TOKEN_BYTES} bytes: is it the right file?", path = .path.display())]
     TooLarge { path: PathBuf },
+    /// The token command failed, or its answer was not a token.
+    #[error("the token command for installation {installation_id} failed: {source}")]
+    Command {
+        installation_id: String,
+        #[source]
+        source: Box<ChildError>,
+    },
+    /// A failure that several pushes waited for: each reports it.
+    #[error(transparent)]
+    Shared(Arc<TokenError>),
+    /// A token command's token is only asked for when a push needs it.
+    #[error("{source_name} is run only when a push needs a token")]
+    NotReadNow { source_name: String },
+}
+
+impl Classify for TokenError {
+    fn persistence(&self) -> Persistence {
+        match self {
+            // The providers' rules: what the program's exit status says.
+            TokenError::Command { source, .. } => source.persistence(),
+            TokenError::Shared(inner) => inner.persistence(),
+            // A file, variable or credential stays wrong until someone fixes it.
+            _ => Persistence::Permanent,
+        }
+    }
 }
 
 /// Describes a source for messages: `file /etc/x.token`, `environment variable X`.
@@ -54,12 +90,37 @@ pub fn describe(source: &TokenSource) -> String {
         TokenSource::File(p) => format!("file {}", p.display()),
         TokenSource::Env(name) => format!("environment variable {name}"),
         TokenSource::Credential(name) => format!("systemd credential {name}"),
+        TokenSource::Command(spec) => format!("token command {}", spec.display_name()),
     }
 }
 
-/// Reads one token.
+/// What `check` can say of a source it has read without an error: a token command is not
+/// run (it may be costly or rate-limited), so of it nothing is known yet.
+pub fn readiness(source: &TokenSource) -> &'static str {
+    match source {
+        TokenSource::Command(_) => "not run by check (asked when a push needs a token)",
+        _ => "readable",
+    }
+}
+
+/// Reads a token that can be read now (file, environment, credential), to see that it can;
+/// a token command is not run, and passes.
+pub fn check_readable(source: &TokenSource) -> Result<(), TokenError> {
+    match source {
+        TokenSource::Command(_) => Ok(()),
+        _ => read(source).map(drop),
+    }
+}
+
+/// Reads one token from a file, the environment or a credential. A token command's is not
+/// read here (see [`Tokens`]).
 pub fn read(source: &TokenSource) -> Result<SecretString, TokenError> {
     let raw = match source {
+        TokenSource::Command(_) => {
+            return Err(TokenError::NotReadNow {
+                source_name: describe(source),
+            });
+        }
         TokenSource::File(path) => read_file(path, true)?,
         TokenSource::Env(name) => match std::env::var(name) {
             Ok(v) => v,
@@ -153,38 +214,103 @@ fn read_file(path: &Path, check_mode: bool) -> Result<String, TokenError> {
     }
 }
 
-/// Every installation's token, keyed by installation name.
+/// Every installation's token, keyed by installation name: read at start for a file, a
+/// variable or a credential; asked of its command (and cached) when a push needs it.
 #[derive(Default)]
 pub struct Tokens {
-    tokens: BTreeMap<String, SecretString>,
+    slots: BTreeMap<String, Slot>,
+    /// Command tokens, by installation id.
+    cache: TokenCache,
+}
+
+enum Slot {
+    Fixed(Arc<SecretString>),
+    Command {
+        installation_id: String,
+        command: TokenCommand,
+    },
+}
+
+/// A token for one push: where it came from decides whether a refusal can be answered by
+/// asking for a new one.
+pub struct HeldToken {
+    token: Arc<SecretString>,
+    /// For a command's token: the installation id and the cache's handle to drop it by.
+    cached: Option<(String, CachedToken)>,
+}
+
+impl HeldToken {
+    pub fn token(&self) -> &SecretString {
+        &self.token
+    }
 }
 
 impl std::fmt::Debug for Tokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tokens")
-            .field("installations", &self.tokens.keys().collect::<Vec<_>>())
+            .field("installations", &self.slots.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
 
 impl Tokens {
-    /// Reads the token of every installation; returns the ones read and an error per failure.
+    /// Reads the token of every installation whose token can be read now; returns the ones
+    /// read and an error per failure. Token commands are not run.
     pub fn read_all(config: &Config) -> (Tokens, Vec<(String, TokenError)>) {
         let mut tokens = Tokens::default();
         let mut failures = Vec::new();
         for (name, installation) in &config.installations {
-            match read(&installation.token) {
-                Ok(token) => {
-                    tokens.tokens.insert(name.clone(), token);
-                }
-                Err(e) => failures.push((name.clone(), e)),
-            }
+            let slot = match &installation.token {
+                TokenSource::Command(spec) => Slot::Command {
+                    installation_id: installation.id.clone(),
+                    command: TokenCommand::new(spec.clone()),
+                },
+                source => match read(source) {
+                    Ok(token) => Slot::Fixed(Arc::new(token)),
+                    Err(e) => {
+                        failures.push((name.clone(), e));
+                        continue;
+                    }
+                },
+            };
+            tokens.slots.insert(name.clone(), slot);
         }
         (tokens, failures)
     }
 
-    pub fn get(&self, installation: &str) -> Option<&SecretString> {
-        self.tokens.get(installation)
+    /// The installation's token for a push; `None` when it has none (it could not be read
+    /// at start). A token command is run only when its cached token is missing or near its
+    /// end.
+    pub async fn get(&self, installation: &str) -> Option<Result<HeldToken, TokenError>> {
+        Some(match self.slots.get(installation)? {
+            Slot::Fixed(token) => Ok(HeldToken {
+                token: token.clone(),
+                cached: None,
+            }),
+            Slot::Command {
+                installation_id,
+                command,
+            } => self
+                .cache
+                .get(installation_id, command)
+                .await
+                .map(|cached| HeldToken {
+                    token: cached.token.clone(),
+                    cached: Some((installation_id.clone(), cached)),
+                }),
+        })
+    }
+
+    /// Vercel refused `held`: a command's token is dropped, and `true` says a new one may be
+    /// asked for; a fixed token stays what it is (`false`).
+    pub async fn refused(&self, held: &HeldToken) -> bool {
+        match &held.cached {
+            Some((installation_id, cached)) => {
+                self.cache.refused(installation_id, cached).await;
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -254,9 +380,9 @@ mod tests {
     #[test]
     fn debug_of_tokens_shows_no_value() {
         let mut tokens = Tokens::default();
-        tokens.tokens.insert(
+        tokens.slots.insert(
             "acme".into(),
-            SecretString::from("tok_canary_123".to_owned()),
+            Slot::Fixed(Arc::new(SecretString::from("tok_canary_123".to_owned()))),
         );
         let out = format!("{tokens:?}");
         assert!(out.contains("acme") && !out.contains("canary"), "{out}");
