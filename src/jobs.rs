@@ -151,7 +151,7 @@ type ProviderAndLimit = (Arc<dyn Provider>, Option<Arc<Semaphore>>);
 pub struct PolicyJobs {
     policy: Arc<Policy>,
     installation: Arc<Installation>,
-    digest: String,
+    digest: Arc<str>,
     providers: Providers,
     /// The provider (and its backend's semaphore) every resource shares, when the provider
     /// table is not templated.
@@ -168,7 +168,7 @@ impl PolicyJobs {
             ProviderSpec::PerResource(_) => None,
         };
         PolicyJobs {
-            digest: policy.digest(installation),
+            digest: policy.digest(installation).into(),
             policy: Arc::new(policy.clone()),
             installation: Arc::new(installation.clone()),
             providers,
@@ -192,7 +192,7 @@ impl PolicyJobs {
             policy: self.policy.clone(),
             installation: self.installation.clone(),
             provider,
-            resource_info: Arc::new(resource),
+            discovered: resource.is_discovered().then(|| Arc::new(resource)),
             target_limit,
             in_config,
             supersedes: Vec::new(),
@@ -244,7 +244,7 @@ pub fn provider_config(
 pub fn refuse_shared_pairs(jobs: &mut [Job]) {
     let mut owners: HashMap<(PathBuf, Vec<String>), Key> = HashMap::new();
     for job in jobs.iter_mut().filter(|j| j.in_config) {
-        let Ok(config) = job.policy.provider.for_resource(&job.resource_info) else {
+        let Ok(config) = job.policy.provider.for_resource(&job.resource_info()) else {
             continue;
         };
         let (ProviderConfig::Postgres(d) | ProviderConfig::Mysql(d)) = config.as_ref() else {

@@ -282,7 +282,7 @@ impl Executor {
                         );
                     }
                 }
-                match push::render(&job.policy.secrets, credential, &job.resource_info) {
+                match push::render(&job.policy.secrets, credential, &job.resource_info()) {
                     Ok(secrets) => {
                         work.secrets = Some(secrets);
                         Event::Prepared

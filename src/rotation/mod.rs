@@ -44,9 +44,10 @@ pub struct Job {
     pub policy: Arc<Policy>,
     pub installation: Arc<Installation>,
     pub provider: Arc<dyn Provider>,
-    /// What is known of the resource: its templates' variables, and the `installation_id`
-    /// and `resource_info` of provider requests.
-    pub resource_info: Arc<ResourceInfo>,
+    /// What discovery knows of the resource beyond its ids (`None` for a configured one,
+    /// whose ids are the installation's and the key's: 10,000 configured resources need not
+    /// carry 10,000 copies of them). See [`Job::resource_info`].
+    pub discovered: Option<Arc<ResourceInfo>>,
     /// Shared by every job against the same backend (one rendered `admin-url-file`): each
     /// provider call holds a permit, so one server sees at most its cap of rotations at once.
     pub target_limit: Option<Arc<tokio::sync::Semaphore>>,
@@ -59,7 +60,8 @@ pub struct Job {
     /// credential it left at Vercel, so the record is kept until then.
     pub replaced_later: bool,
     /// The policy's config digest: a permanently failed record restarts when it changes.
-    pub digest: String,
+    /// Shared by the policy's jobs.
+    pub digest: Arc<str>,
 }
 
 impl Job {
@@ -72,11 +74,19 @@ impl Job {
             policy: self.policy.name.clone(),
             installation: self.installation.name.clone(),
             resource: self.key.resource.clone(),
-            installation_id: self.resource_info.installation_id.clone(),
-            resource_info: self
-                .resource_info
-                .is_discovered()
-                .then(|| self.resource_info.clone()),
+            installation_id: self.installation.id.clone(),
+            resource_info: self.discovered.clone(),
+        }
+    }
+
+    /// What is known of the resource: its templates' variables.
+    pub fn resource_info(&self) -> std::borrow::Cow<'_, ResourceInfo> {
+        match &self.discovered {
+            Some(info) => std::borrow::Cow::Borrowed(info),
+            None => std::borrow::Cow::Owned(ResourceInfo::configured(
+                &self.installation.id,
+                &self.key.resource,
+            )),
         }
     }
 
