@@ -1303,3 +1303,305 @@ async fn latency_and_global_scripts_apply_to_every_resource() {
     assert_eq!(statuses, [Some(201), Some(503), Some(503), Some(201)]);
     assert!(requests.windows(2).all(|w| w[0].at <= w[1].at));
 }
+
+// ---------------------------------------------------------------------------------------------
+// The listing: `GET /v1/installations/{id}/resources`
+
+use crate::common::fake_vercel::Listing;
+use vercel_secret_rotator::resource::MetadataValue;
+
+/// A `200` listing body as Vercel could send it, with fields the client does not know.
+fn listing_body(resources: Value) -> Scripted {
+    Scripted::status(200)
+        .header("content-type", "application/json; charset=utf-8")
+        .json(&json!({"resources": resources, "pagination": {"next": null}}))
+}
+
+#[tokio::test]
+async fn listing_sends_one_get_with_the_installations_token() {
+    let s = Setup::new().await;
+    let listed = s.client.list_resources(&s.beta()).await.expect("listed");
+    let ids: Vec<&str> = listed.iter().map(|r| r.partner_id.as_str()).collect();
+    assert_eq!(ids, ["store_b1", "store_b2"]);
+    let requests = s.fake.requests();
+    assert_eq!(requests.len(), 1);
+    let request = &requests[0];
+    assert_eq!(request.method, "GET");
+    assert_eq!(request.path, format!("/v1/installations/{BETA}/resources"));
+    assert_eq!(
+        request.authorization.as_deref(),
+        Some(format!("Bearer {BETA_TOKEN}").as_str())
+    );
+    assert_eq!(request.user_agent.as_deref(), Some(USER_AGENT));
+    assert!(matches!(&request.body, RecordedBody::Text(t) if t.is_empty()));
+}
+
+#[tokio::test]
+async fn listing_parses_every_metadata_kind_and_ignores_unknown_fields() {
+    let s = Setup::new().await;
+    s.fake.script_list(
+        ACME,
+        vec![listing_body(json!([
+            {"partnerId": "store_a1", "internalId": "res_1", "name": "orders",
+             "productId": "iap_pg", "status": "ready", "billingPlanId": "bp_1",
+             "notification": {"level": "info", "title": "hi"},
+             "protocolSettings": {"experimentation": {"edgeConfigId": "ecfg_1"}},
+             "someFieldFromTheFuture": {"deep": [1, 2, {"x": null}]},
+             "metadata": {"region": "eu", "size": 3, "ratio": 1.5, "ha": true,
+                          "zones": ["a", "b"], "ports": [5432, 6432]}},
+            {"partnerId": "store_a2", "internalId": "res_2", "name": "events",
+             "productId": "iap_pg", "status": "hibernating"},
+        ]))],
+    );
+    let listed = s.client.list_resources(&s.acme()).await.expect("listed");
+    assert_eq!(listed.len(), 2);
+    let first = &listed[0];
+    assert_eq!(
+        (
+            first.partner_id.as_str(),
+            first.internal_id.as_str(),
+            first.name.as_str(),
+            first.product_id.as_str(),
+            first.status.as_deref()
+        ),
+        ("store_a1", "res_1", "orders", "iap_pg", Some("ready"))
+    );
+    let n = |v: Value| match v {
+        Value::Number(n) => n,
+        other => panic!("not a number: {other}"),
+    };
+    let want: BTreeMap<String, MetadataValue> = [
+        ("region", MetadataValue::String("eu".into())),
+        ("size", MetadataValue::Number(n(json!(3)))),
+        ("ratio", MetadataValue::Number(n(json!(1.5)))),
+        ("ha", MetadataValue::Bool(true)),
+        (
+            "zones",
+            MetadataValue::Strings(vec!["a".into(), "b".into()]),
+        ),
+        (
+            "ports",
+            MetadataValue::Numbers(vec![n(json!(5432)), n(json!(6432))]),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    assert_eq!(first.metadata, want);
+    // A status outside today's enum is kept as written; no metadata is an empty map.
+    assert_eq!(listed[1].status.as_deref(), Some("hibernating"));
+    assert!(listed[1].metadata.is_empty());
+    let info = listed[0].clone().into_info(ACME);
+    assert_eq!(info.installation_id, ACME);
+    assert_eq!(info.id, "store_a1");
+    assert_eq!(info.internal_id.as_deref(), Some("res_1"));
+    assert!(info.is_discovered());
+}
+
+#[tokio::test]
+async fn a_listing_that_does_not_parse_is_an_error_that_does_not_quote_it() {
+    let s = Setup::new().await;
+    for body in [
+        json!([{"partnerId": "canary-listing-91f3", "internalId": "res_1", "name": "n"}]),
+        json!([{"partnerId": 7, "internalId": "canary-listing-91f3", "name": "n", "productId": "p"}]),
+        json!("canary-listing-91f3"),
+    ] {
+        s.fake.script_list(ACME, vec![listing_body(body)]);
+        let err = s
+            .client
+            .list_resources(&s.acme())
+            .await
+            .expect_err("bad body");
+        assert!(matches!(err, VercelError::InvalidAnswer { .. }), "{err:?}");
+        let text = shown(&err);
+        assert!(!text.contains("canary"), "{text}");
+        assert!(!text.contains(ACME_TOKEN), "{text}");
+        assert!(err.to_string().contains("listing the resources"), "{err}");
+        assert!(err.to_string().contains("\"acme\""), "{err}");
+    }
+    s.fake.script_list(
+        ACME,
+        vec![Scripted::status(200).body("<html>canary-listing-91f3</html>")],
+    );
+    let err = s.client.list_resources(&s.acme()).await.expect_err("html");
+    assert!(err.to_string().contains("not valid JSON"), "{err}");
+    assert!(!shown(&err).contains("canary"));
+}
+
+#[tokio::test]
+async fn a_listing_retries_a_429_then_reads_the_200() {
+    let s = Setup::new().await;
+    s.fake.script_list(
+        ACME,
+        vec![
+            Scripted::vercel_error(429, "rate_limited", "slow down").header("Retry-After", "0"),
+            Scripted::status(503),
+        ],
+    );
+    let listed = s.client.list_resources(&s.acme()).await.expect("listed");
+    assert_eq!(listed.len(), 2);
+    let statuses: Vec<Option<u16>> = s.fake.answers().iter().map(|a| a.status).collect();
+    assert_eq!(statuses, [Some(429), Some(503), Some(200)]);
+}
+
+#[tokio::test]
+async fn a_listing_refused_or_unknown_is_permanent_and_never_shows_the_token() {
+    let s = Setup::new().await;
+    let wrong = secret("tok-wrong-canary-5521");
+    let refused = InstallationRef {
+        name: "acme",
+        id: ACME,
+        token: &wrong,
+    };
+    let err = s.client.list_resources(&refused).await.expect_err("401");
+    assert_eq!(err.status(), Some(401));
+    assert_eq!(err.persistence(), Persistence::Permanent);
+    assert!(err.to_string().contains("refused the token"), "{err}");
+    assert!(!shown(&err).contains("canary"), "{}", shown(&err));
+    let unknown = InstallationRef {
+        name: "gone",
+        id: "icfg_gone",
+        token: &s.acme_token,
+    };
+    let err = s.client.list_resources(&unknown).await.expect_err("404");
+    assert_eq!(err.status(), Some(404));
+    assert_eq!(err.persistence(), Persistence::Permanent);
+    assert!(!shown(&err).contains(ACME_TOKEN));
+    // One attempt each: neither is retried.
+    assert_eq!(s.fake.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn a_listing_cut_off_midway_is_retried() {
+    let s = Setup::new().await;
+    s.fake.script_list(
+        ACME,
+        vec![Scripted::drop_mid_body(
+            200,
+            br#"{"resources": [{"partnerId": "x""#.to_vec(),
+        )],
+    );
+    let listed = s.client.list_resources(&s.acme()).await.expect("listed");
+    assert_eq!(listed.len(), 2);
+    assert_eq!(s.fake.requests().len(), 2);
+}
+
+/// The fake's listing, validated by hand against the schema of the OpenAPI operation
+/// (`tests/fixtures/vercel/openapi-get-integration-resources.json`, copied verbatim): a lenient
+/// fake would let a client that expects more than Vercel sends pass.
+#[tokio::test]
+async fn the_fakes_listing_is_valid_against_the_openapi_schema() {
+    let s = Setup::new().await;
+    s.fake.set_listing(
+        ACME,
+        "store_a1",
+        Listing {
+            name: Some("orders".into()),
+            product_id: Some("iap_pg".into()),
+            status: Some("suspended".into()),
+            metadata: json!({"region": "eu", "size": 3, "ha": false, "zones": ["a"], "ports": [1]})
+                .as_object()
+                .cloned()
+                .expect("object"),
+        },
+    );
+    s.fake.set_listing(
+        ACME,
+        "store_a2",
+        Listing {
+            status: Some(String::new()),
+            ..Listing::default()
+        },
+    );
+    let response = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/installations/{ACME}/resources",
+            s.fake.url()
+        ))
+        .bearer_auth(ACME_TOKEN)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.status().as_u16(), 200);
+    let body: Value = response.json().await.expect("json");
+    let path = crate::common::cli::root()
+        .join("tests/fixtures/vercel/openapi-get-integration-resources.json");
+    let spec: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("spec")).expect("spec json");
+    let schema = &spec["paths"]["/v1/installations/{integrationConfigurationId}/resources"]["get"]
+        ["responses"]["200"]["content"]["application/json"]["schema"];
+    assert!(schema.is_object(), "schema not found in {path:?}");
+    let errors = validate(schema, &body, "$");
+    assert!(errors.is_empty(), "{errors:#?}\n{body:#}");
+    assert_eq!(body["resources"].as_array().map(Vec::len), Some(2));
+    // The validator itself refuses what the schema refuses.
+    let bad = json!({"resources": [{"partnerId": "r", "name": 1, "productId": "p",
+        "status": "sleeping", "metadata": {"k": null}}]});
+    let errors = validate(schema, &bad, "$");
+    for want in ["internalId", "$.resources[0].name", "status", "metadata.k"] {
+        assert!(
+            errors.iter().any(|e| e.contains(want)),
+            "{want}: {errors:#?}"
+        );
+    }
+}
+
+/// The subset of JSON Schema the operation uses: `type`, `properties`, `required`, `items`,
+/// `enum`, `additionalProperties` and `oneOf`. Returns every violation, by path.
+fn validate(schema: &Value, value: &Value, at: &str) -> Vec<String> {
+    let mut errors = Vec::new();
+    if let Some(options) = schema["oneOf"].as_array() {
+        let matching = options
+            .iter()
+            .filter(|o| validate(o, value, at).is_empty())
+            .count();
+        if matching != 1 {
+            errors.push(format!("{at}: matches {matching} of oneOf, not 1"));
+        }
+    }
+    if let Some(kind) = schema["type"].as_str() {
+        let ok = match kind {
+            "object" => value.is_object(),
+            "array" => value.is_array(),
+            "string" => value.is_string(),
+            "number" => value.is_number(),
+            "integer" => value.is_i64() || value.is_u64(),
+            "boolean" => value.is_boolean(),
+            other => panic!("type {other} not handled"),
+        };
+        if !ok {
+            errors.push(format!("{at}: should be {kind}, is {value}"));
+            return errors;
+        }
+    }
+    if let Some(allowed) = schema["enum"].as_array()
+        && !allowed.contains(value)
+    {
+        errors.push(format!("{at}: {value} is not one of {allowed:?}"));
+    }
+    if let Some(object) = value.as_object() {
+        for key in schema["required"].as_array().into_iter().flatten() {
+            let key = key.as_str().expect("required names");
+            if !object.contains_key(key) {
+                errors.push(format!("{at}: lacks required {key}"));
+            }
+        }
+        for (key, item) in object {
+            let child = format!("{at}.{key}");
+            match schema["properties"].get(key) {
+                Some(sub) => errors.extend(validate(sub, item, &child)),
+                None => match &schema["additionalProperties"] {
+                    Value::Bool(false) => errors.push(format!("{child}: not allowed")),
+                    sub @ Value::Object(_) => errors.extend(validate(sub, item, &child)),
+                    _ => {}
+                },
+            }
+        }
+    }
+    if let (Some(items), Some(array)) = (schema.get("items"), value.as_array()) {
+        for (i, item) in array.iter().enumerate() {
+            errors.extend(validate(items, item, &format!("{at}[{i}]")));
+        }
+    }
+    errors
+}

@@ -19,6 +19,8 @@ pub enum Operation {
     UpdateSecrets,
     /// `PATCH /v1/installations/{id}/resources/{resourceId}` with a notification.
     Notify,
+    /// `GET /v1/installations/{id}/resources`: a read, which changes nothing.
+    ListResources,
 }
 
 impl Operation {
@@ -29,7 +31,14 @@ impl Operation {
             Operation::Notify => {
                 format!("sending a dashboard notification to resource \"{resource}\"")
             }
+            Operation::ListResources => "listing the resources".to_owned(),
         }
+    }
+
+    /// Whether the call changes anything at Vercel (an attempt without a clear answer may
+    /// then have been applied).
+    pub(crate) fn changes(self) -> bool {
+        !matches!(self, Operation::ListResources)
     }
 }
 
@@ -107,6 +116,14 @@ pub enum VercelError {
         /// The request ran out of `vercel.request-timeout`.
         timeout: bool,
         /// reqwest's error chain, without the URL; it never holds headers or the body.
+        detail: Box<str>,
+    },
+    /// Vercel answered `2xx` but the body is not what the call expects (the listing does not
+    /// parse, or is too large). `detail` says what and where, never what the body holds.
+    InvalidAnswer {
+        operation: Operation,
+        installation: Box<str>,
+        installation_id: Box<str>,
         detail: Box<str>,
     },
     /// The call failed with `last`, after an earlier attempt whose outcome is unknown (a
@@ -201,7 +218,11 @@ impl Classify for VercelError {
     fn persistence(&self) -> Persistence {
         match self {
             VercelError::Status { status, .. } => classify_status(*status),
-            VercelError::Transport { .. } | VercelError::Throttled { .. } => Persistence::Transient,
+            // An answer that does not parse is Vercel's (or a proxy's) glitch more likely
+            // than a lasting change: worth asking again later.
+            VercelError::Transport { .. }
+            | VercelError::Throttled { .. }
+            | VercelError::InvalidAnswer { .. } => Persistence::Transient,
             VercelError::Uncertain { last } => last.persistence(),
             VercelError::Client { .. }
             | VercelError::BaseUrl { .. }
@@ -362,6 +383,17 @@ impl fmt::Display for VercelError {
                     humantime::format_duration(Duration::from_secs(secs))
                 )
             }
+            VercelError::InvalidAnswer {
+                operation,
+                installation,
+                installation_id,
+                detail,
+            } => write!(
+                f,
+                "Vercel's answer to {} of installation \"{installation}\" ({installation_id}) \
+                 cannot be used: {detail}",
+                operation.doing("")
+            ),
             VercelError::Transport {
                 operation,
                 installation,

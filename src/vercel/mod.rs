@@ -1,11 +1,13 @@
-//! The Vercel API client: the two calls the daemon makes, for many installations at once.
+//! The Vercel API client: the calls the daemon makes, for many installations at once.
 //!
+//! - `GET /v1/installations/{id}/resources` ([`VercelClient::list_resources`]): every resource
+//!   of an installation (a read; `check --online` proves tokens and ids with it).
 //! - `PUT /v1/installations/{id}/resources/{resourceId}/secrets` with `partial: true`
 //!   ([`VercelClient::update_resource_secrets`]): the push.
 //! - `PATCH /v1/installations/{id}/resources/{resourceId}` with only `notification`
 //!   ([`VercelClient::notify_resource`]): the redeploy banner.
 //!
-//! For both, any `2xx` is success: Vercel documents `201` for the PUT, but a `200` or `204`
+//! For the two writes, any `2xx` is success: Vercel documents `201` for the PUT, but a `200` or `204`
 //! says just as clearly that the change was made, and reading it as a refusal would retire a
 //! credential Vercel now holds. An answer that does not say (a `3xx`, `408`, `5xx`, or none)
 //! may have been applied ([`VercelError::may_have_applied`]).
@@ -35,10 +37,12 @@
 //!   `Retry-After` and the rate-limit window.
 //! - `retry.rs`: which failures are retried, and the backoff.
 //! - `limiter.rs`: the shared pace of each endpoint (the algorithm is in its doc).
+//! - `list.rs`: [`ListedResource`] and the parsing of the listing.
 
 mod body;
 mod error;
 mod limiter;
+mod list;
 mod response;
 mod retry;
 
@@ -57,6 +61,7 @@ use crate::config::VercelSettings;
 
 pub use body::{Notification, NotificationLevel, PushSecret};
 pub use error::{Operation, VercelError};
+pub use list::ListedResource;
 
 use body::{NotifyBody, UpdateSecretsBody};
 use limiter::{EndpointLimiter, Observation, Outcome, RateWindow};
@@ -82,6 +87,8 @@ pub struct VercelClient {
     secrets_limiter: Arc<EndpointLimiter>,
     /// The pace of the resource PATCH, shared by every task.
     resource_limiter: Arc<EndpointLimiter>,
+    /// The pace of the resource listing GET, shared by every task.
+    list_limiter: Arc<EndpointLimiter>,
     /// `vercel.max-concurrent-requests`: one permit per attempt on the wire, shared by every
     /// installation and both endpoints.
     in_flight: Arc<Semaphore>,
@@ -128,6 +135,7 @@ impl VercelClient {
             },
             secrets_limiter: Arc::default(),
             resource_limiter: Arc::default(),
+            list_limiter: Arc::default(),
             in_flight: Arc::new(Semaphore::new(settings.max_concurrent_requests)),
         })
     }
@@ -157,8 +165,16 @@ impl VercelClient {
             .flat_map(PushSecret::values)
             .chain([installation.token])
             .collect();
-        self.send(&call, &self.secrets_limiter, Method::PUT, url, body, &scrub)
-            .await
+        self.send(
+            &call,
+            &self.secrets_limiter,
+            Method::PUT,
+            url,
+            Some(body),
+            &scrub,
+        )
+        .await
+        .map(drop)
     }
 
     /// Shows a banner on the resource in the user's dashboard: `PATCH .../resources/{resourceId}`
@@ -183,16 +199,49 @@ impl VercelClient {
             &self.resource_limiter,
             Method::PATCH,
             url,
-            body,
+            Some(body),
             &[installation.token],
         )
         .await
+        .map(drop)
     }
 
-    /// `{base}/v1/installations/{id}/resources/{resourceId}[/{tail}]`, each id pushed as one
-    /// percent-encoded path segment (so `/`, `?`, `#`, `%` in an id stay inside it).
+    /// Every resource of an installation: `GET /v1/installations/{id}/resources`, one answer
+    /// (Vercel does not page it). Retried like the writes (always safe: it changes nothing);
+    /// a `2xx` whose body does not parse is [`VercelError::InvalidAnswer`].
+    pub async fn list_resources(
+        &self,
+        installation: &InstallationRef<'_>,
+    ) -> Result<Vec<ListedResource>, VercelError> {
+        let call = Call {
+            operation: Operation::ListResources,
+            installation,
+            resource: "",
+        };
+        let url = self.endpoint(&call, None)?;
+        let body = self
+            .send(
+                &call,
+                &self.list_limiter,
+                Method::GET,
+                url,
+                None,
+                &[installation.token],
+            )
+            .await?;
+        list::parse(&body).map_err(|detail| call.invalid_answer(detail))
+    }
+
+    /// `{base}/v1/installations/{id}/resources/{resourceId}[/{tail}]` (the listing:
+    /// `{base}/v1/installations/{id}/resources`), each id pushed as one percent-encoded path
+    /// segment (so `/`, `?`, `#`, `%` in an id stay inside it).
     fn endpoint(&self, call: &Call<'_>, tail: Option<&str>) -> Result<Url, VercelError> {
-        let ids = [call.installation.id, call.resource];
+        let listing = call.operation == Operation::ListResources;
+        let ids: &[&str] = if listing {
+            &[call.installation.id]
+        } else {
+            &[call.installation.id, call.resource]
+        };
         // The URL library silently drops "." and ".." segments: such an id would send the call
         // to another path (".." as a resource id would PUT to .../resources/secrets).
         if ids.iter().any(|id| matches!(*id, "" | "." | "..")) {
@@ -210,8 +259,10 @@ impl VercelClient {
                 "installations",
                 call.installation.id,
                 "resources",
-                call.resource,
             ]);
+            if !listing {
+                segments.push(call.resource);
+            }
             if let Some(tail) = tail {
                 segments.push(tail);
             }
@@ -222,29 +273,31 @@ impl VercelClient {
     /// Sends one call: attempts and retries until success, an error not worth retrying, or
     /// the retry deadline. The request (headers and body) is built once; each attempt sends a
     /// cheap clone of it. `scrub` holds every secret that must not come back in an error.
+    /// Returns the success's body for a call that reads one ([`Operation::ListResources`]),
+    /// else nothing.
     async fn send(
         &self,
         call: &Call<'_>,
         limiter: &EndpointLimiter,
         method: Method,
         url: Url,
-        body: Vec<u8>,
+        body: Option<Vec<u8>>,
         scrub: &[&SecretString],
-    ) -> Result<(), VercelError> {
+    ) -> Result<Vec<u8>, VercelError> {
         let authorization = call.authorization()?;
-        let request = self
+        let mut request = self
             .http
             .request(method, url)
-            .header(AUTHORIZATION, authorization)
-            .header(CONTENT_TYPE, "application/json")
-            .body(body)
-            .build()
-            .map_err(|e| {
-                call.error(ErrorKind::Transport {
-                    timeout: false,
-                    detail: describe_reqwest_error(e).into(),
-                })
-            })?;
+            .header(AUTHORIZATION, authorization);
+        if let Some(body) = body {
+            request = request.header(CONTENT_TYPE, "application/json").body(body);
+        }
+        let request = request.build().map_err(|e| {
+            call.error(ErrorKind::Transport {
+                timeout: false,
+                detail: describe_reqwest_error(e).into(),
+            })
+        })?;
         let deadline = Instant::now() + self.retry.deadline;
         let mut last: Option<VercelError> = None;
         // Whether an earlier attempt may have been applied: then so may the call, whatever
@@ -296,9 +349,9 @@ impl VercelClient {
                 outcome,
             };
             let error = match result {
-                Ok(()) => {
+                Ok(body) => {
                     limiter.observe(seen(Outcome::Success));
-                    return Ok(());
+                    return Ok(body);
                 }
                 Err(e) => e,
             };
@@ -306,7 +359,8 @@ impl VercelClient {
                 limiter.observe(seen(Outcome::Other));
                 return Err(finish(error, uncertain));
             }
-            uncertain |= error.may_have_applied();
+            // A read changes nothing, whatever its attempts got back.
+            uncertain |= call.operation.changes() && error.may_have_applied();
             let status = error.status();
             let delay = error
                 .retry_after()
@@ -352,7 +406,7 @@ impl VercelClient {
         attempt: u32,
         request: Request,
         scrub: &[&SecretString],
-    ) -> (Result<(), VercelError>, Option<RateWindow>) {
+    ) -> (Result<Vec<u8>, VercelError>, Option<RateWindow>) {
         let started = Instant::now();
         let mut response = match self.http.execute(request).await {
             Ok(response) => response,
@@ -390,9 +444,12 @@ impl VercelClient {
         let now = SystemTime::now();
         let window = response::rate_window(response.headers(), now);
         if status.is_success() {
+            if call.operation == Operation::ListResources {
+                return (self.read_listing(call, &mut response).await, window);
+            }
             // The body is not read: a success body carries nothing the daemon needs, and a
             // server that sends 201 and then stalls must not turn a done push into a failure.
-            return (Ok(()), window);
+            return (Ok(Vec::new()), window);
         }
         let headers = response.headers().clone();
         // Capped, and bounded in time by the attempt's timeout (which covers the body): a
@@ -412,6 +469,39 @@ impl VercelClient {
             retry_after,
         });
         (Err(error), window)
+    }
+}
+
+impl VercelClient {
+    /// The whole body of a listing's `2xx`, up to [`list::LIST_BODY_CAP`]. A body cut off or
+    /// timed out midway is a transport error (retried: the read is safe to repeat).
+    async fn read_listing(
+        &self,
+        call: &Call<'_>,
+        response: &mut reqwest::Response,
+    ) -> Result<Vec<u8>, VercelError> {
+        let mut body = Vec::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > list::LIST_BODY_CAP {
+                        return Err(call.invalid_answer(format!(
+                            "the body is larger than {} MiB",
+                            list::LIST_BODY_CAP / (1024 * 1024)
+                        )));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(body),
+                Err(e) => {
+                    return Err(call.error(ErrorKind::Transport {
+                        timeout: e.is_timeout(),
+                        detail: format!("the answer was cut off: {}", describe_reqwest_error(e))
+                            .into(),
+                    }));
+                }
+            }
+        }
     }
 }
 
@@ -455,6 +545,15 @@ impl Call<'_> {
             HeaderValue::from_str(&raw).map_err(|_| self.error(ErrorKind::InvalidToken))?;
         value.set_sensitive(true);
         Ok(value)
+    }
+
+    fn invalid_answer(&self, detail: String) -> VercelError {
+        VercelError::InvalidAnswer {
+            operation: self.operation,
+            installation: self.installation.name.into(),
+            installation_id: self.installation.id.into(),
+            detail: detail.into(),
+        }
     }
 
     fn error(&self, kind: ErrorKind) -> VercelError {

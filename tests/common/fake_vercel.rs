@@ -1,4 +1,4 @@
-//! A fake Vercel API for tests and benchmarks: the two marketplace calls the daemon makes,
+//! A fake Vercel API for tests and benchmarks: the marketplace calls the daemon makes,
 //! with Vercel's authentication, its strict request schema and its error shape, plus
 //! recording and scripted failures.
 //!
@@ -9,6 +9,12 @@
 //!   `201` with an empty body.
 //! - `PATCH /v1/installations/{id}/resources/{resourceId}`: checks the token, validates
 //!   `notification`, records it, answers `200 {"name": ...}`.
+//! - `GET /v1/installations/{id}/resources`: checks the token, answers `200 {"resources": [...]}`
+//!   with every resource of the installation, valid against
+//!   `../shared/vercel/openapi-get-integration-resources.json` (a copy is in
+//!   `tests/fixtures/vercel/`): `partnerId`, `internalId`, `name`, `productId`, `status`,
+//!   `metadata` and a `billingPlanId` (set per resource with [`FakeVercel::set_listing`]).
+//!   Scripts for it are keyed by (installation, `""`): [`FakeVercel::script_list`].
 //!
 //! Every request is recorded as received (raw path, headers, body) before anything else, so a
 //! test can assert on exactly what the client sent, including requests the fake refused.
@@ -340,6 +346,21 @@ struct FakeInstallation {
 struct FakeResource {
     secrets: BTreeMap<String, StoredSecret>,
     notifications: Vec<StoredNotification>,
+    listing: Listing,
+}
+
+/// What the listing says of one resource beyond its id. Defaults: name the resource id,
+/// product `iap_fake_db`, status `ready`, no metadata.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// `None`: the resource id.
+    pub name: Option<String>,
+    /// `None`: `iap_fake_db`.
+    pub product_id: Option<String>,
+    /// `None`: `ready`. `Some("")`: no `status` key at all (it is optional).
+    pub status: Option<String>,
+    /// Values as Vercel sends them: strings, numbers, booleans, arrays of either.
+    pub metadata: Map<String, Value>,
 }
 
 impl FakeVercel {
@@ -409,6 +430,17 @@ impl FakeVercel {
             .resources
             .entry(resource_id.to_owned())
             .or_default();
+    }
+
+    /// Sets what the listing says of a resource added before.
+    pub fn set_listing(&self, installation_id: &str, resource_id: &str, listing: Listing) {
+        self.with_resource(installation_id, resource_id, |r| r.listing = listing)
+            .unwrap_or_else(|| panic!("fake vercel: add_resource({resource_id:?}) first"));
+    }
+
+    /// Queues canned answers for the listing of one installation (like [`FakeVercel::script`]).
+    pub fn script_list(&self, installation_id: &str, answers: Vec<Scripted>) {
+        self.script(installation_id, "", answers);
     }
 
     /// Removes a resource (later calls for it get 404), as if the user deleted it.
@@ -569,6 +601,9 @@ enum Route {
         installation: String,
         resource: String,
     },
+    List {
+        installation: String,
+    },
 }
 
 impl Route {
@@ -576,6 +611,9 @@ impl Route {
     fn parse(raw_path: &str) -> Option<Route> {
         let parts: Vec<&str> = raw_path.split('/').collect();
         match parts.as_slice() {
+            ["", "v1", "installations", i, "resources"] => Some(Route::List {
+                installation: percent_decode(i)?,
+            }),
             ["", "v1", "installations", i, "resources", r] => Some(Route::Resource {
                 installation: percent_decode(i)?,
                 resource: percent_decode(r)?,
@@ -593,6 +631,7 @@ impl Route {
         match self {
             Route::Secrets { .. } => "secrets",
             Route::Resource { .. } => "resource",
+            Route::List { .. } => "list",
         }
     }
 
@@ -606,6 +645,7 @@ impl Route {
                 installation,
                 resource,
             } => (installation, resource),
+            Route::List { installation } => (installation, ""),
         }
     }
 }
@@ -978,6 +1018,7 @@ fn handle_route(
     let expected = match route {
         Route::Secrets { .. } => Method::PUT,
         Route::Resource { .. } => Method::PATCH,
+        Route::List { .. } => Method::GET,
     };
     if method != expected {
         return vercel_error(
@@ -1009,6 +1050,14 @@ fn handle_route(
             );
         }
         Some(_) => {}
+    }
+    if let Route::List { .. } = route {
+        let resources: Vec<Value> = installation
+            .resources
+            .iter()
+            .map(|(id, r)| listed_resource(id, &r.listing))
+            .collect();
+        return vercel_json(StatusCode::OK, &json!({ "resources": resources }));
     }
     let Some(resource) = installation.resources.get_mut(resource_id) else {
         return vercel_error(StatusCode::NOT_FOUND, "not_found", "Resource not found");
@@ -1045,7 +1094,26 @@ fn handle_route(
             }
             Err(message) => bad_request(&message),
         },
+        // Answered above, before the resource and the body are looked at.
+        Route::List { .. } => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
+}
+
+/// One item of the listing, as Vercel's schema has it.
+fn listed_resource(id: &str, listing: &Listing) -> Value {
+    let mut item = json!({
+        "partnerId": id,
+        "internalId": format!("res_{}", id.replace(|c: char| !c.is_ascii_alphanumeric(), "_")),
+        "name": listing.name.as_deref().unwrap_or(id),
+        "productId": listing.product_id.as_deref().unwrap_or("iap_fake_db"),
+        "billingPlanId": "bp_fake_free",
+        "metadata": listing.metadata,
+    });
+    match listing.status.as_deref() {
+        Some("") => {}
+        status => item["status"] = json!(status.unwrap_or("ready")),
+    }
+    item
 }
 
 // ---------------------------------------------------------------------------------------------
