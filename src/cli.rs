@@ -3,13 +3,14 @@
 //! ```text
 //! vercel-secret-rotator [--config PATH] [--log-format text|json] <COMMAND>
 //!   run [--once [--dry-run] [--policy NAME[/RESOURCE]]...]
-//!   check
+//!   check [--online]
 //!   status [--json]
 //! ```
 //!
 //! Exit status: 0 all good; 1 one or more rotations failed; 2 the config or the command line is
 //! invalid (nothing was done). Human output (tables, previews) goes to stdout; logs to stderr.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,6 +22,7 @@ use clap::{Parser, Subcommand};
 use crate::clock::SystemClock;
 use crate::config::{self, Config};
 use crate::daemon;
+use crate::error::Classify;
 use crate::exit;
 use crate::jobs::Selector;
 use crate::logging::LogFormat;
@@ -28,6 +30,7 @@ use crate::once::{self, OnceOptions, OnceOutcome};
 use crate::status;
 use crate::summary;
 use crate::token;
+use crate::vercel::{InstallationRef, VercelClient, VercelError};
 
 /// SIGTERM (what systemd sends) and SIGINT stop the daemon; SIGHUP reloads its config.
 fn watch_signals(triggers: &daemon::Triggers) -> std::io::Result<()> {
@@ -80,7 +83,13 @@ pub enum Command {
         policies: Vec<Selector>,
     },
     /// Validate the config and the tokens' readability; print each policy's next three due times.
-    Check,
+    Check {
+        /// Also prove each installation's token and each configured resource against Vercel,
+        /// with one read call (the resource listing) per installation. Changes nothing; runs
+        /// token commands.
+        #[arg(long)]
+        online: bool,
+    },
     /// Read the state: last success, next due, step in flight, pending retirements, failures.
     Status {
         /// Print JSON instead of a table.
@@ -106,7 +115,7 @@ pub async fn execute(cli: Cli, out: &mut impl Write) -> u8 {
         }
     };
     match cli.command {
-        Command::Check => check(&config, out).await,
+        Command::Check { online } => check(&config, online, out).await,
         Command::Status { json } => match status::read(&config) {
             Ok(records) => match status::print(out, &config, &records, json) {
                 Ok(()) => exit::OK,
@@ -179,10 +188,10 @@ pub async fn execute(cli: Cli, out: &mut impl Write) -> u8 {
 }
 
 /// `check`: the config is valid (it was loaded), every token source is readable, and each
-/// policy's next three due times.
-async fn check(config: &Config, out: &mut impl Write) -> u8 {
+/// policy's next three due times; with `online`, what Vercel says of each token and resource.
+async fn check(config: &Config, online: bool, out: &mut impl Write) -> u8 {
     let mut status = exit::OK;
-    let (_tokens, failures) = token::Tokens::read_all(config);
+    let (tokens, failures) = token::Tokens::read_all(config);
     let mut lines = Vec::new();
     lines.push(format!("config {}: valid", config.path.display()));
     for (name, installation) in &config.installations {
@@ -254,10 +263,143 @@ async fn check(config: &Config, out: &mut impl Write) -> u8 {
             ));
         }
     }
+    if online {
+        let unreadable: BTreeSet<&str> = failures.iter().map(|(n, _)| n.as_str()).collect();
+        status = status.max(check_online(config, &tokens, &unreadable, &mut lines).await);
+    }
     for line in lines {
         if writeln!(out, "{line}").is_err() {
             return exit::INVALID;
         }
     }
     status
+}
+
+/// `check --online`: one listing per installation (its token proven), then each resource a
+/// policy lists by id looked up in its installation's listing. Only GETs: nothing changes at
+/// Vercel. Exit 2 when Vercel refused a token (they are named), 1 when an installation could
+/// not be listed or a resource is missing, else 0.
+async fn check_online(
+    config: &Config,
+    tokens: &token::Tokens,
+    unreadable: &BTreeSet<&str>,
+    lines: &mut Vec<String>,
+) -> u8 {
+    let client = match VercelClient::new(&config.vercel) {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::ROTATION_FAILED;
+        }
+    };
+    let mut status = exit::OK;
+    let mut refused = Vec::new();
+    // The partner ids each listed installation holds; absent: not listed.
+    let mut listings: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    for (name, installation) in &config.installations {
+        let label = format!("installation {name} ({}): online:", installation.id);
+        if unreadable.contains(name.as_str()) {
+            lines.push(format!("{label} not checked (token not readable)"));
+            continue;
+        }
+        let error = match list_online(&client, tokens, name, &installation.id).await {
+            Ok(ids) => {
+                let n = ids.len();
+                lines.push(format!(
+                    "{label} ok ({n} resource{})",
+                    if n == 1 { "" } else { "s" }
+                ));
+                listings.insert(name, ids);
+                continue;
+            }
+            Err(e) => e,
+        };
+        eprintln!("error: installation {name}: {error}");
+        let verdict = match &error {
+            OnlineError::Token(_) | OnlineError::NoToken => "token not available",
+            OnlineError::Vercel(e) => match e.status() {
+                Some(401 | 403) => {
+                    refused.push(name.as_str());
+                    "token refused"
+                }
+                Some(404 | 410) => "unknown installation",
+                _ if matches!(e, VercelError::InvalidAnswer { .. }) => "unusable answer",
+                _ if e.is_transient() => "unreachable",
+                _ => "failed",
+            },
+        };
+        status = exit::ROTATION_FAILED;
+        lines.push(format!("{label} {verdict}"));
+    }
+    for policy in &config.policies {
+        for resource in &policy.resources {
+            let label = format!(
+                "policy {}: resource {resource} (installation {}): online:",
+                policy.name, policy.installation
+            );
+            match listings.get(policy.installation.as_str()) {
+                Some(ids) if ids.contains(resource) => lines.push(format!("{label} ok")),
+                Some(_) => {
+                    status = exit::ROTATION_FAILED;
+                    eprintln!(
+                        "error: policy {}: resource {resource} is missing from the listing of \
+                         installation {}: check the id, or whether it was deleted",
+                        policy.name, policy.installation
+                    );
+                    lines.push(format!("{label} missing"));
+                }
+                None => lines.push(format!("{label} not checked (installation not listed)")),
+            }
+        }
+    }
+    if !refused.is_empty() {
+        eprintln!(
+            "error: Vercel refused the token of installation{} {}",
+            if refused.len() == 1 { "" } else { "s" },
+            refused.join(", ")
+        );
+        return exit::INVALID;
+    }
+    status
+}
+
+/// Why an installation could not be listed.
+#[derive(Debug, thiserror::Error)]
+enum OnlineError {
+    #[error("no token was read for it")]
+    NoToken,
+    #[error(transparent)]
+    Token(#[from] token::TokenError),
+    #[error(transparent)]
+    Vercel(#[from] VercelError),
+}
+
+/// The partner ids of one installation's resources. A token command's token that Vercel
+/// refuses is dropped and asked for once more, as a push would.
+async fn list_online(
+    client: &VercelClient,
+    tokens: &token::Tokens,
+    name: &str,
+    id: &str,
+) -> Result<BTreeSet<String>, OnlineError> {
+    let mut asked_again = false;
+    loop {
+        // `read_all` holds a slot for every installation whose token it could read.
+        let Some(held) = tokens.get(name).await else {
+            return Err(OnlineError::NoToken);
+        };
+        let held = held?;
+        let installation = InstallationRef {
+            name,
+            id,
+            token: held.token(),
+        };
+        match client.list_resources(&installation).await {
+            Ok(listed) => return Ok(listed.into_iter().map(|r| r.partner_id).collect()),
+            Err(e) if e.status() == Some(401) && !asked_again && tokens.refused(&held).await => {
+                asked_again = true;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }

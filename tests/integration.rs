@@ -5,6 +5,7 @@
 
 mod common;
 
+mod check_online;
 mod config_fixtures;
 mod config_fuzz;
 mod control;
