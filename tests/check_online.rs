@@ -3,7 +3,7 @@
 //! operator sees: a line per installation and per resource, the exit status, and errors that
 //! name what to fix, never a token.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use crate::common::cli;
@@ -92,7 +92,7 @@ value = "{{password}}"
         )
     }
 
-    async fn check(&self, config: &PathBuf, args: &[&str], beta_token: &str) -> Output {
+    async fn check(&self, config: &Path, args: &[&str], beta_token: &str) -> Output {
         let mut all = vec![
             "--config".to_owned(),
             config.display().to_string(),
@@ -268,5 +268,60 @@ async fn check_online_an_unreachable_api_is_reported() {
     assert!(
         cli::stderr(&out).contains("could not reach Vercel"),
         "{text}"
+    );
+}
+
+#[tokio::test]
+async fn check_online_runs_a_token_command_and_asks_again_after_a_401() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scenario::new().await;
+    s.fake
+        .add_installation("icfg_gamma", "tok_gamma_CANARY_good");
+    s.fake.add_resource("icfg_gamma", "store_g1");
+    // The first token it gives is stale (Vercel refuses it); the second is good.
+    let count = s.dir.path().join("count");
+    let program = s.dir.path().join("gamma-token");
+    std::fs::write(
+        &program,
+        format!(
+            r#"#!/bin/sh
+/bin/cat >/dev/null
+if [ -e {count:?} ]; then
+  echo '{{"token": "tok_gamma_CANARY_good", "expires_in": 3600}}'
+else
+  : > {count:?}
+  echo '{{"token": "tok_gamma_CANARY_stale", "expires_in": 3600}}'
+fi
+"#,
+            count = count.display().to_string()
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o700))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let config = s.standard(&format!(
+        "\n[installations.gamma]\nid = \"icfg_gamma\"\ntoken-command = [{:?}]\n",
+        program.display().to_string()
+    ));
+    let out = s.check(&config, &["--online"], BETA_TOKEN).await;
+    let text = output_without_tokens(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        cli::stdout(&out).contains("installation gamma (icfg_gamma): online: ok (1 resource)"),
+        "{text}"
+    );
+    let gamma_calls: Vec<Option<String>> = s
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains("icfg_gamma"))
+        .map(|r| r.authorization)
+        .collect();
+    assert_eq!(
+        gamma_calls,
+        [
+            Some("Bearer tok_gamma_CANARY_stale".to_owned()),
+            Some("Bearer tok_gamma_CANARY_good".to_owned())
+        ]
     );
 }
