@@ -1605,3 +1605,19 @@ fn validate(schema: &Value, value: &Value, at: &str) -> Vec<String> {
     }
     errors
 }
+
+/// A read changes nothing: after a 503, a 401 is a plain refusal, not "Vercel may hold the new
+/// values" (which a push would rightly say).
+#[tokio::test]
+async fn a_failed_listing_never_claims_vercel_may_hold_values() {
+    let s = Setup::new().await;
+    s.fake
+        .script_list(ACME, vec![Scripted::status(503), Scripted::status(401)]);
+    let err = s.client.list_resources(&s.acme()).await.expect_err("401");
+    assert!(
+        matches!(err, VercelError::Status { status: 401, .. }),
+        "{err:?}"
+    );
+    assert!(!err.may_have_applied());
+    assert!(!err.to_string().contains("may hold"), "{err}");
+}
