@@ -71,13 +71,15 @@ struct Generation {
 /// the daemon's own tests. Errors are for humans.
 pub type PusherFactory = Arc<dyn Fn(&Config) -> Result<Arc<dyn Pusher>, String> + Send + Sync>;
 
-/// What `run` pushes through: the Vercel API, with every installation's token read now (a
-/// token that cannot be read refuses the config whole).
+/// What `run` pushes through: the Vercel API, with every installation's token read now (one
+/// that cannot be read is logged and read again when its pushes need it).
 pub fn vercel_pushers() -> PusherFactory {
     Arc::new(|config: &Config| {
         let (tokens, failures) = Tokens::read_all(config);
-        if let Some((name, e)) = failures.into_iter().next() {
-            return Err(format!("installation {name}: {e}"));
+        // One unreadable token must not hold up every other installation: its pushes fail
+        // (and are retried, reading it again) while the others rotate.
+        for (name, e) in failures {
+            error!(installation = %name, "the installation's token cannot be read; its rotations fail until it can be, the others go on: {e}");
         }
         let client = VercelClient::new(&config.vercel)
             .map_err(|e| format!("cannot set up the Vercel client: {e}"))?;

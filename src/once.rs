@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -39,12 +39,6 @@ pub struct OnceOptions {
 pub enum OnceError {
     #[error(transparent)]
     Select(#[from] SelectError),
-    #[error("installation {installation}: {source}")]
-    Token {
-        installation: String,
-        #[source]
-        source: token::TokenError,
-    },
     #[error("cannot set up the Vercel client: {0}")]
     Client(#[source] crate::vercel::VercelError),
     #[error(transparent)]
@@ -62,7 +56,7 @@ impl OnceError {
     /// something that may clear by itself (exit 1).
     pub fn is_usage(&self) -> bool {
         match self {
-            OnceError::Select(_) | OnceError::Token { .. } | OnceError::Client(_) => true,
+            OnceError::Select(_) | OnceError::Client(_) => true,
             OnceError::State(e) => e.is_usage(),
             OnceError::Control { .. } => false,
         }
@@ -108,17 +102,13 @@ pub async fn run_once(
         Err(e) => return Err(OnceError::State(e)),
     };
 
-    // Tokens are read up front, so a missing one stops the run before any rotation.
+    // A token that cannot be read fails its installation's rotations only; the others go on.
     let installations: BTreeSet<&str> = jobs.iter().map(|j| j.installation.name.as_str()).collect();
     let (tokens, failures) = Tokens::read_all(config);
-    if let Some((installation, source)) = failures
-        .into_iter()
-        .find(|(name, _)| installations.contains(name.as_str()))
-    {
-        return Err(OnceError::Token {
-            installation,
-            source,
-        });
+    for (installation, e) in failures {
+        if installations.contains(installation.as_str()) {
+            error!(%installation, "the installation's token cannot be read; its rotations fail, the others go on: {e}");
+        }
     }
     let client = VercelClient::new(&config.vercel).map_err(OnceError::Client)?;
     let pusher = Arc::new(VercelPusher { client, tokens });

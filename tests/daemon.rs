@@ -852,3 +852,64 @@ async fn an_unusable_state_directory_at_start_exits_1_not_2() {
         );
     }
 }
+
+/// Issue 11: one installation's unreadable token used to refuse the daemon's start (exit 2,
+/// which systemd does not restart). Now the daemon starts, the other installations rotate,
+/// and that installation's token is read again when its rotation is next tried.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreadable_token_holds_up_only_its_own_installation() {
+    let s = Scenario::new(&["store_a1"]).await;
+    s.fake.add_installation("icfg_beta", "tok_beta_DAEMON_77c1");
+    s.fake.add_resource("icfg_beta", "store_b1");
+    let config = s.write_config(&["store_a1"], EVERY_2S);
+    let beta_token = s.path("beta.token");
+    let text = std::fs::read_to_string(&config).unwrap_or_else(|e| panic!("{e}"));
+    let beta = format!(
+        r#"
+[installations.beta]
+id = "icfg_beta"
+token-file = "{token}"
+
+[[policies]]
+name = "db-beta"
+installation = "beta"
+resources = ["store_b1"]
+schedule = "*/2 * * * * *"
+grace = "1s"
+provider = {{ kind = "random", length = 24 }}
+
+[[policies.secrets]]
+name = "DB_PASSWORD"
+value = "{{password}}"
+"#,
+        token = beta_token.display()
+    );
+    std::fs::write(&config, format!("{text}{beta}")).unwrap_or_else(|e| panic!("{e}"));
+
+    let mut daemon = Daemon::start(&s, &config);
+    wait_for(
+        Duration::from_secs(20),
+        "acme's resource to rotate",
+        || daemon.log(),
+        || s.puts("store_a1") >= 1,
+    )
+    .await;
+    assert!(
+        daemon.log().contains("token cannot be read"),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(s.puts("store_b1"), 0);
+
+    // The partner's backend writes the token: a rotation of beta now goes through.
+    cli::write_token(s.dir.path(), "beta.token", "tok_beta_DAEMON_77c1");
+    let out = run(&config, &["run", "--once", "--policy", "db-beta"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", cli::stdout(&out));
+    assert_eq!(s.puts("store_b1"), 1);
+    daemon.signal("TERM");
+    assert_eq!(
+        daemon.wait_exit(Duration::from_secs(35)).await.code(),
+        Some(0)
+    );
+    assert!(!daemon.log().contains("tok_beta_DAEMON_77c1"));
+}

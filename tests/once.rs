@@ -448,18 +448,46 @@ async fn a_wrong_token_is_named_by_installation() {
     );
 }
 
+/// Issue 11: one installation's unreadable token used to stop the whole run (and the daemon's
+/// start) before anything was sent. It fails that installation's rotations only; the others
+/// rotate, and `status` says why.
 #[tokio::test(flavor = "multi_thread")]
-async fn an_unreadable_token_stops_a_real_run_before_anything_is_sent() {
+async fn an_unreadable_token_fails_only_its_installation() {
     let s = Scenario::new().await;
     let config = s.write_config(RANDOM_POLICIES);
     let out = s.run_env(&config, &["run", "--once"], &[]).await;
-    assert_exit(&out, 2);
+    assert_exit(&out, 1);
     assert!(
         cli::stderr(&out).contains("environment variable BETA_TOKEN is not set"),
         "{}",
         cli::stderr(&out)
     );
-    assert!(s.fake.requests().is_empty());
+    let stdout = cli::stdout(&out);
+    assert!(stdout.contains("2 rotated, 1 failed"), "{stdout}");
+    assert!(
+        stdout.contains("cache/store_b1") && stdout.contains("BETA_TOKEN is not set"),
+        "{stdout}"
+    );
+    let puts: Vec<String> = s
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PUT")
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(puts.len(), 2, "acme's two resources were pushed: {puts:?}");
+    assert!(puts.iter().all(|p| !p.contains("store_b1")), "{puts:?}");
+    let out = s.run(&config, &["status"]).await;
+    assert!(
+        cli::stdout(&out).contains("BETA_TOKEN is not set"),
+        "{}",
+        cli::stdout(&out)
+    );
+    // Once it can be read, the next run rotates that installation too.
+    let out = s
+        .run(&config, &["run", "--once", "--policy", "cache"])
+        .await;
+    assert_exit(&out, 0);
 
     // A token file others can read is refused with the fix, as ssh does.
     use std::os::unix::fs::PermissionsExt;

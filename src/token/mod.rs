@@ -3,8 +3,9 @@
 //! Tokens are credentials: they come from a file (refused if group or others may read it, as
 //! ssh refuses a private key), an environment variable, a systemd credential
 //! (`LoadCredential=`, read from `$CREDENTIALS_DIRECTORY`), or a token command; never from the
-//! command line. The first three are read at start (and by `check`), so a missing one stops
-//! the run before any rotation. A token command ([`command`]) is run only when a push needs a
+//! command line. The first three are read at start (and by `check`, which refuses a missing
+//! one); one that cannot be read fails its installation's pushes only, and is read again at
+//! each attempt, so a file the partner's backend writes later is picked up. A token command ([`command`]) is run only when a push needs a
 //! token, its answer cached ([`cache`]) until near its end; one that fails fails that
 //! installation's pushes, never the start nor another installation. Errors name the source,
 //! never the value.
@@ -67,6 +68,11 @@ pub enum TokenError {
     /// A failure that several pushes waited for: each reports it.
     #[error(transparent)]
     Shared(Arc<TokenError>),
+    /// A file, variable or credential that could not be read at start, nor when a push asked
+    /// for it again: it fails its installation's pushes only, and is read again at the retry
+    /// (a partner's backend may write the file later; someone may fix its mode).
+    #[error("{0} (read again at the next attempt; other installations are not held up)")]
+    StillUnreadable(Box<TokenError>),
     /// A token command's token is only asked for when a push needs it.
     #[error("{source_name} is run only when a push needs a token")]
     NotReadNow { source_name: String },
@@ -78,6 +84,7 @@ impl Classify for TokenError {
             // The providers' rules: what the program's exit status says.
             TokenError::Command { source, .. } => source.persistence(),
             TokenError::Shared(inner) => inner.persistence(),
+            TokenError::StillUnreadable(_) => Persistence::Transient,
             // A file, variable or credential stays wrong until someone fixes it.
             _ => Persistence::Permanent,
         }
@@ -225,6 +232,8 @@ pub struct Tokens {
 
 enum Slot {
     Fixed(Arc<SecretString>),
+    /// Could not be read at start: read again whenever a push needs it.
+    Unread(TokenSource),
     Command {
         installation_id: String,
         command: TokenCommand,
@@ -254,8 +263,9 @@ impl std::fmt::Debug for Tokens {
 }
 
 impl Tokens {
-    /// Reads the token of every installation whose token can be read now; returns the ones
-    /// read and an error per failure. Token commands are not run.
+    /// Reads the token of every installation whose token can be read now; returns them and an
+    /// error per failure (that installation's token is read again when a push needs it).
+    /// Token commands are not run.
     pub fn read_all(config: &Config) -> (Tokens, Vec<(String, TokenError)>) {
         let mut tokens = Tokens::default();
         let mut failures = Vec::new();
@@ -269,7 +279,7 @@ impl Tokens {
                     Ok(token) => Slot::Fixed(Arc::new(token)),
                     Err(e) => {
                         failures.push((name.clone(), e));
-                        continue;
+                        Slot::Unread(source.clone())
                     }
                 },
             };
@@ -278,15 +288,23 @@ impl Tokens {
         (tokens, failures)
     }
 
-    /// The installation's token for a push; `None` when it has none (it could not be read
-    /// at start). A token command is run only when its cached token is missing or near its
-    /// end.
+    /// The installation's token for a push; `None` for an installation the config does not
+    /// name. One that could not be read at start is read again now (and fails only its own
+    /// pushes while it cannot be). A token command is run only when its cached token is
+    /// missing or near its end.
     pub async fn get(&self, installation: &str) -> Option<Result<HeldToken, TokenError>> {
         Some(match self.slots.get(installation)? {
             Slot::Fixed(token) => Ok(HeldToken {
                 token: token.clone(),
                 cached: None,
             }),
+            Slot::Unread(source) => match read(source) {
+                Ok(token) => Ok(HeldToken {
+                    token: Arc::new(token),
+                    cached: None,
+                }),
+                Err(e) => Err(TokenError::StillUnreadable(Box::new(e))),
+            },
             Slot::Command {
                 installation_id,
                 command,
