@@ -265,6 +265,7 @@ async fn check(config: &Config, online: bool, out: &mut impl Write) -> u8 {
     }
     if online {
         let unreadable: BTreeSet<&str> = failures.iter().map(|(n, _)| n.as_str()).collect();
+        let tokens = std::sync::Arc::new(tokens);
         status = status.max(check_online(config, &tokens, &unreadable, &mut lines).await);
     }
     for line in lines {
@@ -281,12 +282,12 @@ async fn check(config: &Config, online: bool, out: &mut impl Write) -> u8 {
 /// not be listed or a resource is missing, else 0.
 async fn check_online(
     config: &Config,
-    tokens: &token::Tokens,
+    tokens: &std::sync::Arc<token::Tokens>,
     unreadable: &BTreeSet<&str>,
     lines: &mut Vec<String>,
 ) -> u8 {
     let client = match VercelClient::new(&config.vercel) {
-        Ok(client) => client,
+        Ok(client) => std::sync::Arc::new(client),
         Err(e) => {
             eprintln!("error: {e}");
             return exit::ROTATION_FAILED;
@@ -296,13 +297,40 @@ async fn check_online(
     let mut refused = Vec::new();
     // The partner ids each listed installation holds; absent: not listed.
     let mut listings: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    // Every installation's listing at once (the client keeps the requests in flight to
+    // `max-concurrent-requests`): a fleet's check takes about one round trip per
+    // `max-concurrent-requests` installations, not one per installation.
+    let mut calls = tokio::task::JoinSet::new();
+    for (name, installation) in &config.installations {
+        if unreadable.contains(name.as_str()) {
+            continue;
+        }
+        let (client, tokens) = (client.clone(), tokens.clone());
+        let (name, id) = (name.clone(), installation.id.clone());
+        calls.spawn(async move {
+            let listed = list_online(&client, &tokens, &name, &id).await;
+            (name, listed)
+        });
+    }
+    let mut answers = BTreeMap::new();
+    while let Some(joined) = calls.join_next().await {
+        // A listing task cannot panic short of a bug; its installation then reads "failed".
+        if let Ok((name, listed)) = joined {
+            answers.insert(name, listed);
+        }
+    }
     for (name, installation) in &config.installations {
         let label = format!("installation {name} ({}): online:", installation.id);
         if unreadable.contains(name.as_str()) {
             lines.push(format!("{label} not checked (token not readable)"));
             continue;
         }
-        let error = match list_online(&client, tokens, name, &installation.id).await {
+        let Some(listed) = answers.remove(name) else {
+            status = exit::ROTATION_FAILED;
+            lines.push(format!("{label} failed"));
+            continue;
+        };
+        let error = match listed {
             Ok(ids) => {
                 let n = ids.len();
                 lines.push(format!(

@@ -325,3 +325,29 @@ fi
         ]
     );
 }
+
+/// A fleet's `check --online` lists its installations at once (within the client's
+/// `max-concurrent-requests`), not one after another: with six installations answering
+/// slowly, the fake sees several listings in flight together.
+#[tokio::test]
+async fn check_online_lists_installations_concurrently() {
+    let s = Scenario::new().await;
+    s.fake.set_latency(std::time::Duration::from_millis(300));
+    let mut extra = String::new();
+    for i in 0..6 {
+        let (id, token) = (format!("icfg_fleet{i}"), format!("tok_fleet{i}_77ab"));
+        s.fake.add_installation(&id, &token);
+        let file = cli::write_token(s.dir.path(), &format!("fleet{i}.token"), &token);
+        extra.push_str(&format!(
+            "\n[installations.fleet{i}]\nid = \"{id}\"\ntoken-file = \"{}\"\n",
+            file.display()
+        ));
+    }
+    let config = s.standard(&extra);
+    let out = s.check(&config, &["--online"], BETA_TOKEN).await;
+    let text = output_without_tokens(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert_eq!(s.fake.requests().len(), 8);
+    let most = s.fake.max_in_flight();
+    assert!(most >= 4, "at most {most} listings were in flight at once");
+}

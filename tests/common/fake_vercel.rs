@@ -294,6 +294,8 @@ pub struct Answer {
     pub path: String,
     /// When the request arrived.
     pub at: Instant,
+    /// When its answer was ready (after any latency or scripted delay).
+    pub done: Instant,
     /// The status sent, or `None` when the connection was cut or hung without an answer.
     pub status: Option<u16>,
 }
@@ -503,6 +505,21 @@ impl FakeVercel {
         self.lock().answers.clone()
     }
 
+    /// The most requests that were being handled at one moment.
+    pub fn max_in_flight(&self) -> usize {
+        let answers = self.answers();
+        answers
+            .iter()
+            .map(|a| {
+                answers
+                    .iter()
+                    .filter(|b| b.at <= a.at && a.at < b.done)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Forgets every queued script (per resource and global).
     pub fn clear_scripts(&self) {
         let mut inner = self.lock();
@@ -686,6 +703,7 @@ async fn handle(
         method,
         path,
         at,
+        done: Instant::now(),
         status: answered.then(|| response.status().as_u16()),
     });
     response
