@@ -176,11 +176,7 @@ pub async fn execute(cli: Cli, out: &mut impl Write) -> u8 {
                     if let Err(e) = printed {
                         eprintln!("error: cannot write the summary: {e}");
                     }
-                    if reports.iter().any(|r| r.result.is_err()) {
-                        exit::ROTATION_FAILED
-                    } else {
-                        exit::OK
-                    }
+                    summary::exit_status(&reports)
                 }
             }
         }

@@ -561,11 +561,7 @@ fn answer_for(reports: &[RotationReport]) -> Answer {
     let mut output = Vec::new();
     let _ = summary::print_summary(&mut output, reports);
     Answer {
-        exit: if reports.iter().any(|r| r.result.is_err()) {
-            exit::ROTATION_FAILED
-        } else {
-            exit::OK
-        },
+        exit: summary::exit_status(reports),
         output: String::from_utf8_lossy(&output).into_owned(),
     }
 }

@@ -3,7 +3,18 @@
 
 use std::io::Write;
 
+use crate::exit;
 use crate::rotation::{Rotated, RotationReport};
+
+/// The exit status a batch gives `run --once`, directly or through the daemon: 1 when any
+/// rotation failed.
+pub fn exit_status(reports: &[RotationReport]) -> u8 {
+    if reports.iter().any(|r| r.result.is_err()) {
+        exit::ROTATION_FAILED
+    } else {
+        exit::OK
+    }
+}
 
 /// Prints the summary table (and each failure's full reason below it).
 pub fn print_summary(out: &mut impl Write, reports: &[RotationReport]) -> std::io::Result<()> {
