@@ -22,6 +22,7 @@ use clap::{Parser, Subcommand};
 use crate::clock::SystemClock;
 use crate::config::{self, Config};
 use crate::daemon;
+use crate::discovery::{self, ListError};
 use crate::error::Classify;
 use crate::exit;
 use crate::jobs::Selector;
@@ -30,7 +31,7 @@ use crate::once::{self, OnceOptions, OnceOutcome};
 use crate::status;
 use crate::summary;
 use crate::token;
-use crate::vercel::{InstallationRef, VercelClient, VercelError};
+use crate::vercel::{VercelClient, VercelError};
 
 /// SIGTERM (what systemd sends) and SIGINT stop the daemon; SIGHUP reloads its config.
 fn watch_signals(triggers: &daemon::Triggers) -> std::io::Result<()> {
@@ -117,7 +118,7 @@ pub async fn execute(cli: Cli, out: &mut impl Write) -> u8 {
     match cli.command {
         Command::Check { online } => check(&config, online, out).await,
         Command::Status { json } => match status::read(&config) {
-            Ok(records) => match status::print(out, &config, &records, json) {
+            Ok(snapshot) => match status::print(out, &config, &snapshot, json) {
                 Ok(()) => exit::OK,
                 Err(e) => {
                     eprintln!("error: cannot write the status: {e}");
@@ -209,6 +210,9 @@ async fn check(config: &Config, online: bool, out: &mut impl Write) -> u8 {
             }
         }
     }
+    if let Some(d) = &config.discovery {
+        status = status.max(check_discovery(d, &mut lines).await);
+    }
     let now = Utc::now();
     for policy in &config.policies {
         // What the provider can check without changing anything: its admin connection, its
@@ -234,11 +238,17 @@ async fn check(config: &Config, online: bool, out: &mut impl Write) -> u8 {
                 ));
             }
         }
+        let scope = match policy.configured() {
+            Some((_, ids)) => format!(
+                "{} resource{}",
+                ids.len(),
+                if ids.len() == 1 { "" } else { "s" }
+            ),
+            None => "resources from Vercel's listings".to_owned(),
+        };
         lines.push(format!(
-            "policy {} ({} resource{}, {}, provider {}): next due{}",
+            "policy {} ({scope}, {}, provider {}): next due{}",
             policy.name,
-            policy.resources.len(),
-            if policy.resources.len() == 1 { "" } else { "s" },
             policy.schedule.describe(),
             policy.provider.kind(),
             if policy.jitter.is_zero() {
@@ -272,6 +282,55 @@ async fn check(config: &Config, online: bool, out: &mut impl Write) -> u8 {
     status
 }
 
+/// `check`'s view of `[discovery]`: where installations come from and which it can see now,
+/// with the tokens it can read. Calls nothing at Vercel and runs no token command. A
+/// discovered installation's unreadable token fails only that installation, so it is
+/// reported, not an error of `check`; a source that cannot be read at all is.
+async fn check_discovery(d: &config::Discovery, lines: &mut Vec<String>) -> u8 {
+    let source = match &d.source {
+        config::InstallationSource::Dir(dir) => format!("directory {}", dir.display()),
+        config::InstallationSource::Command(c) => format!("command {}", c.display_name()),
+    };
+    let tokens = match &d.token_command {
+        Some(c) => format!("token command {}", c.display_name()),
+        None => "each installation's <id>.token file".to_owned(),
+    };
+    lines.push(format!(
+        "discovery: installations from {source}, tokens from {tokens}, every {}",
+        humantime::format_duration(d.every)
+    ));
+    let seen = match discovery::installations::find(d).await {
+        Ok(seen) => seen,
+        Err(e) => {
+            eprintln!("error: discovery: {e}");
+            lines.push("discovery: installations NOT READABLE".to_owned());
+            return exit::INVALID;
+        }
+    };
+    let mut unreadable = Vec::new();
+    for found in &seen.installations {
+        if let Err(e) = token::check_readable(&found.token) {
+            eprintln!("warning: discovered installation {}: {e}", found.id);
+            unreadable.push(found.id.as_str());
+        }
+    }
+    let n = seen.installations.len();
+    lines.push(format!(
+        "discovery: {n} installation{} seen, {} with an unreadable token{}",
+        if n == 1 { "" } else { "s" },
+        unreadable.len(),
+        if unreadable.is_empty() {
+            String::new()
+        } else {
+            format!(" ({}: each fails alone until fixed)", unreadable.join(", "))
+        }
+    ));
+    for problem in &seen.problems {
+        lines.push(format!("discovery: {problem}"));
+    }
+    exit::OK
+}
+
 /// `check --online`: one listing per installation (its token proven), then each resource a
 /// policy lists by id looked up in its installation's listing. Only GETs: nothing changes at
 /// Vercel. Exit 2 when Vercel refused a token (they are named), 1 when an installation could
@@ -302,9 +361,16 @@ async fn check_online(
             continue;
         }
         let (client, tokens) = (client.clone(), tokens.clone());
-        let (name, id) = (name.clone(), installation.id.clone());
+        let (name, installation) = (name.clone(), installation.clone());
         calls.spawn(async move {
-            let listed = list_online(&client, &tokens, &name, &id).await;
+            let listed = discovery::list::list_resources(&client, &tokens, &installation)
+                .await
+                .map(|listed| {
+                    listed
+                        .into_iter()
+                        .map(|r| r.partner_id)
+                        .collect::<BTreeSet<String>>()
+                });
             (name, listed)
         });
     }
@@ -340,8 +406,8 @@ async fn check_online(
         };
         eprintln!("error: installation {name}: {error}");
         let verdict = match &error {
-            OnlineError::Token(_) | OnlineError::NoToken => "token not available",
-            OnlineError::Vercel(e) => match e.status() {
+            ListError::Token(_) => "token not available",
+            ListError::Vercel(e) => match e.status() {
                 Some(401 | 403) => {
                     refused.push(name.as_str());
                     "token refused"
@@ -356,19 +422,22 @@ async fn check_online(
         lines.push(format!("{label} {verdict}"));
     }
     for policy in &config.policies {
-        for resource in &policy.resources {
+        let Some((installation, resources)) = policy.configured() else {
+            continue;
+        };
+        for resource in resources {
             let label = format!(
-                "policy {}: resource {resource} (installation {}): online:",
-                policy.name, policy.installation
+                "policy {}: resource {resource} (installation {installation}): online:",
+                policy.name
             );
-            match listings.get(policy.installation.as_str()) {
+            match listings.get(installation) {
                 Some(ids) if ids.contains(resource) => lines.push(format!("{label} ok")),
                 Some(_) => {
                     status = exit::ROTATION_FAILED;
                     eprintln!(
                         "error: policy {}: resource {resource} is missing from the listing of \
-                         installation {}: check the id, or whether it was deleted",
-                        policy.name, policy.installation
+                         installation {installation}: check the id, or whether it was deleted",
+                        policy.name
                     );
                     lines.push(format!("{label} missing"));
                 }
@@ -385,45 +454,4 @@ async fn check_online(
         return exit::INVALID;
     }
     status
-}
-
-/// Why an installation could not be listed.
-#[derive(Debug, thiserror::Error)]
-enum OnlineError {
-    #[error("no token was read for it")]
-    NoToken,
-    #[error(transparent)]
-    Token(#[from] token::TokenError),
-    #[error(transparent)]
-    Vercel(#[from] VercelError),
-}
-
-/// The partner ids of one installation's resources. A token command's token that Vercel
-/// refuses is dropped and asked for once more, as a push would.
-async fn list_online(
-    client: &VercelClient,
-    tokens: &token::Tokens,
-    name: &str,
-    id: &str,
-) -> Result<BTreeSet<String>, OnlineError> {
-    let mut asked_again = false;
-    loop {
-        // `read_all` holds a slot for every installation whose token it could read.
-        let Some(held) = tokens.get(name).await else {
-            return Err(OnlineError::NoToken);
-        };
-        let held = held?;
-        let installation = InstallationRef {
-            name,
-            id,
-            token: held.token(),
-        };
-        match client.list_resources(&installation).await {
-            Ok(listed) => return Ok(listed.into_iter().map(|r| r.partner_id).collect()),
-            Err(e) if e.status() == Some(401) && !asked_again && tokens.refused(&held).await => {
-                asked_again = true;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
 }

@@ -61,6 +61,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod discovery;
 pub mod error;
 pub mod exit;
 pub mod fault;

@@ -16,6 +16,7 @@ use tracing::{error, info, warn};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::control;
+use crate::discovery::{self, Lister, VercelLister};
 use crate::jobs::{self, Providers, SelectError, Selector};
 use crate::rotation::batch::run_bounded;
 use crate::rotation::executor::Executor;
@@ -23,7 +24,7 @@ use crate::rotation::locks::KeyLocks;
 use crate::rotation::push::{PreviewPusher, VercelPusher};
 use crate::rotation::{Job, RotationReport};
 use crate::state::memory::MemoryStore;
-use crate::state::{self, StateError};
+use crate::state::{self, Listing, StateError};
 use crate::token::{self, Tokens};
 use crate::vercel::VercelClient;
 
@@ -79,11 +80,28 @@ pub async fn run_once(
     options: &OnceOptions,
     clock: Arc<dyn Clock>,
 ) -> Result<OnceOutcome, OnceError> {
+    jobs::check_policies(config, &options.selectors)?;
     if options.dry_run {
-        let jobs = jobs::select(config, &options.selectors, Providers::DryRun)?;
+        // Listing is a read, so a dry run lists too, from the inventory the state has (if it
+        // can be read); it writes nothing.
+        let listings: Vec<Arc<Listing>> = state::read_listings(&config.state)
+            .unwrap_or_default()
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        let mut fleet = discovery::fleet::load(config, &listings);
+        if lists_anything(config) {
+            let (tokens, _) = Tokens::read_all(config);
+            let client = VercelClient::new(&config.vercel).map_err(OnceError::Client)?;
+            let lister: Arc<dyn Lister> = Arc::new(VercelLister {
+                client,
+                tokens: Arc::new(tokens),
+            });
+            discovery::fleet::refresh(config, &mut fleet, &lister, None).await;
+        }
+        let jobs = jobs::select(config, &fleet, &options.selectors, Providers::DryRun)?;
         return Ok(OnceOutcome::Rotated(dry_run(config, jobs, clock).await));
     }
-    let jobs = jobs::select(config, &options.selectors, Providers::Live)?;
     let store = match state::open(&config.state).await {
         Ok(store) => store,
         Err(StateError::Locked { pid, .. }) => {
@@ -103,14 +121,25 @@ pub async fn run_once(
     };
 
     // A token that cannot be read fails its installation's rotations only; the others go on.
-    let installations: BTreeSet<&str> = jobs.iter().map(|j| j.installation.name.as_str()).collect();
     let (tokens, failures) = Tokens::read_all(config);
+    let tokens = Arc::new(tokens);
+    let client = VercelClient::new(&config.vercel).map_err(OnceError::Client)?;
+    // Lists first: the inventory the state kept, then every installation listed now.
+    let mut fleet = discovery::fleet::load(config, &store.listings());
+    if lists_anything(config) {
+        let lister: Arc<dyn Lister> = Arc::new(VercelLister {
+            client: client.clone(),
+            tokens: tokens.clone(),
+        });
+        discovery::fleet::refresh(config, &mut fleet, &lister, Some(store.as_ref())).await;
+    }
+    let jobs = jobs::select(config, &fleet, &options.selectors, Providers::Live)?;
+    let installations: BTreeSet<&str> = jobs.iter().map(|j| j.installation.name.as_str()).collect();
     for (installation, e) in failures {
         if installations.contains(installation.as_str()) {
             error!(%installation, "the installation's token cannot be read; its rotations fail, the others go on: {e}");
         }
     }
-    let client = VercelClient::new(&config.vercel).map_err(OnceError::Client)?;
     let pusher = Arc::new(VercelPusher { client, tokens });
     let executor = Arc::new(Executor::new(
         store.clone(),
@@ -120,7 +149,7 @@ pub async fn run_once(
     ));
     executor.sync(&jobs).await.map_err(OnceError::State)?;
     let jobs = if options.selectors.is_empty() {
-        jobs::with_records(config, jobs, store.as_ref())
+        jobs::with_records(config, &fleet, jobs, store.as_ref())
     } else {
         jobs
     };
@@ -130,6 +159,11 @@ pub async fn run_once(
         warn!("could not flush the state: {e}");
     }
     Ok(OnceOutcome::Rotated(reports))
+}
+
+/// Whether any installation must be found or listed before the jobs are known.
+fn lists_anything(config: &Config) -> bool {
+    config.discovery.is_some() || config.policies.iter().any(|p| p.is_discovered())
 }
 
 /// Dry run: placeholders instead of credentials, a preview instead of a push, state in

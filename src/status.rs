@@ -3,12 +3,15 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::state::{self, Key, Record, StateError, Step};
+use crate::discovery;
+use crate::jobs;
+use crate::state::{self, Key, Listing, Record, StateError, Step};
 
 #[derive(Serialize)]
 struct JsonStatus<'a> {
@@ -31,23 +34,24 @@ fn time(t: Option<DateTime<Utc>>) -> String {
     )
 }
 
-/// Prints the state of every (policy, resource) the config or the state knows.
+/// What `status` reads: the records, and the inventory (what each installation listed last),
+/// which says which discovered resources are still served.
+pub struct Snapshot {
+    pub records: BTreeMap<Key, Record>,
+    pub listings: Vec<Arc<Listing>>,
+}
+
+/// Prints the state of every (policy, resource) the config, the inventory or the state
+/// knows.
 pub fn print(
     out: &mut impl Write,
     config: &Config,
-    records: &BTreeMap<Key, Record>,
+    snapshot: &Snapshot,
     json: bool,
 ) -> std::io::Result<()> {
-    let configured: std::collections::BTreeSet<Key> = config
-        .policies
-        .iter()
-        .flat_map(|p| {
-            p.resources.iter().map(|r| Key {
-                policy: p.name.clone(),
-                resource: r.clone(),
-            })
-        })
-        .collect();
+    let records = &snapshot.records;
+    let fleet = discovery::fleet::load(config, &snapshot.listings);
+    let configured = jobs::keys(config, &fleet);
     if json {
         let status = JsonStatus {
             state_dir: config.state.dir.display().to_string(),
@@ -136,6 +140,12 @@ pub fn print(
 }
 
 /// Reads the state for `status`, without the lock.
-pub fn read(config: &Config) -> Result<BTreeMap<Key, Record>, StateError> {
-    state::read(&config.state)
+pub fn read(config: &Config) -> Result<Snapshot, StateError> {
+    Ok(Snapshot {
+        records: state::read(&config.state)?,
+        listings: state::read_listings(&config.state)?
+            .into_iter()
+            .map(Arc::new)
+            .collect(),
+    })
 }

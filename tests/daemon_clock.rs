@@ -12,12 +12,28 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use vercel_secret_rotator::clock::{Clock, TokioClock};
 use vercel_secret_rotator::config;
-use vercel_secret_rotator::daemon::{self, Parts, Triggers};
+use vercel_secret_rotator::config::Installation;
+use vercel_secret_rotator::daemon::{self, Parts, Triggers, Vercel};
+use vercel_secret_rotator::discovery::{ListError, Lister};
+use vercel_secret_rotator::resource::ResourceInfo;
 use vercel_secret_rotator::rotation::push::{Delivery, Pusher};
 use vercel_secret_rotator::rotation::{Job, RotationError};
 use vercel_secret_rotator::state::memory::MemoryStore;
 use vercel_secret_rotator::state::{Key, StateStore, Step};
 use vercel_secret_rotator::vercel::{Notification, PushSecret};
+
+/// These configs list nothing: a listing would be a bug of the daemon.
+struct NoListings;
+
+#[async_trait]
+impl Lister for NoListings {
+    async fn list(&self, installation: &Installation) -> Result<Vec<ResourceInfo>, ListError> {
+        panic!(
+            "no policy lists resources, yet {} was listed",
+            installation.id
+        )
+    }
+}
 
 /// Records every push: (resource, when).
 #[derive(Default)]
@@ -133,7 +149,12 @@ impl Rig {
         let pusher = self.pusher.clone();
         let parts = Parts {
             store: self.store.clone(),
-            pushers: Arc::new(move |_| Ok(pusher.clone() as Arc<dyn Pusher>)),
+            pushers: Arc::new(move |_| {
+                Ok(Vercel {
+                    pusher: pusher.clone() as Arc<dyn Pusher>,
+                    lister: Arc::new(NoListings),
+                })
+            }),
             clock: Arc::new(self.clock),
         };
         let config = config::load(&self.path).unwrap();

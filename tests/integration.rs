@@ -11,6 +11,7 @@ mod config_fuzz;
 mod control;
 mod daemon;
 mod daemon_clock;
+mod fleet;
 mod http_provider;
 mod hygiene;
 mod mysql;

@@ -156,7 +156,8 @@ value = "{password}"
     fn digest(text: &str) -> String {
         let config = config(text);
         let policy = &config.policies[0];
-        policy.digest(&config.installations[&policy.installation])
+        let (name, _) = policy.configured().unwrap();
+        policy.digest(&config.installations[name])
     }
 
     #[test]

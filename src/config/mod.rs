@@ -7,9 +7,11 @@
 //! is refused whole.
 
 mod canonical;
+mod discovery;
 mod mask;
 mod provider;
 mod raw;
+mod scope;
 mod types;
 mod validate;
 
@@ -17,6 +19,8 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+pub use discovery::{DEFAULT_EVERY, is_installation_id};
+pub use scope::{InstallationScope, ResourceScope, ResourceSelector};
 pub use types::*;
 
 /// One thing wrong with a config, located as precisely as the TOML allows.

@@ -21,6 +21,16 @@ pub struct RawConfig {
     pub installations: BTreeMap<String, Spanned<RawInstallation>>,
     #[serde(default)]
     pub policies: Vec<Spanned<RawPolicy>>,
+    pub discovery: Option<Spanned<RawDiscovery>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawDiscovery {
+    pub installations_dir: Option<PathBuf>,
+    pub installations_command: Option<Vec<String>>,
+    pub token_command: Option<Vec<String>>,
+    pub every: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -56,8 +66,11 @@ pub struct RawInstallation {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawPolicy {
     pub name: Spanned<String>,
-    pub installation: Spanned<String>,
-    pub resources: Spanned<Vec<Spanned<String>>>,
+    pub installation: Option<Spanned<String>>,
+    /// `"*"` or a list of table names and ids; checked in `config::scope`.
+    pub installations: Option<Spanned<toml::Value>>,
+    /// A list of ids, a selector table or `"*"`; checked in `config::scope`.
+    pub resources: Spanned<toml::Value>,
     pub schedule: Option<Spanned<String>>,
     pub every: Option<Spanned<String>>,
     pub timezone: Option<Spanned<String>>,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use url::Url;
 
+use super::scope::{InstallationScope, ResourceScope};
 use crate::resource::ResourceInfo;
 use crate::schedule::Schedule;
 use crate::template::{Template, UnboundVariable};
@@ -22,6 +23,32 @@ pub struct Config {
     pub installations: BTreeMap<String, Installation>,
     /// In file order.
     pub policies: Vec<Policy>,
+    /// `[discovery]`: installations found at run time; `None` when the config has none.
+    pub discovery: Option<Discovery>,
+}
+
+/// `[discovery]`: where installations beyond the configured tables come from, how their
+/// tokens are had, and how often they and their resources are looked at again.
+#[derive(Debug, Clone)]
+pub struct Discovery {
+    pub source: InstallationSource,
+    /// The token source of every discovered installation when set; otherwise (only with
+    /// [`InstallationSource::Dir`]) each installation's `<id>.token` file.
+    pub token_command: Option<CommandSpec>,
+    /// How often the installations are read again and each one's resources listed.
+    pub every: Duration,
+    /// Its table as written, in canonical form: what a discovered installation's part of
+    /// [`Policy::digest`] hashes.
+    pub(super) written: String,
+}
+
+/// Where discovered installations come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstallationSource {
+    /// `installations-dir`: one owner-only `<integrationConfigurationId>.token` file each.
+    Dir(PathBuf),
+    /// `installations-command`: prints `{"installations": [{"id": "icfg_..."}, ...]}`.
+    Command(CommandSpec),
 }
 
 #[derive(Debug, Clone)]
@@ -78,10 +105,11 @@ pub enum TokenSource {
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub name: String,
-    /// Key into [`Config::installations`].
-    pub installation: String,
-    /// Each is rotated on its own. Non-empty, no duplicates.
-    pub resources: Vec<String>,
+    /// Which installations it serves: one configured table, or several (discovered ones
+    /// too).
+    pub installations: InstallationScope,
+    /// Which of their resources; each is rotated on its own.
+    pub resources: ResourceScope,
     pub schedule: Schedule,
     /// Random delay in `[0, jitter)` added per resource to each due time.
     pub jitter: Duration,
@@ -101,6 +129,21 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// The resources it names by id in one configured installation, rotated without any
+    /// listing: `installation = "acme"` with `resources = [...]`. `None` for a policy whose
+    /// resources come from Vercel's listings.
+    pub fn configured(&self) -> Option<(&str, &[String])> {
+        match (&self.installations, &self.resources) {
+            (InstallationScope::One(name), ResourceScope::Listed(ids)) => Some((name, ids)),
+            _ => None,
+        }
+    }
+
+    /// Whether its resources come from the listings of the installations it covers.
+    pub fn is_discovered(&self) -> bool {
+        self.configured().is_none()
+    }
+
     /// Whether every template of the policy (its secrets and its provider table) has a value
     /// for `resource`. A resource that fails this is not rotated, and nothing else is held up.
     pub fn check_resource(&self, resource: &ResourceInfo) -> Result<(), ResourceTemplateError> {

@@ -4,7 +4,7 @@
 //! sees them all at once. Each names the key (`policies[0] "orders-db": schedule`) and, where
 //! the TOML gave a span, the line and column.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -15,6 +15,7 @@ use url::Url;
 
 use super::canonical::canonical_at;
 use super::raw::*;
+use super::scope::{InstallationScope, ResourceScope};
 use super::types::*;
 use super::{ConfigError, Problem, Source};
 use crate::resource::ResourceInfo;
@@ -219,11 +220,18 @@ pub(super) fn validate(
                 format!("duplicate policy name: policies[{first}] is also called \"{name}\""),
             );
         }
-        if let Some(mut policy) =
-            validate_policy(&mut v, &key, p, &raw.installations, &installations)
-        {
+        if let Some(mut policy) = validate_policy(
+            &mut v,
+            &key,
+            p,
+            &raw.installations,
+            &installations,
+            raw_policy.span(),
+        ) {
             policy.written = canonical_at(written, &["policies", &index.to_string()]);
-            if let Some(inst) = installations.get(&policy.installation) {
+            if let Some((name, resources)) = policy.configured()
+                && let Some(inst) = installations.get(name)
+            {
                 check_user_pairs(
                     &mut v,
                     &key,
@@ -232,7 +240,7 @@ pub(super) fn validate(
                     inst,
                     &mut user_pairs,
                 );
-                for resource in &policy.resources {
+                for resource in resources {
                     for secret in &policy.secrets {
                         let owner_key = (inst.id.clone(), resource.clone(), secret.name.clone());
                         if let Some(other) = owners.insert(owner_key, policy.name.clone())
@@ -247,6 +255,11 @@ pub(super) fn validate(
         }
     }
 
+    let discovery = raw
+        .discovery
+        .as_ref()
+        .and_then(|d| super::discovery::validate(&mut v, d, canonical_at(written, &["discovery"])));
+
     match vercel {
         Some(vercel) if v.problems.is_empty() => Ok(Config {
             path: path.to_owned(),
@@ -254,6 +267,7 @@ pub(super) fn validate(
             state,
             installations,
             policies,
+            discovery,
         }),
         _ => Err(ConfigError::Invalid {
             path: path.to_owned(),
@@ -276,7 +290,10 @@ fn check_user_pairs(
     pairs: &mut HashMap<(PathBuf, Vec<String>), (String, String)>,
 ) {
     let span = Some(raw.provider.span());
-    for resource in &policy.resources {
+    let Some((_, resources)) = policy.configured() else {
+        return;
+    };
+    for resource in resources {
         let info = ResourceInfo::configured(&installation.id, resource);
         let rendered = match &policy.provider {
             ProviderSpec::Shared(config) => Some(config.clone()),
@@ -434,10 +451,19 @@ fn validate_policy(
     p: &RawPolicy,
     raw_installations: &BTreeMap<String, Spanned<RawInstallation>>,
     installations: &BTreeMap<String, Installation>,
+    policy_span: Range<usize>,
 ) -> Option<Policy> {
     let before = v.problems.len();
-    let installation = p.installation.get_ref().clone();
-    if !raw_installations.contains_key(&installation) {
+    let installations_scope = super::scope::installation_scope(
+        v,
+        key,
+        p.installation.as_ref(),
+        p.installations.as_ref(),
+        policy_span,
+    );
+    if let Some(InstallationScope::One(installation)) = &installations_scope
+        && !raw_installations.contains_key(installation)
+    {
         let known: Vec<&str> = raw_installations.keys().map(String::as_str).collect();
         let known = if known.is_empty() {
             "none are defined".to_owned()
@@ -445,42 +471,23 @@ fn validate_policy(
             format!("defined: {}", known.join(", "))
         };
         v.problem(
-            Some(p.installation.span()),
+            p.installation.as_ref().map(|i| i.span()),
             format!("{key}: installation"),
             format!("no [installations.{installation}] table ({known})"),
         );
     }
-
-    let resources: Vec<String> = p
-        .resources
-        .get_ref()
-        .iter()
-        .map(|r| r.get_ref().clone())
-        .collect();
-    if resources.is_empty() {
-        v.problem(
-            Some(p.resources.span()),
-            format!("{key}: resources"),
-            "is empty: list at least one Vercel resource id",
-        );
-    }
-    let mut seen = BTreeSet::new();
-    for r in p.resources.get_ref() {
-        if r.get_ref().trim().is_empty() {
-            v.problem(
-                Some(r.span()),
-                format!("{key}: resources"),
-                "holds an empty resource id",
-            );
-        } else if !seen.insert(r.get_ref().as_str()) {
-            v.problem(
-                Some(r.span()),
-                format!("{key}: resources"),
-                format!("\"{}\" is listed twice", r.get_ref()),
-            );
+    if let Some(InstallationScope::Listed(list)) = &installations_scope {
+        for entry in list {
+            if !raw_installations.contains_key(entry) && !super::is_installation_id(entry) {
+                v.problem(
+                    p.installations.as_ref().map(|i| i.span()),
+                    format!("{key}: installations"),
+                    format!("\"{entry}\" is neither an [installations.*] table name nor an installation id (icfg_...)"),
+                );
+            }
         }
     }
-
+    let resources = super::scope::resource_scope(v, key, &p.resources);
     let timezone = match &p.timezone {
         None => chrono_tz::UTC,
         Some(tz) => match tz.get_ref().parse::<chrono_tz::Tz>() {
@@ -665,11 +672,35 @@ fn validate_policy(
     let (Some(schedule), Some((provider, max_concurrent_per_target))) = (schedule, provider) else {
         return None;
     };
-    // The installation exists: a missing one was a problem above.
-    let installation = installations.get(&installation)?.name.clone();
+    let (Some(installations_scope), Some(resources)) = (installations_scope, resources) else {
+        return None;
+    };
+    let discovered = !matches!(
+        (&installations_scope, &resources),
+        (InstallationScope::One(_), ResourceScope::Listed(_))
+    );
+    if discovered
+        && let ProviderSpec::Shared(ProviderConfig::Postgres(d) | ProviderConfig::Mysql(d)) =
+            &provider
+    {
+        v.problem(
+            Some(p.provider.span()),
+            format!("{key}: provider.users"),
+            format!(
+                "the users {} would serve every resource this policy finds, but a {} policy's two users take turns for one resource only: template them per resource (users = [\"{{resource.id}}_a\", \"{{resource.id}}_b\"]), and the admin-url-file too if each resource has its own server",
+                d.users.join(", "),
+                provider.kind()
+            ),
+        );
+        return None;
+    }
+    if let InstallationScope::One(name) = &installations_scope {
+        // The installation exists: a missing one was a problem above.
+        installations.get(name)?;
+    }
     Some(Policy {
         name: p.name.get_ref().clone(),
-        installation,
+        installations: installations_scope,
         resources,
         schedule,
         jitter,

@@ -82,13 +82,14 @@ pub fn for_check(config: &Config, policy: &Policy) -> Box<dyn Provider> {
     match &policy.provider {
         ProviderSpec::Shared(c) => build(c),
         ProviderSpec::PerResource(_) => {
+            // Only the resources a policy lists by id can be checked before a listing.
+            let (name, ids) = policy.configured().unwrap_or(("", &[]));
             let installation_id = config
                 .installations
-                .get(&policy.installation)
+                .get(name)
                 .map(|i| i.id.clone())
                 .unwrap_or_default();
-            let resources = policy
-                .resources
+            let resources = ids
                 .iter()
                 .map(|resource| {
                     let info = ResourceInfo::configured(&installation_id, resource);
@@ -139,7 +140,8 @@ impl Provider for EachResource {
     async fn preflight(&self) -> Result<Vec<String>, ProviderError> {
         if self.resources.is_empty() {
             return Ok(vec![
-                "templated per resource: checked as each resource is rotated".to_owned(),
+                "templated per resource: each resource's table is checked as it is rotated"
+                    .to_owned(),
             ]);
         }
         let mut facts = Vec::new();

@@ -37,6 +37,7 @@ pub use crate::state::{Key, Step};
 pub use push::Pusher;
 
 /// One (policy, resource) to tend, with what it needs from the config.
+#[derive(Clone)]
 pub struct Job {
     /// The record's key. Usually (policy name, resource); for a record the config no longer
     /// names, that record's key, tended with the policy that took it over.
@@ -114,8 +115,6 @@ pub enum RotationError {
     },
     #[error("the push to Vercel failed: {0}")]
     Vercel(#[source] VercelError),
-    #[error("no token for installation {0} (it could not be read at start)")]
-    NoToken(String),
     #[error("no token for installation {installation}: {source}")]
     Token {
         installation: String,
@@ -157,7 +156,6 @@ impl Classify for RotationError {
             RotationError::Provider { source, .. } => source.persistence(),
             RotationError::Template { .. } => Persistence::Permanent,
             RotationError::Vercel(e) => e.persistence(),
-            RotationError::NoToken(_) => Persistence::Permanent,
             RotationError::Token { source, .. } => source.persistence(),
             // A full disk may clear; the step will be redone.
             RotationError::Record { .. } => Persistence::Transient,

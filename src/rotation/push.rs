@@ -2,6 +2,8 @@
 //! ([`VercelPusher`]) in a real run; a redacted preview ([`PreviewPusher`]) in a dry run.
 //! Also rendering a policy's secrets from a credential's fields.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use super::{Job, RotationError};
@@ -39,7 +41,8 @@ pub trait Pusher: Send + Sync {
 /// token (file, environment, credential) is not asked for again: the first 401 is the error.
 pub struct VercelPusher {
     pub client: VercelClient,
-    pub tokens: Tokens,
+    /// Shared with discovery's listings.
+    pub tokens: Arc<Tokens>,
 }
 
 /// The two calls a pusher makes, so both share the token handling.
@@ -51,15 +54,13 @@ enum Call<'a> {
 
 impl VercelPusher {
     async fn token(&self, job: &Job) -> Result<HeldToken, RotationError> {
-        let name = &job.installation.name;
-        match self.tokens.get(name).await {
-            None => Err(RotationError::NoToken(name.clone())),
-            Some(Err(source)) => Err(RotationError::Token {
-                installation: name.clone(),
+        self.tokens
+            .get(&job.installation)
+            .await
+            .map_err(|source| RotationError::Token {
+                installation: job.installation.name.clone(),
                 source: Box::new(source),
-            }),
-            Some(Ok(held)) => Ok(held),
-        }
+            })
     }
 
     async fn send(&self, job: &Job, token: &HeldToken, call: Call<'_>) -> Result<(), VercelError> {

@@ -177,6 +177,15 @@ impl TokenCache {
     }
 }
 
+impl TokenCache {
+    /// Drops an installation's slot (it left the fleet), so 20,000 installations that come
+    /// and go leave nothing behind. A call in flight keeps its own handle to the slot.
+    pub fn forget(&self, installation_id: &str) {
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        slots.remove(installation_id);
+    }
+}
+
 impl Held {
     fn handed_out(&self) -> CachedToken {
         CachedToken {

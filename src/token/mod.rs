@@ -25,7 +25,7 @@ use zeroize::Zeroize;
 use self::cache::{CachedToken, TokenCache};
 use self::command::TokenCommand;
 use crate::child::ChildError;
-use crate::config::{Config, TokenSource};
+use crate::config::{Config, Installation, TokenSource};
 use crate::error::{Classify, Persistence};
 
 /// Refuses a token file larger than this: a token is a few dozen bytes, a bigger file is the
@@ -288,35 +288,57 @@ impl Tokens {
         (tokens, failures)
     }
 
-    /// The installation's token for a push; `None` for an installation the config does not
-    /// name. One that could not be read at start is read again now (and fails only its own
-    /// pushes while it cannot be). A token command is run only when its cached token is
-    /// missing or near its end.
-    pub async fn get(&self, installation: &str) -> Option<Result<HeldToken, TokenError>> {
-        Some(match self.slots.get(installation)? {
-            Slot::Fixed(token) => Ok(HeldToken {
+    /// The installation's token for a push or a listing. A configured one whose token could
+    /// not be read at start is read again now (and fails only its own calls while it cannot
+    /// be). A discovered one (no slot) is read from its source each time, so a token file its
+    /// partner's backend rewrites is picked up at once. A token command is run only when its
+    /// cached token is missing or near its end.
+    pub async fn get(&self, installation: &Installation) -> Result<HeldToken, TokenError> {
+        let fixed = |token| HeldToken {
+            token: Arc::new(token),
+            cached: None,
+        };
+        match self.slots.get(&installation.name) {
+            Some(Slot::Fixed(token)) => Ok(HeldToken {
                 token: token.clone(),
                 cached: None,
             }),
-            Slot::Unread(source) => match read(source) {
-                Ok(token) => Ok(HeldToken {
-                    token: Arc::new(token),
-                    cached: None,
-                }),
-                Err(e) => Err(TokenError::StillUnreadable(Box::new(e))),
-            },
-            Slot::Command {
+            Some(Slot::Unread(source)) => read(source)
+                .map(fixed)
+                .map_err(|e| TokenError::StillUnreadable(Box::new(e))),
+            Some(Slot::Command {
                 installation_id,
                 command,
-            } => self
-                .cache
-                .get(installation_id, command)
-                .await
-                .map(|cached| HeldToken {
-                    token: cached.token.clone(),
-                    cached: Some((installation_id.clone(), cached)),
-                }),
-        })
+            }) => self.command_token(installation_id, command).await,
+            None => match &installation.token {
+                TokenSource::Command(spec) => {
+                    self.command_token(&installation.id, &TokenCommand::new(spec.clone()))
+                        .await
+                }
+                source => read(source)
+                    .map(fixed)
+                    .map_err(|e| TokenError::StillUnreadable(Box::new(e))),
+            },
+        }
+    }
+
+    async fn command_token(
+        &self,
+        installation_id: &str,
+        command: &TokenCommand,
+    ) -> Result<HeldToken, TokenError> {
+        self.cache
+            .get(installation_id, command)
+            .await
+            .map(|cached| HeldToken {
+                token: cached.token.clone(),
+                cached: Some((installation_id.to_owned(), cached)),
+            })
+    }
+
+    /// Forgets a departed installation's cached token.
+    pub fn forget(&self, installation_id: &str) {
+        self.cache.forget(installation_id);
     }
 
     /// Vercel refused `held`: a command's token is dropped, and `true` says a new one may be

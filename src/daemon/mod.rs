@@ -15,6 +15,8 @@
 //! an invalid one is logged and the running one stays; a valid one replaces it for work not
 //! yet started, leaving rotations in flight alone.
 
+mod fleet;
+
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,8 +31,9 @@ use tracing::{error, info, warn};
 use crate::clock::Clock;
 use crate::config::{self, Config};
 use crate::control::{self, Answer};
+use crate::discovery::{Lister, Update, VercelLister};
 use crate::exit;
-use crate::jobs::{self, Providers, Selector};
+use crate::jobs::{self, Builders, Claims, Fleet, Providers, Selector};
 use crate::rotation::batch::run_bounded;
 use crate::rotation::executor::Executor;
 use crate::rotation::locks::KeyLocks;
@@ -49,6 +52,8 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_SLEEP: Duration = Duration::from_secs(3600);
 /// The least time between two runs of one key's task.
 const RETRY_FLOOR: Duration = Duration::from_secs(1);
+/// The most discovery updates applied in one go.
+const UPDATE_BATCH: usize = 1024;
 
 /// What stops or reloads the daemon; `main` wires signals to these, tests call them.
 #[derive(Clone, Default)]
@@ -61,18 +66,40 @@ pub struct Triggers {
 struct Generation {
     config: Arc<Config>,
     executor: Arc<Executor>,
-    /// The configured keys and the records the config no longer names that still hold
+    /// The configured and discovered keys, and the records neither names that still hold
     /// something to retire.
     jobs: HashMap<Key, Arc<Job>>,
     limit: Arc<Semaphore>,
+    builders: Builders,
+    /// Who alternates which database users and pushes which secret of which resource.
+    claims: Claims,
+    /// The discovered jobs (not the records they left), by installation id.
+    by_installation: HashMap<String, HashSet<Key>>,
+    /// Stops this generation's discovery task, if it has one.
+    discovery: Option<CancellationToken>,
 }
 
-/// Makes the pusher for a config: Vercel with the config's tokens in production; a fake in
-/// the daemon's own tests. Errors are for humans.
-pub type PusherFactory = Arc<dyn Fn(&Config) -> Result<Arc<dyn Pusher>, String> + Send + Sync>;
+impl Drop for Generation {
+    fn drop(&mut self) {
+        if let Some(stop) = &self.discovery {
+            stop.cancel();
+        }
+    }
+}
 
-/// What `run` pushes through: the Vercel API, with every installation's token read now (one
-/// that cannot be read is logged and read again when its pushes need it).
+/// What a config's jobs push through and list from.
+pub struct Vercel {
+    pub pusher: Arc<dyn Pusher>,
+    pub lister: Arc<dyn Lister>,
+}
+
+/// Makes the pusher and lister for a config: Vercel with the config's tokens in production; a
+/// fake in the daemon's own tests. Errors are for humans.
+pub type PusherFactory = Arc<dyn Fn(&Config) -> Result<Vercel, String> + Send + Sync>;
+
+/// What `run` pushes through and lists from: the Vercel API, with every configured
+/// installation's token read now (one that cannot be read is logged and read again when its
+/// calls need it); discovered installations' tokens are read when their calls need them.
 pub fn vercel_pushers() -> PusherFactory {
     Arc::new(|config: &Config| {
         let (tokens, failures) = Tokens::read_all(config);
@@ -83,7 +110,14 @@ pub fn vercel_pushers() -> PusherFactory {
         }
         let client = VercelClient::new(&config.vercel)
             .map_err(|e| format!("cannot set up the Vercel client: {e}"))?;
-        Ok(Arc::new(VercelPusher { client, tokens }) as Arc<dyn Pusher>)
+        let tokens = Arc::new(tokens);
+        Ok(Vercel {
+            pusher: Arc::new(VercelPusher {
+                client: client.clone(),
+                tokens: tokens.clone(),
+            }),
+            lister: Arc::new(VercelLister { client, tokens }),
+        })
     })
 }
 
@@ -127,7 +161,9 @@ pub async fn run(config_path: &Path, triggers: Triggers, clock: Arc<dyn Clock>) 
 pub async fn serve(config_path: &Path, config: Config, triggers: Triggers, parts: Parts) -> u8 {
     let state_dir = config.state.dir.clone();
     let locks = Arc::new(KeyLocks::default());
-    let generation = match build(config, &parts, &locks) {
+    let fleet = crate::discovery::fleet::load(&config, &parts.store.listings());
+    let (updates_tx, updates_rx) = mpsc::unbounded_channel();
+    let generation = match build(config, &parts, &locks, &fleet, &updates_tx) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("error: {e}");
@@ -149,34 +185,52 @@ pub async fn serve(config_path: &Path, config: Config, triggers: Triggers, parts
         clock: parts.clock.clone(),
         pushers: parts.pushers.clone(),
         generation,
+        fleet,
+        updates: updates_tx,
         locks,
         tracker: TaskTracker::new(),
         notifier: Notifier::from_env(),
         config_path: config_path.to_owned(),
         state_dir,
     };
-    daemon.serve(triggers, listener).await
+    daemon.serve(triggers, listener, updates_rx).await
 }
 
-/// Builds a generation from a config: pusher made, jobs selected (with the records the
-/// config no longer names).
-fn build(config: Config, parts: &Parts, locks: &Arc<KeyLocks>) -> Result<Generation, String> {
-    let pusher = (parts.pushers)(&config)?;
-    let configured = jobs::select(&config, &[], Providers::Live).map_err(|e| e.to_string())?;
-    let jobs = jobs::with_records(&config, configured, parts.store.as_ref())
-        .into_iter()
-        .map(|job| (job.key.clone(), Arc::new(job)))
-        .collect();
+/// Builds a generation from a config: pusher made, jobs made from the config and the fleet
+/// (with the records neither names), discovery started. Discovery's first pass then lists
+/// every installation; until it has, the fleet is what the persisted inventory says.
+fn build(
+    config: Config,
+    parts: &Parts,
+    locks: &Arc<KeyLocks>,
+    fleet: &Fleet,
+    updates: &mpsc::UnboundedSender<Update>,
+) -> Result<Generation, String> {
+    let vercel = (parts.pushers)(&config)?;
+    let builders = Builders::new(&config, Providers::Live);
+    let mut claims = Claims::default();
+    let found = builders.all(&config, fleet, &mut claims);
+    let jobs: HashMap<Key, Arc<Job>> =
+        jobs::with_records(&config, fleet, found, parts.store.as_ref())
+            .into_iter()
+            .map(|job| (job.key.clone(), Arc::new(job)))
+            .collect();
+    let config = Arc::new(config);
+    let discovery = fleet::start_discovery(&config, fleet, vercel.lister.clone(), updates.clone());
     Ok(Generation {
         limit: Arc::new(Semaphore::new(config.vercel.max_rotations_in_flight())),
         executor: Arc::new(Executor::new(
             parts.store.clone(),
-            pusher,
+            vercel.pusher,
             parts.clock.clone(),
             locks.clone(),
         )),
-        config: Arc::new(config),
+        by_installation: fleet::by_installation(&jobs),
+        config,
         jobs,
+        builders,
+        claims,
+        discovery,
     })
 }
 
@@ -185,6 +239,10 @@ struct Daemon {
     clock: Arc<dyn Clock>,
     pushers: PusherFactory,
     generation: Generation,
+    /// Every installation known, with its last listing: kept across reloads.
+    fleet: Fleet,
+    /// Where each generation's discovery task sends what it finds.
+    updates: mpsc::UnboundedSender<Update>,
     locks: Arc<KeyLocks>,
     tracker: TaskTracker,
     notifier: Notifier,
@@ -229,7 +287,12 @@ impl Wakes {
 }
 
 impl Daemon {
-    async fn serve(mut self, triggers: Triggers, mut listener: control::Server) -> u8 {
+    async fn serve(
+        mut self,
+        triggers: Triggers,
+        mut listener: control::Server,
+        mut updates: mpsc::UnboundedReceiver<Update>,
+    ) -> u8 {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Key>();
         let mut in_flight: HashSet<Key> = HashSet::new();
         let mut wakes = Wakes::default();
@@ -300,6 +363,18 @@ impl Daemon {
                 _ = triggers.reload.notified() => {
                     self.reload().await;
                     self.rebuild_wakes(&mut wakes, &in_flight);
+                }
+                Some(update) = updates.recv() => {
+                    // Everything already sent is applied together: the first pass of a large
+                    // fleet is thousands of listings, and each batch costs one sync.
+                    let mut batch = vec![update];
+                    while batch.len() < UPDATE_BATCH {
+                        match updates.try_recv() {
+                            Ok(update) => batch.push(update),
+                            Err(_) => break,
+                        }
+                    }
+                    self.apply(batch, &mut wakes, &in_flight).await;
                 }
                 stream = listener.next() => self.spawn_control(stream, done_tx.clone()),
                 // Due keys wait for a slot, which a scheduled task or a handed-over
@@ -472,10 +547,16 @@ impl Daemon {
                     pushers: self.pushers.clone(),
                     clock: self.clock.clone(),
                 };
-                build(config, &parts, &self.locks)
+                // The fleet keeps what discovery knows; the new config decides which of it
+                // is served (a policy added with `installations = "*"` serves every listing
+                // already known, without waiting for the next pass).
+                let fleet = rebase_fleet(&self.fleet, &config);
+                let generation = build(config, &parts, &self.locks, &fleet, &self.updates)?;
+                Ok((generation, fleet))
             });
         match result {
-            Ok(generation) => {
+            Ok((generation, fleet)) => {
+                self.fleet = fleet;
                 let old: HashSet<&Key> = self.generation.jobs.keys().collect();
                 let new: HashSet<&Key> = generation.jobs.keys().collect();
                 let added = new.difference(&old).count();
@@ -544,17 +625,54 @@ async fn handed_over(
         .map(|p| p.parse())
         .collect::<Result<Vec<Selector>, String>>()
         .map_err(|e| format!("error: --policy {e}\n"))?;
-    let picked =
-        jobs::select(config, &selectors, Providers::Live).map_err(|e| format!("error: {e}\n"))?;
-    let mut targets: Vec<Arc<Job>> = picked
+    let fail = |e: jobs::SelectError| format!("error: {e}\n");
+    jobs::check_policies(config, &selectors).map_err(fail)?;
+    let in_config = jobs.values().filter(|j| j.in_config).map(|j| &j.key);
+    jobs::check_resources(&selectors, in_config).map_err(fail)?;
+    let order: HashMap<&str, usize> = config
+        .policies
         .iter()
-        .filter_map(|job| jobs.get(&job.key).cloned())
+        .enumerate()
+        .map(|(i, p)| (p.name.as_str(), i))
         .collect();
+    let mut targets: Vec<Arc<Job>> = jobs
+        .values()
+        .filter(|j| j.in_config && jobs::is_selected(&selectors, &j.key))
+        .cloned()
+        .collect();
+    // In config order, as a direct `run --once` reports them.
+    targets.sort_by(|a, b| {
+        let rank = |j: &Job| {
+            order
+                .get(j.key.policy.as_str())
+                .copied()
+                .unwrap_or(usize::MAX)
+        };
+        rank(a).cmp(&rank(b)).then_with(|| a.key.cmp(&b.key))
+    });
     if selectors.is_empty() {
         // As a direct `run --once`: also the records the config no longer names.
         targets.extend(jobs.values().filter(|j| !j.in_config).cloned());
     }
     Ok(targets)
+}
+
+/// The fleet after a reload: the new config's installation tables, the discovered
+/// installations still discovered, and every listing and departed resource known.
+fn rebase_fleet(old: &Fleet, config: &Config) -> Fleet {
+    let mut fleet = Fleet::from_config(config);
+    for member in old.members() {
+        if !member.configured && config.discovery.is_some() {
+            fleet.add_discovered((*member.installation).clone());
+        }
+        if let Some(listed) = &member.listed {
+            fleet.set_listed(&member.installation.id, listed.to_vec());
+        }
+    }
+    for departed in old.departed_resources() {
+        fleet.add_departed(departed.clone());
+    }
+    fleet
 }
 
 fn answer_for(reports: &[RotationReport]) -> Answer {
