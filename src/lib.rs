@@ -32,11 +32,17 @@
 //!   transition as a pure function), [`rotation::executor`] (performs its actions: provider,
 //!   pusher, store; one turn per key under a lock), [`rotation::push`] (the `Pusher` trait:
 //!   Vercel, or a dry run's preview), [`rotation::batch`] (many turns within a bound).
-//! - [`jobs`]: which (policy, resource) keys a run tends, with their providers, including the
-//!   records the config no longer names; shared by `run --once` and the daemon.
+//! - [`jobs`]: which (policy, resource) keys a run tends, with their providers: the config's
+//!   listed resources, what the [`jobs::Fleet`] (installations and their last listings)
+//!   holds that policies select, and the records neither names; shared by `run --once`, the
+//!   daemon and `status`.
+//! - [`discovery`]: installations and resources found at run time: where installations come
+//!   from (a directory of token files or a command), listing each one's resources, the fleet
+//!   a run starts from (config plus persisted inventory), and the daemon's discovery task.
 //! - [`once`]: `run --once`: select, rotate concurrently, report; hand the request to the
 //!   daemon when it holds the state.
-//! - [`daemon`]: `run`: the scheduler loop, signals, reload, the control socket server.
+//! - [`daemon`]: `run`: the scheduler loop, signals, reload, the control socket server, and
+//!   applying what discovery finds (`daemon/fleet.rs`).
 //! - [`summary`]: the `run --once` summary table and dry-run previews.
 //! - [`exit`]: the exit statuses.
 //! - [`state`]: the durable state: the record as data ([`state::record`]), the store trait,

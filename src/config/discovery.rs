@@ -16,15 +16,6 @@ pub const DEFAULT_EVERY: Duration = Duration::from_secs(10 * 60);
 /// the rate limit the rotations share.
 const MIN_EVERY: Duration = Duration::from_secs(1);
 
-/// Whether `id` can name an installation (and its token file, `<id>.token`): Vercel's
-/// `icfg_...` ids are letters, digits and `_`; `-` is allowed too. Nothing that could be a path.
-pub fn is_installation_id(id: &str) -> bool {
-    (1..=128).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
 pub(super) fn validate(
     v: &mut Validator,
     raw: &Spanned<RawDiscovery>,
@@ -126,28 +117,6 @@ impl Discovery {
             (Some(command), _) => Some(TokenSource::Command(command.clone())),
             (None, Some(file)) => Some(TokenSource::File(file)),
             (None, None) => None,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn installation_ids_are_file_names_only() {
-        assert!(is_installation_id("icfg_AbC123"));
-        assert!(is_installation_id("a-b_c"));
-        for bad in [
-            "",
-            "a/b",
-            "..",
-            ".",
-            "a b",
-            "icfg_1.token",
-            &"x".repeat(129),
-        ] {
-            assert!(!is_installation_id(bad), "{bad:?}");
         }
     }
 }

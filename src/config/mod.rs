@@ -19,7 +19,7 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-pub use discovery::{DEFAULT_EVERY, is_installation_id};
+pub use discovery::DEFAULT_EVERY;
 pub use scope::{InstallationScope, ResourceScope, ResourceSelector};
 pub use types::*;
 
