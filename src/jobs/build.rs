@@ -42,10 +42,23 @@ pub struct PolicyJobs {
     /// The provider (and its backend's semaphore) every resource shares, when the provider
     /// table is not templated.
     shared: Option<ProviderAndLimit>,
+    /// Its secret names that another policy pushes too: only those can clash, so only those
+    /// are claimed (100,000 jobs need not hold 100,000 claims that never can).
+    contested: Vec<String>,
 }
 
 impl PolicyJobs {
     pub fn new(policy: Arc<Policy>, providers: Providers) -> PolicyJobs {
+        PolicyJobs::contesting(policy, providers, Vec::new())
+    }
+
+    /// A policy's jobs that claim `contested`, the names of its secrets that other policies
+    /// push too.
+    pub fn contesting(
+        policy: Arc<Policy>,
+        providers: Providers,
+        contested: Vec<String>,
+    ) -> PolicyJobs {
         let shared = match &policy.provider {
             ProviderSpec::Shared(config) => Some((
                 build_provider(&policy, config, providers),
@@ -57,6 +70,7 @@ impl PolicyJobs {
             policy,
             providers,
             shared,
+            contested,
         }
     }
 
@@ -107,10 +121,10 @@ impl InstallationJobs<'_> {
         let mut claims: Vec<Claim> = Vec::new();
         if in_config {
             claims.extend(users);
-            claims.extend(policy.secrets.iter().map(|s| Claim::Secret {
+            claims.extend(self.jobs.contested.iter().map(|name| Claim::Secret {
                 installation_id: self.installation.id.clone(),
                 resource: resource.id.clone(),
-                name: s.env_name(),
+                name: name.clone(),
             }));
         }
         let job = Job {

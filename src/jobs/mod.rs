@@ -104,11 +104,25 @@ pub struct Builders {
 
 impl Builders {
     pub fn new(config: &Config, providers: Providers) -> Builders {
+        let mut pushers: HashMap<String, usize> = HashMap::new();
+        for policy in &config.policies {
+            for secret in &policy.secrets {
+                *pushers.entry(secret.env_name()).or_default() += 1;
+            }
+        }
         Builders {
             policies: config
                 .policies
                 .iter()
-                .map(|p| PolicyJobs::new(Arc::new(p.clone()), providers))
+                .map(|p| {
+                    let contested = p
+                        .secrets
+                        .iter()
+                        .map(|s| s.env_name())
+                        .filter(|n| pushers.get(n).is_some_and(|&count| count > 1))
+                        .collect();
+                    PolicyJobs::contesting(Arc::new(p.clone()), providers, contested)
+                })
                 .collect(),
         }
     }
