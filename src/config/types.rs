@@ -22,7 +22,34 @@ pub struct Config {
     pub installations: BTreeMap<String, Installation>,
     /// In file order.
     pub policies: Vec<Policy>,
+    /// `[discovery]`: installations found at run time; `None` when the config has none.
+    pub discovery: Option<Discovery>,
 }
+
+/// `[discovery]`: where installations beyond the configured tables come from, how their
+/// tokens are had, and how often they and their resources are looked at again.
+#[derive(Debug, Clone)]
+pub struct Discovery {
+    pub source: InstallationSource,
+    /// The token source of every discovered installation when set; otherwise (only with
+    /// [`InstallationSource::Dir`]) each installation's `<id>.token` file.
+    pub token_command: Option<CommandSpec>,
+    /// How often the installations are read again and each one's resources listed.
+    pub every: Duration,
+    /// Its table as written, in canonical form: what a discovered installation's part of
+    /// [`Policy::digest`] hashes.
+    pub(super) written: String,
+}
+
+/// Where discovered installations come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstallationSource {
+    /// `installations-dir`: one owner-only `<integrationConfigurationId>.token` file each.
+    Dir(PathBuf),
+    /// `installations-command`: prints `{"installations": [{"id": "icfg_..."}, ...]}`.
+    Command(CommandSpec),
+}
+
 
 #[derive(Debug, Clone)]
 pub struct VercelSettings {

@@ -254,6 +254,7 @@ pub(super) fn validate(
             state,
             installations,
             policies,
+            discovery: None,
         }),
         _ => Err(ConfigError::Invalid {
             path: path.to_owned(),
