@@ -87,6 +87,19 @@ impl ResourceInfo {
     }
 }
 
+/// The longest installation id that can name a file (`<id>.token`, `<id>.json`).
+pub const MAX_INSTALLATION_ID_LEN: usize = 128;
+
+/// Whether `id` can be an installation's id where it names a file (a discovered
+/// installation's `<id>.token`, its inventory's `<id>.json`): 1 to 128 of `A-Z a-z 0-9 _ -`.
+/// Anything else (a `/`, `..`, a dot, a control character) could reach another file.
+pub fn is_file_safe_installation_id(id: &str) -> bool {
+    (1..=MAX_INSTALLATION_ID_LEN).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,5 +134,27 @@ mod tests {
         assert!(!info.is_discovered());
         info.name = Some("orders".into());
         assert!(info.is_discovered());
+    }
+
+    #[test]
+    fn file_safe_installation_ids() {
+        for ok in ["icfg_1", "icfg_AbC-9", "a", &"x".repeat(128)] {
+            assert!(is_file_safe_installation_id(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "..",
+            ".",
+            "a/b",
+            "../icfg_1",
+            "icfg.1",
+            "icfg 1",
+            "icfg\n",
+            "icfg\u{0}",
+            "ícfg",
+            &"x".repeat(129),
+        ] {
+            assert!(!is_file_safe_installation_id(bad), "{bad:?}");
+        }
     }
 }

@@ -1,16 +1,22 @@
-//! A store that keeps records in memory only: a dry run's (which must touch no state on disk)
-//! and the tests' (the protocol and the daemon's loop run without files or threads).
+//! A store that keeps records (and the inventory's listings) in memory only: a dry run's
+//! (which must touch no state on disk) and the tests' (the protocol and the daemon's loop run
+//! without files or threads).
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 
-use super::{Key, Record, StateError, StateStore};
+use super::{Key, Listing, Record, StateError, StateStore};
 
 #[derive(Default)]
 pub struct MemoryStore {
     records: Mutex<BTreeMap<Key, Record>>,
+    /// By installation id.
+    listings: Mutex<BTreeMap<String, Arc<Listing>>>,
+    /// Listing writes that changed something, for tests of "an equal listing writes nothing".
+    listing_writes: AtomicU64,
     /// Set by tests to make every later write fail as a stopped writer does.
     broken: Mutex<Option<String>>,
 }
@@ -23,6 +29,16 @@ impl MemoryStore {
     /// Every later write fails and [`StateStore::fatal`] says why: a dead writer, for tests.
     pub fn break_writes(&self, reason: &str) {
         *self.broken.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason.to_owned());
+    }
+
+    /// How many `put_listing` and `remove_listing` calls changed something.
+    #[doc(hidden)]
+    pub fn listing_writes(&self) -> u64 {
+        self.listing_writes.load(Ordering::Relaxed)
+    }
+
+    fn listing_map(&self) -> MutexGuard<'_, BTreeMap<String, Arc<Listing>>> {
+        self.listings.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn map(&self) -> MutexGuard<'_, BTreeMap<Key, Record>> {
@@ -63,6 +79,34 @@ impl StateStore for MemoryStore {
         Ok(())
     }
 
+    fn listings(&self) -> Vec<Arc<Listing>> {
+        self.listing_map().values().cloned().collect()
+    }
+
+    async fn put_listing(&self, listing: Listing) -> Result<(), StateError> {
+        self.writable()?;
+        StateError::check_installation_id(&listing.installation_id)?;
+        let mut listings = self.listing_map();
+        if listings
+            .get(&listing.installation_id)
+            .is_some_and(|stored| **stored == listing)
+        {
+            return Ok(());
+        }
+        listings.insert(listing.installation_id.clone(), Arc::new(listing));
+        self.listing_writes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn remove_listing(&self, installation_id: &str) -> Result<(), StateError> {
+        self.writable()?;
+        StateError::check_installation_id(installation_id)?;
+        if self.listing_map().remove(installation_id).is_some() {
+            self.listing_writes.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     async fn flush(&self) -> Result<(), StateError> {
         self.writable()
     }
@@ -72,5 +116,66 @@ impl StateStore for MemoryStore {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+
+    use super::*;
+    use crate::resource::ResourceInfo;
+
+    fn listing(id: &str, resources: &[&str]) -> Listing {
+        let at = Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).single().unwrap();
+        let listed = resources
+            .iter()
+            .map(|r| ResourceInfo::configured(id, *r))
+            .collect();
+        Listing::merge(None, id, at, listed)
+    }
+
+    #[tokio::test]
+    async fn listings_are_kept_by_installation_and_equal_ones_write_nothing() {
+        let store = MemoryStore::new();
+        store.put_listing(listing("icfg_b", &["r1"])).await.unwrap();
+        store.put_listing(listing("icfg_a", &["r2"])).await.unwrap();
+        store.put_listing(listing("icfg_a", &["r2"])).await.unwrap();
+        assert_eq!(store.listing_writes(), 2);
+        let ids: Vec<String> = store
+            .listings()
+            .iter()
+            .map(|l| l.installation_id.clone())
+            .collect();
+        assert_eq!(ids, ["icfg_a", "icfg_b"]);
+
+        store.put_listing(listing("icfg_a", &["r3"])).await.unwrap();
+        assert_eq!(store.listings()[0].resources[0].id, "r3");
+        store.remove_listing("icfg_a").await.unwrap();
+        store.remove_listing("icfg_a").await.unwrap();
+        assert_eq!(store.listing_writes(), 4);
+        assert_eq!(store.listings().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn listings_refuse_bad_ids_and_fail_like_records_once_writes_break() {
+        let store = MemoryStore::new();
+        for bad in ["../icfg_a", "icfg/a", ""] {
+            match store.put_listing(listing(bad, &[])).await {
+                Err(StateError::BadInstallationId { .. }) => {}
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+        store.put_listing(listing("icfg_a", &["r1"])).await.unwrap();
+        store.break_writes("test");
+        assert!(matches!(
+            store.put_listing(listing("icfg_b", &[])).await,
+            Err(StateError::WriterGone)
+        ));
+        assert!(matches!(
+            store.remove_listing("icfg_a").await,
+            Err(StateError::WriterGone)
+        ));
+        assert_eq!(store.listings().len(), 1);
     }
 }

@@ -8,9 +8,14 @@
 //! (DESIGN, "Growing past one machine"). [`memory`] keeps records in memory only (dry runs,
 //! tests).
 //!
+//! Beside the records, the store keeps the fleet inventory: per installation, what Vercel
+//! last listed ([`inventory::Listing`]), so the last known resources survive a restart and a
+//! failed listing changes nothing.
+//!
 //! This module sits below the rotation protocol: it imports nothing of it.
 
 pub mod file;
+pub mod inventory;
 pub mod memory;
 pub mod record;
 
@@ -20,6 +25,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use inventory::Listing;
 pub use record::{Failure, Key, Record, Retirement, Step, Stopped};
 
 /// The version of the on-disk format this build reads and writes. A newer one stops the
@@ -53,6 +59,13 @@ pub enum StateError {
     },
     #[error("{path} is accessible by group or others (mode {mode:04o}); run `chmod {want:o} {path}`", path = .path.display())]
     Permissions { path: PathBuf, mode: u32, want: u32 },
+    /// An installation id that cannot name its inventory file
+    /// ([`crate::resource::is_file_safe_installation_id`]); it is never made into a path.
+    #[error("installation id {id} cannot be kept in the inventory: an id that names a file is 1 to {max} of the characters A-Z a-z 0-9 _ -", max = crate::resource::MAX_INSTALLATION_ID_LEN)]
+    BadInstallationId {
+        /// Quoted and escaped, cut short when long.
+        id: String,
+    },
     #[error("state I/O on {path} failed: {source}", path = .path.display())]
     Io {
         path: PathBuf,
@@ -80,6 +93,19 @@ impl StateError {
     /// only a restart (which re-reads the files) can. Not a transient failure to retry.
     pub fn is_fatal(&self) -> bool {
         matches!(self, StateError::WriterGone)
+    }
+
+    /// Refuses `id` as an inventory file's name unless it can be one.
+    pub(crate) fn check_installation_id(id: &str) -> Result<(), StateError> {
+        if crate::resource::is_file_safe_installation_id(id) {
+            return Ok(());
+        }
+        const SHOWN: usize = 64;
+        let mut shown = format!("{:?}", id.chars().take(SHOWN).collect::<String>());
+        if id.chars().count() > SHOWN {
+            shown.push_str("...");
+        }
+        Err(StateError::BadInstallationId { id: shown })
     }
 }
 
@@ -126,6 +152,17 @@ pub trait StateStore: Send + Sync {
     }
     /// Forgets a record (a resource removed from the config with nothing left to retire).
     async fn remove(&self, key: &Key) -> Result<(), StateError>;
+    /// Every installation's listing as of the last write, sorted by installation id. Cheap
+    /// to call (the listings are shared, not copied): the daemon reads it at each pass.
+    fn listings(&self) -> Vec<Arc<Listing>>;
+    /// Stores `listing` as its installation's, replacing the one before; durable when it
+    /// returns. A listing equal to the stored one (`listed_at` included) writes nothing.
+    /// An installation id that cannot name a file is refused
+    /// ([`StateError::BadInstallationId`]).
+    async fn put_listing(&self, listing: Listing) -> Result<(), StateError>;
+    /// Forgets an installation's listing (nothing of it is needed any more); durable when it
+    /// returns. Forgetting one that is not there is no error.
+    async fn remove_listing(&self, installation_id: &str) -> Result<(), StateError>;
     /// Makes everything durable and compacts; called at shutdown.
     async fn flush(&self) -> Result<(), StateError>;
     /// Why the store has stopped accepting changes, once it has (every later write fails
@@ -148,4 +185,11 @@ pub async fn open(
 /// daemon runs.
 pub fn read(settings: &crate::config::StateSettings) -> Result<BTreeMap<Key, Record>, StateError> {
     file::FileStore::read_only(&settings.dir)
+}
+
+/// Reads every installation's listing without the lock and without writing, sorted by
+/// installation id: what `status` and `check` use while the daemon runs. A damaged listing is
+/// logged and left out (its installation reads as never listed), as the daemon does.
+pub fn read_listings(settings: &crate::config::StateSettings) -> Result<Vec<Listing>, StateError> {
+    file::FileStore::read_listings(&settings.dir)
 }

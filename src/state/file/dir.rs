@@ -8,18 +8,22 @@
 //! closed to group and others; one owned by another user is refused whole, so a root run
 //! never leaves root-owned files that lock the service out of its own state.
 //!
-//! The checks cost one `fstat` per file at open (the journal and the lock stay open), and the
-//! snapshot's temporary file is created with `O_EXCL`: nothing here runs per write.
+//! A subdirectory (the inventory's) is reached the same way, relative to the state directory
+//! and never through a link, and checked as the state directory is.
+//!
+//! The checks cost one `fstat` per file at open (the journal and the lock stay open), and a
+//! file replaced whole (the snapshot, an inventory file) is written to a temporary file
+//! created with `O_EXCL` and renamed over it: nothing here runs per journal write.
 
 use std::ffi::OsStr;
 use std::fs::{DirBuilder, File, Metadata};
-use std::io::{self, Read, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 use super::{DIR_MODE, FILE_MODE, LOCK};
@@ -112,6 +116,15 @@ impl StateDir {
         }))
     }
 
+    /// A second handle on the same directory (its own descriptor), checked the same way.
+    pub(super) fn try_clone(&self) -> Result<StateDir, StateError> {
+        Ok(StateDir {
+            path: self.path.clone(),
+            fd: self.fd.try_clone().map_err(io_error(&self.path))?,
+            owner: self.owner,
+        })
+    }
+
     pub(super) fn path(&self) -> &Path {
         &self.path
     }
@@ -160,10 +173,123 @@ impl StateDir {
 
     /// Removes `name` if present (a link is removed, not what it points to).
     pub(super) fn remove(&self, name: &str) -> Result<(), StateError> {
+        self.remove_if_present(name).map(|_| ())
+    }
+
+    /// Removes `name` if present, saying whether it was.
+    pub(super) fn remove_if_present(&self, name: &str) -> Result<bool, StateError> {
         match rustix::fs::unlinkat(&self.fd, name, AtFlags::empty()) {
-            Ok(()) | Err(Errno::NOENT) => Ok(()),
+            Ok(()) => Ok(true),
+            Err(Errno::NOENT) => Ok(false),
             Err(errno) => Err(io_error(&self.file_path(name))(errno.into())),
         }
+    }
+
+    /// Replaces `name` whole, atomically: `tmp` (0600, created new: never written through a
+    /// link), fsync, rename over `name`, fsync the directory. `contents` writes the whole
+    /// file; whatever it locks is released before the fsyncs. A crash leaves the old `name`
+    /// or the new one, and at worst a stale `tmp` for the next open to remove.
+    pub(super) fn replace(
+        &self,
+        name: &str,
+        tmp: &str,
+        contents: impl FnOnce(&mut BufWriter<&File>) -> io::Result<()>,
+    ) -> Result<(), StateError> {
+        let written = self.create_new(tmp).and_then(|file| {
+            let mut out = BufWriter::new(&file);
+            contents(&mut out)
+                .and_then(|()| out.flush())
+                .and_then(|()| {
+                    drop(out);
+                    file.sync_all()
+                })
+                .map_err(io_error(&self.file_path(tmp)))
+        });
+        if let Err(e) = written {
+            let _ = self.remove(tmp);
+            return Err(e);
+        }
+        self.rename(tmp, name)?;
+        self.sync()
+    }
+
+    /// Opens the subdirectory `name`, never through a symbolic link: `None` when missing,
+    /// unless `create` (opened to write only) makes it, 0700. Opened to write (the store's
+    /// own directory), it is checked like the state directory: owned by this user, closed to
+    /// group and others. Opened to read (`status`, whoever runs it), it is refused only as a
+    /// link or not a directory.
+    pub(super) fn open_subdir(
+        &self,
+        name: &str,
+        create: bool,
+    ) -> Result<Option<StateDir>, StateError> {
+        let path = self.file_path(name);
+        let mut created = false;
+        if create && self.owner.is_some() {
+            match rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(DIR_MODE)) {
+                Ok(()) => created = true,
+                Err(Errno::EXIST) => {}
+                Err(errno) => return Err(io_error(&path)(errno.into())),
+            }
+        }
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = match rustix::fs::openat(&self.fd, name, flags, Mode::empty()) {
+            Ok(fd) => File::from(fd),
+            Err(Errno::NOENT) if !created => return Ok(None),
+            // A link gives one or the other, depending on which check the kernel makes first.
+            Err(errno @ (Errno::LOOP | Errno::NOTDIR)) => {
+                return Err(self.explain_subdir_error(name, errno));
+            }
+            Err(errno) => return Err(io_error(&path)(errno.into())),
+        };
+        if created {
+            // Its entry must survive a crash as much as the files later put in it.
+            self.sync()?;
+        }
+        let dir = StateDir {
+            path,
+            fd,
+            owner: self.owner,
+        };
+        let Some(euid) = dir.owner else {
+            return Ok(Some(dir));
+        };
+        let meta = dir.fd.metadata().map_err(io_error(&dir.path))?;
+        if meta.uid() != euid {
+            return Err(StateError::Unsafe {
+                reason: format!(
+                    "it belongs to uid {}, not to uid {euid} that runs this; if it is the service's own state, `chown -R {euid} {}`",
+                    meta.uid(),
+                    dir.path.display()
+                ),
+                path: dir.path,
+            });
+        }
+        let mode = meta.mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(StateError::Permissions {
+                path: dir.path,
+                mode,
+                want: DIR_MODE,
+            });
+        }
+        Ok(Some(dir))
+    }
+
+    /// The names in this directory, `.` and `..` left out. A name that is not UTF-8 comes
+    /// converted lossily, so it matches no name the store writes.
+    pub(super) fn names(&self) -> Result<Vec<String>, StateError> {
+        let failed = |errno: Errno| io_error(&self.path)(errno.into());
+        let entries = rustix::fs::Dir::read_from(&self.fd).map_err(failed)?;
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(failed)?;
+            let name = entry.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                names.push(String::from_utf8_lossy(name).into_owned());
+            }
+        }
+        Ok(names)
     }
 
     /// Renames `from` over `to` in this directory (whatever `to` was, link included, is
@@ -270,6 +396,22 @@ impl StateDir {
             )));
         }
         Ok(())
+    }
+
+    /// Why the subdirectory `name` could not be opened as one.
+    fn explain_subdir_error(&self, name: &str, errno: Errno) -> StateError {
+        let path = self.file_path(name);
+        let reason = match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) if FileType::from_raw_mode(stat.st_mode) == FileType::Symlink => {
+                "it is a symbolic link, and state directories are never entered through one; remove it (something else put it there)"
+            }
+            Ok(_) => "it is not a directory; move it away",
+            Err(_) => return io_error(&path)(errno.into()),
+        };
+        StateError::Unsafe {
+            path,
+            reason: reason.to_owned(),
+        }
     }
 
     /// Turns a failed open of `name` into the reason a user can act on.

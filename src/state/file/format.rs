@@ -205,7 +205,7 @@ fn check_version(path: &Path, line: Option<usize>, found: u32) -> Result<(), Sta
 }
 
 /// serde's category and position only: its message may quote the file's content.
-fn json_reason(e: &serde_json::Error) -> String {
+pub(super) fn json_reason(e: &serde_json::Error) -> String {
     let what = match e.classify() {
         Category::Syntax => "not valid JSON",
         Category::Eof => "JSON cut short",

@@ -1,9 +1,12 @@
 //! The local state store: one owner-only directory holding a snapshot (`state.json`), an
-//! append-only journal (`journal.jsonl`) and the lock (`lock`) that keeps a second daemon out.
+//! append-only journal (`journal.jsonl`), the lock (`lock`) that keeps a second daemon out,
+//! and the fleet inventory (`inventory/`, one file per installation).
 //!
 //! Owns the on-disk format, loading it (strictly: damage stops the start, it is never reset),
 //! the group-committing writer thread, compaction, and the lock. This file holds the store and
-//! its writer; `format.rs` encodes and loads the files; `dir.rs` opens them safely.
+//! its writer; `format.rs` encodes and loads the files; `dir.rs` opens them safely;
+//! `inventory.rs` keeps the listings (written apart from the journal, each file replaced
+//! whole, and damage there only logged: a listing can be had again from Vercel).
 //!
 //! # Format (version [`STATE_VERSION`](super::STATE_VERSION))
 //!
@@ -52,6 +55,7 @@
 
 mod dir;
 mod format;
+mod inventory;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -69,7 +73,8 @@ use tracing::{debug, error, warn};
 
 use self::dir::{Access, StateDir, io_error};
 use self::format::{EntryOut, Loaded, SnapshotOut};
-use super::{Key, Record, StateError, StateStore};
+use self::inventory::Inventory;
+use super::{Key, Listing, Record, StateError, StateStore};
 
 const SNAPSHOT: &str = "state.json";
 const SNAPSHOT_TMP: &str = "state.json.tmp";
@@ -104,6 +109,8 @@ pub struct FileStore {
     commits: Arc<AtomicU64>,
     /// Why the writer stopped, set before it stops taking changes.
     fatal: Arc<OnceLock<String>>,
+    /// The listings, written apart from the journal.
+    inventory: Inventory,
     /// Holds the flock. Declared after `writer`, which `Drop` joins first, so the lock is
     /// released only once no write is in flight.
     _lock: File,
@@ -175,6 +182,16 @@ impl FileStore {
             }
             attempt += 1;
             std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Every installation's listing in `dir`'s inventory without the lock and without
+    /// writing anything, sorted by installation id; a missing directory or inventory is none.
+    /// Damaged files are logged and left out, as at open.
+    pub fn read_listings(dir: &Path) -> Result<Vec<Listing>, StateError> {
+        match StateDir::open_for_reading(dir)? {
+            Some(dir) => inventory::read(&dir),
+            None => Ok(Vec::new()),
         }
     }
 
@@ -261,6 +278,25 @@ impl StateStore for FileStore {
         self.submit(|ack| Command::Remove(key, ack)).await
     }
 
+    fn listings(&self) -> Vec<Arc<Listing>> {
+        self.inventory.listings()
+    }
+
+    async fn put_listing(&self, listing: Listing) -> Result<(), StateError> {
+        // A stopped store accepts no change of any kind (see `fatal`).
+        if self.fatal.get().is_some() {
+            return Err(StateError::WriterGone);
+        }
+        self.inventory.put(listing).await
+    }
+
+    async fn remove_listing(&self, installation_id: &str) -> Result<(), StateError> {
+        if self.fatal.get().is_some() {
+            return Err(StateError::WriterGone);
+        }
+        self.inventory.remove(installation_id).await
+    }
+
     async fn flush(&self) -> Result<(), StateError> {
         self.submit(Command::Flush).await
     }
@@ -293,6 +329,7 @@ fn open_blocking(path: &Path) -> Result<FileStore, StateError> {
     }
     // A compaction cut short by a crash; the next one writes it afresh.
     dir.remove(SNAPSHOT_TMP)?;
+    let inventory = Inventory::open(&dir)?;
     // The journal and the lock file may have just been created: their names must survive a
     // crash as much as what is later written into them.
     dir.sync()?;
@@ -302,7 +339,7 @@ fn open_blocking(path: &Path) -> Result<FileStore, StateError> {
         journal_lines = loaded.journal_lines,
         "state loaded"
     );
-    start(dir, lock, journal, loaded)
+    start(dir, lock, journal, loaded, inventory)
 }
 
 /// Starts the writer over what was loaded; the store holds `lock` until it is dropped.
@@ -311,6 +348,7 @@ fn start(
     lock: File,
     journal: File,
     loaded: Loaded,
+    inventory: Inventory,
 ) -> Result<FileStore, StateError> {
     let records = Arc::new(RwLock::new(loaded.records));
     let commits = Arc::new(AtomicU64::new(0));
@@ -338,6 +376,7 @@ fn start(
         writer: Some(writer),
         commits,
         fatal,
+        inventory,
         _lock: lock,
     })
 }
@@ -608,13 +647,17 @@ impl Writer {
         // rest of its life (the allocator keeps what it once grew to). The read lock is held
         // only while encoding and writing to the page cache, and released before the fsyncs:
         // `put_lazy` takes the write lock on a runtime thread, which must not wait on a disk.
-        write_snapshot(&self.dir, |out| {
-            let records = self.records.read().unwrap_or_else(PoisonError::into_inner);
-            serde_json::to_writer_pretty(&mut *out, &SnapshotOut::new(records.values().collect()))?;
-            out.write_all(b"\n")?;
-            out.flush()
-        })
-        .map_err(|e| (e, None))?;
+        self.dir
+            .replace(SNAPSHOT, SNAPSHOT_TMP, |out| {
+                let records = self.records.read().unwrap_or_else(PoisonError::into_inner);
+                serde_json::to_writer_pretty(
+                    &mut *out,
+                    &SnapshotOut::new(records.values().collect()),
+                )?;
+                out.write_all(b"\n")?;
+                out.flush()
+            })
+            .map_err(|e| (e, None))?;
 
         // Only now, with the new snapshot's name durable, is the journal redundant.
         self.journal
@@ -630,31 +673,6 @@ impl Writer {
         self.compaction_retry_at = 0;
         Ok(())
     }
-}
-
-/// `state.json.tmp` (0600, created new: never written through a link), fsync, rename over
-/// `state.json`, fsync the directory. `contents` writes the whole snapshot; whatever it locks
-/// is released before the fsyncs.
-fn write_snapshot(
-    dir: &StateDir,
-    contents: impl FnOnce(&mut BufWriter<&File>) -> io::Result<()>,
-) -> Result<(), StateError> {
-    let written = dir.create_new(SNAPSHOT_TMP).and_then(|file| {
-        let mut out = BufWriter::new(&file);
-        contents(&mut out)
-            .and_then(|()| out.flush())
-            .and_then(|()| {
-                drop(out);
-                file.sync_all()
-            })
-            .map_err(io_error(&dir.file_path(SNAPSHOT_TMP)))
-    });
-    if let Err(e) = written {
-        let _ = dir.remove(SNAPSHOT_TMP);
-        return Err(e);
-    }
-    dir.rename(SNAPSHOT_TMP, SNAPSHOT)?;
-    dir.sync()
 }
 
 /// StateError is not Clone (it holds io::Error); every flush waiter gets its own copy.
@@ -745,7 +763,8 @@ mod tests {
         let lock = dir.take_lock().unwrap();
         let journal = File::open(&journal_path).unwrap();
         let loaded = format::load(&dir, Some(&journal)).unwrap();
-        let store = start(dir, lock, journal, loaded).unwrap();
+        let inventory = Inventory::open(&dir).unwrap();
+        let store = start(dir, lock, journal, loaded, inventory).unwrap();
 
         match runtime.block_on(store.put(record("b", Step::Due))) {
             Err(StateError::Io { path, .. }) => assert_eq!(path, journal_path),

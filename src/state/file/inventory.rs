@@ -1,0 +1,856 @@
+//! The inventory's files: one per installation, `inventory/<installation_id>.json` in the
+//! state directory, each holding what Vercel last listed for it.
+//!
+//! ```text
+//! inventory/icfg_abc.json       {"version": 1, "listing": Listing}
+//! inventory/icfg_abc.json.tmp   a write in progress (or cut short by a crash: removed at open)
+//! ```
+//!
+//! One file per installation, not records in the journal: a pass over 20,000 installations
+//! rewrites only those whose listing changed, and each is replaced whole and atomically
+//! (`StateDir::replace`: temporary file, fsync, rename, directory fsync), so a crash leaves
+//! the old listing or the new one. The files are opened the way every state file is
+//! (`dir.rs`: relative to the directory, never through a link, checked once open), and only
+//! an id that is a plain file name ([`crate::resource::is_file_safe_installation_id`]) ever
+//! names one.
+//!
+//! Damage is not fatal here, unlike the records': a listing can always be had again from
+//! Vercel. A file that is corrupt, of a newer version, or unsafe to open is logged (warn,
+//! naming the file and what is wrong) and its installation reads as never listed; the file is
+//! left as it is until a successful listing replaces it (the rename replaces a link or a
+//! hard-linked name, never writing through it).
+
+use std::collections::BTreeMap;
+use std::collections::hash_map::DefaultHasher;
+use std::fs::File;
+use std::hash::{Hash, Hasher};
+use std::io::{self, Read};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+use tracing::{debug, warn};
+
+use super::dir::{Access, StateDir, io_error};
+use super::format::json_reason;
+use crate::state::{Listing, StateError};
+
+/// The inventory's directory, in the state directory.
+pub(super) const INVENTORY_DIR: &str = "inventory";
+
+/// The version of an inventory file this build reads and writes. A file of a newer one is
+/// skipped (its installation reads as never listed), and replaced by the next listing.
+const INVENTORY_VERSION: u32 = 1;
+
+const SUFFIX: &str = ".json";
+const TMP_SUFFIX: &str = ".json.tmp";
+
+/// Writes of one installation's file are one at a time; ids hash to one of this many locks,
+/// so writes of different installations rarely wait for each other.
+const WRITE_STRIPES: usize = 64;
+
+type Listings = BTreeMap<String, Arc<Listing>>;
+
+#[derive(Serialize)]
+struct FileOut<'a> {
+    version: u32,
+    listing: &'a Listing,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileIn {
+    version: u32,
+    listing: Listing,
+}
+
+/// Read only when the whole file did not parse, to tell a newer version from damage.
+#[derive(Deserialize)]
+struct FileVersion {
+    version: u32,
+}
+
+/// The inventory of an open store: every listing in memory, as of the last write, and the
+/// directory they are written to.
+pub(super) struct Inventory {
+    /// `inventory/`, created at the first write: a store that never lists has none.
+    dir: Arc<InventoryDir>,
+    listings: Arc<RwLock<Listings>>,
+    /// Held across a write, including its blocking part: a caller that gives up waiting
+    /// does not let a second write of the same file start beside the first.
+    stripes: Vec<Arc<Mutex<()>>>,
+}
+
+/// The inventory's directory, opened when the store opens if it exists, else made at the
+/// first write.
+struct InventoryDir {
+    /// The state directory (a descriptor of its own), to make `inventory/` in.
+    state: StateDir,
+    opened: std::sync::Mutex<Option<Arc<StateDir>>>,
+}
+
+impl InventoryDir {
+    /// `inventory/`, made (0700) if it is not there yet. Blocking.
+    fn get_or_make(&self) -> Result<Arc<StateDir>, StateError> {
+        let mut opened = self.opened.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(dir) = &*opened {
+            return Ok(dir.clone());
+        }
+        let path = self.state.file_path(INVENTORY_DIR);
+        let dir = Arc::new(
+            self.state
+                .open_subdir(INVENTORY_DIR, true)?
+                // Made when missing: this is a guard, not a path taken.
+                .ok_or_else(|| io_error(&path)(io::ErrorKind::NotFound.into()))?,
+        );
+        *opened = Some(dir.clone());
+        Ok(dir)
+    }
+
+    /// `inventory/` if it is there (nothing to remove from otherwise).
+    fn get(&self) -> Option<Arc<StateDir>> {
+        self.opened
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Inventory {
+    /// Opens `inventory/` in the store's directory if it is there (refused when it is a
+    /// link, not a directory, another user's, or open to group or others), removes temporary
+    /// files left by a crash and loads every listing. Blocking: called while the store opens.
+    pub(super) fn open(state: &StateDir) -> Result<Inventory, StateError> {
+        let dir = state.open_subdir(INVENTORY_DIR, false)?;
+        let started = std::time::Instant::now();
+        let listings = match &dir {
+            Some(dir) => load(dir, true)?,
+            None => BTreeMap::new(),
+        };
+        debug!(
+            dir = %state.file_path(INVENTORY_DIR).display(),
+            listings = listings.len(),
+            elapsed = ?started.elapsed(),
+            "inventory loaded"
+        );
+        Ok(Inventory {
+            dir: Arc::new(InventoryDir {
+                state: state.try_clone()?,
+                opened: std::sync::Mutex::new(dir.map(Arc::new)),
+            }),
+            listings: Arc::new(RwLock::new(
+                listings
+                    .into_iter()
+                    .map(|(id, listing)| (id, Arc::new(listing)))
+                    .collect(),
+            )),
+            stripes: (0..WRITE_STRIPES)
+                .map(|_| Arc::new(Mutex::new(())))
+                .collect(),
+        })
+    }
+
+    /// Every listing as of the last write, sorted by installation id.
+    pub(super) fn listings(&self) -> Vec<Arc<Listing>> {
+        self.listings
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Writes `listing` unless it equals the stored one; durable when it returns.
+    pub(super) async fn put(&self, listing: Listing) -> Result<(), StateError> {
+        StateError::check_installation_id(&listing.installation_id)?;
+        let turn = self.stripe(&listing.installation_id).lock_owned().await;
+        let stored = self
+            .listings
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&listing.installation_id)
+            .is_some_and(|stored| **stored == listing);
+        if stored {
+            return Ok(());
+        }
+        let (dir, listings) = (self.dir.clone(), self.listings.clone());
+        run_blocking(&self.dir.state, move || {
+            let _turn = turn;
+            let inventory = dir.get_or_make()?;
+            write_listing(&inventory, &listing)?;
+            // Only now, with the file durable, is it what `listings` shows. Done here, not
+            // after the await, so a caller that gives up waiting leaves no difference
+            // between the map and the disk.
+            listings
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(listing.installation_id.clone(), Arc::new(listing));
+            Ok(())
+        })
+        .await
+    }
+
+    /// Removes an installation's file and listing, if there are any; durable when it returns.
+    pub(super) async fn remove(&self, installation_id: &str) -> Result<(), StateError> {
+        StateError::check_installation_id(installation_id)?;
+        let turn = self.stripe(installation_id).lock_owned().await;
+        let (dir, listings) = (self.dir.clone(), self.listings.clone());
+        let id = installation_id.to_owned();
+        run_blocking(&self.dir.state, move || {
+            let _turn = turn;
+            // A damaged file of this installation goes too: it was asked to be forgotten.
+            if let Some(dir) = dir.get()
+                && dir.remove_if_present(&format!("{id}{SUFFIX}"))?
+            {
+                dir.sync()?;
+            }
+            listings
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&id);
+            Ok(())
+        })
+        .await
+    }
+
+    fn stripe(&self, installation_id: &str) -> Arc<Mutex<()>> {
+        let mut hasher = DefaultHasher::new();
+        installation_id.hash(&mut hasher);
+        let index = (hasher.finish() % WRITE_STRIPES as u64) as usize;
+        self.stripes[index].clone()
+    }
+}
+
+/// Every listing in the state directory `state`, without writing anything (`status`, while
+/// the daemon runs): none when there is no inventory yet. Whoever runs it, files are still
+/// never read through a link; a damaged file is logged and left out.
+pub(super) fn read(state: &StateDir) -> Result<Vec<Listing>, StateError> {
+    match state.open_subdir(INVENTORY_DIR, false)? {
+        Some(dir) => Ok(load(&dir, false)?.into_values().collect()),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Runs `work` (blocking file I/O) off the async runtime.
+async fn run_blocking(
+    dir: &StateDir,
+    work: impl FnOnce() -> Result<(), StateError> + Send + 'static,
+) -> Result<(), StateError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(io_error(dir.path())(io::Error::other(e))),
+    }
+}
+
+fn write_listing(dir: &StateDir, listing: &Listing) -> Result<(), StateError> {
+    let id = &listing.installation_id;
+    dir.replace(
+        &format!("{id}{SUFFIX}"),
+        &format!("{id}{TMP_SUFFIX}"),
+        |out| {
+            serde_json::to_writer(
+                &mut *out,
+                &FileOut {
+                    version: INVENTORY_VERSION,
+                    listing,
+                },
+            )
+            .map_err(io::Error::from)
+        },
+    )
+}
+
+/// Loads every listing in `dir`, by installation id. `writing`: the store's own directory,
+/// where temporary files left by a crash are removed. Only a failure to list the directory
+/// is an error; a file that cannot be had is logged and left out.
+fn load(dir: &StateDir, writing: bool) -> Result<BTreeMap<String, Listing>, StateError> {
+    let mut listings = BTreeMap::new();
+    for name in dir.names()? {
+        if let Some(id) = name.strip_suffix(TMP_SUFFIX)
+            && crate::resource::is_file_safe_installation_id(id)
+        {
+            // A write cut short by a crash, never acknowledged: the file beside it holds the
+            // last listing that was. Left there if it cannot go: the next write replaces it.
+            if writing && let Err(e) = dir.remove(&name) {
+                warn!("could not remove a temporary inventory file left by a crash: {e}");
+            }
+            continue;
+        }
+        let Some(id) = name
+            .strip_suffix(SUFFIX)
+            .filter(|id| crate::resource::is_file_safe_installation_id(id))
+        else {
+            warn!(
+                path = %dir.file_path(&name).display(),
+                "not an inventory file (<installation id>.json); ignored"
+            );
+            continue;
+        };
+        match load_one(dir, &name, id) {
+            Ok(Some(listing)) => {
+                listings.insert(id.to_owned(), listing);
+            }
+            // Removed since the directory was listed (by the daemon, for `status`).
+            Ok(None) => {}
+            Err(problem) => warn!(
+                path = %dir.file_path(&name).display(),
+                problem = %problem,
+                "inventory file skipped: its installation reads as never listed until a listing succeeds and replaces the file"
+            ),
+        }
+    }
+    Ok(listings)
+}
+
+/// One file's listing; the error says what is wrong with it, never quoting its content.
+fn load_one(dir: &StateDir, name: &str, id: &str) -> Result<Option<Listing>, String> {
+    let Some(file) = dir.open(name, Access::Read).map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let bytes = read_all(&file).map_err(|e| format!("unreadable: {e}"))?;
+    let listing = decode(&bytes)?;
+    if listing.installation_id != id {
+        return Err(format!(
+            "it holds the listing of another installation ({:?})",
+            listing.installation_id
+        ));
+    }
+    Ok(Some(listing))
+}
+
+fn read_all(mut file: &File) -> io::Result<Vec<u8>> {
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0).saturating_add(1));
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Parses a file, once in the common case; the version is read on its own only to tell a
+/// newer file from a damaged one.
+fn decode(bytes: &[u8]) -> Result<Listing, String> {
+    let newer =
+        |found: u32| format!("version {found}, newer than this build reads ({INVENTORY_VERSION})");
+    match serde_json::from_slice::<FileIn>(bytes) {
+        Ok(file) if file.version == INVENTORY_VERSION => Ok(file.listing),
+        Ok(file) if file.version > INVENTORY_VERSION => Err(newer(file.version)),
+        Ok(file) => Err(format!("version {} was never written", file.version)),
+        Err(e) => match serde_json::from_slice::<FileVersion>(bytes) {
+            Ok(probe) if probe.version > INVENTORY_VERSION => Err(newer(probe.version)),
+            _ => Err(format!("corrupt: {} at line {}", json_reason(&e), e.line())),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex as StdMutex;
+
+    use chrono::{TimeZone, Utc};
+
+    use super::*;
+    use crate::resource::{MetadataValue, ResourceInfo};
+    use crate::state::StateStore;
+    use crate::state::file::FileStore;
+
+    fn listing(id: &str, resources: &[&str], hour: u32) -> Listing {
+        let at = Utc
+            .with_ymd_and_hms(2026, 3, 1, hour, 0, 0)
+            .single()
+            .unwrap();
+        let listed = resources
+            .iter()
+            .map(|r| {
+                let mut info = ResourceInfo::configured(id, *r);
+                info.name = Some(format!("name of {r}"));
+                info.status = Some("ready".to_owned());
+                info.metadata
+                    .insert("region".to_owned(), MetadataValue::String("eu".to_owned()));
+                info
+            })
+            .collect();
+        Listing::merge(None, id, at, listed)
+    }
+
+    struct Dir {
+        _tmp: tempfile::TempDir,
+        state: PathBuf,
+    }
+
+    impl Dir {
+        fn new() -> Dir {
+            let tmp = tempfile::tempdir().unwrap();
+            let state = tmp.path().join("state");
+            Dir { _tmp: tmp, state }
+        }
+
+        fn inventory(&self) -> PathBuf {
+            self.state.join(INVENTORY_DIR)
+        }
+
+        fn file(&self, id: &str) -> PathBuf {
+            self.inventory().join(format!("{id}.json"))
+        }
+
+        async fn open(&self) -> FileStore {
+            FileStore::open(&self.state).await.unwrap()
+        }
+    }
+
+    fn ids(listings: &[Arc<Listing>]) -> Vec<&str> {
+        listings
+            .iter()
+            .map(|l| l.installation_id.as_str())
+            .collect()
+    }
+
+    /// (inode, mtime): a rewrite (a rename of a new file) changes it.
+    fn identity(path: &Path) -> (u64, i64, i64) {
+        let meta = std::fs::symlink_metadata(path).unwrap();
+        (meta.ino(), meta.mtime(), meta.mtime_nsec())
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::symlink_metadata(path).unwrap().mode() & 0o7777
+    }
+
+    /// Warnings logged on this thread while `f` runs.
+    fn logged<T>(f: impl FnOnce() -> T) -> (T, String) {
+        #[derive(Clone)]
+        struct Sink(Arc<StdMutex<Vec<u8>>>);
+        impl io::Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Arc::new(StdMutex::new(Vec::new()));
+        let sink = Sink(buffer.clone());
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::WARN)
+            .finish();
+        let result = tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8_lossy(&buffer.lock().unwrap()).into_owned();
+        (result, text)
+    }
+
+    #[tokio::test]
+    async fn listings_survive_a_reopen_in_owner_only_files() {
+        let dir = Dir::new();
+        let store = dir.open().await;
+        assert!(store.listings().is_empty());
+        // A store that never lists has no inventory: it is made at the first write.
+        store.remove_listing("icfg_a").await.unwrap();
+        assert!(!dir.inventory().exists());
+        let a = listing("icfg_a", &["r1", "r2"], 1);
+        let b = listing("icfg_b", &[], 1);
+        let gone = listing("icfg_c", &["r3"], 1)
+            .departed_all(Utc.with_ymd_and_hms(2026, 3, 1, 2, 0, 0).single().unwrap());
+        for l in [&b, &a, &gone] {
+            store.put_listing(l.clone()).await.unwrap();
+        }
+        assert_eq!(ids(&store.listings()), ["icfg_a", "icfg_b", "icfg_c"]);
+        drop(store);
+
+        assert_eq!(mode(&dir.inventory()), 0o700);
+        for id in ["icfg_a", "icfg_b", "icfg_c"] {
+            assert_eq!(mode(&dir.file(id)), 0o600, "{id}");
+        }
+        let text = std::fs::read_to_string(dir.file("icfg_a")).unwrap();
+        assert!(
+            text.starts_with(r#"{"version":1,"listing":{"installation_id":"icfg_a","#),
+            "{text}"
+        );
+
+        let store = dir.open().await;
+        let reopened: Vec<Listing> = store.listings().iter().map(|l| (**l).clone()).collect();
+        assert_eq!(reopened, [a.clone(), b.clone(), gone.clone()]);
+        // Read beside the running store, without its lock.
+        assert_eq!(
+            FileStore::read_listings(&dir.state).unwrap(),
+            [a.clone(), b, gone]
+        );
+
+        store.remove_listing("icfg_b").await.unwrap();
+        store.remove_listing("icfg_b").await.unwrap();
+        assert!(!dir.file("icfg_b").exists());
+        drop(store);
+        assert_eq!(ids(&dir.open().await.listings()), ["icfg_a", "icfg_c"]);
+    }
+
+    #[tokio::test]
+    async fn an_equal_listing_writes_nothing_and_a_changed_one_replaces_the_file() {
+        let dir = Dir::new();
+        let store = dir.open().await;
+        let a = listing("icfg_a", &["r1"], 1);
+        store.put_listing(a.clone()).await.unwrap();
+        let before = identity(&dir.file("icfg_a"));
+        store.put_listing(a.clone()).await.unwrap();
+        assert_eq!(identity(&dir.file("icfg_a")), before);
+
+        // The same resources at a later time is a change (`listed_at` is part of it).
+        let later = Listing::merge(
+            Some(&a),
+            "icfg_a",
+            listing("x", &[], 2).listed_at,
+            a.resources.clone(),
+        );
+        store.put_listing(later.clone()).await.unwrap();
+        assert_ne!(identity(&dir.file("icfg_a")), before);
+        assert_eq!(*store.listings()[0], later);
+        // Only the file: no temporary file is left behind.
+        let mut names = std::fs::read_dir(dir.inventory())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect::<Vec<_>>();
+        names.sort();
+        assert_eq!(names, ["icfg_a.json"]);
+    }
+
+    #[tokio::test]
+    async fn ids_that_are_not_plain_file_names_are_refused_and_nothing_is_written() {
+        let dir = Dir::new();
+        let store = dir.open().await;
+        for bad in [
+            "../icfg_a",
+            "icfg/a",
+            "..",
+            ".",
+            "",
+            "icfg.a",
+            "icfg a",
+            &"x".repeat(129),
+        ] {
+            match store.put_listing(listing(bad, &["r1"], 1)).await {
+                Err(e @ StateError::BadInstallationId { .. }) => {
+                    let text = e.to_string();
+                    assert!(text.contains("A-Z a-z 0-9 _ -"), "{text}");
+                    assert!(!text.contains(&dir.state.display().to_string()), "{text}");
+                }
+                other => panic!("{bad:?}: {other:?}"),
+            }
+            assert!(matches!(
+                store.remove_listing(bad).await,
+                Err(StateError::BadInstallationId { .. })
+            ));
+        }
+        assert!(store.listings().is_empty());
+        assert!(!dir.inventory().exists());
+        assert_eq!(
+            std::fs::read_dir(&dir.state)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .filter(|n| n.contains("icfg"))
+                .count(),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn damaged_files_are_skipped_with_a_warning_the_others_load_and_a_listing_replaces_them()
+    {
+        let dir = Dir::new();
+        let store = dir.open().await;
+        for id in [
+            "icfg_good",
+            "icfg_cut",
+            "icfg_newer",
+            "icfg_other",
+            "icfg_hard",
+        ] {
+            store.put_listing(listing(id, &["r1"], 1)).await.unwrap();
+        }
+        drop(store);
+        let good = std::fs::read(dir.file("icfg_good")).unwrap();
+        let damage = [
+            (
+                "icfg_cut",
+                good[..good.len() / 2].to_vec(),
+                "JSON cut short",
+            ),
+            (
+                "icfg_newer",
+                br#"{"version": 2, "listing": {"shape": "unknown"}}"#.to_vec(),
+                "version 2, newer than this build reads (1)",
+            ),
+            (
+                "icfg_other",
+                good.clone(),
+                "another installation (\"icfg_good\")",
+            ),
+        ];
+        for (id, bytes, _) in &damage {
+            std::fs::write(dir.file(id), bytes).unwrap();
+        }
+        // A second name for a file: refused, as every state file with one is.
+        let hard_before = std::fs::read(dir.file("icfg_hard")).unwrap();
+        std::fs::hard_link(dir.file("icfg_hard"), dir.inventory().join("elsewhere")).unwrap();
+        std::fs::write(dir.inventory().join("notes.txt"), "hello").unwrap();
+
+        // What the daemon's open loads (here on this thread, to see its log).
+        let (loaded, log) = logged(|| {
+            Inventory::open(&StateDir::open_for_writing(&dir.state).unwrap())
+                .unwrap()
+                .listings()
+        });
+        assert_eq!(ids(&loaded), ["icfg_good"]);
+        for (id, _, reason) in &damage {
+            let line = log
+                .lines()
+                .find(|l| l.contains(&format!("{id}.json")))
+                .unwrap_or_else(|| panic!("no warning for {id}: {log}"));
+            assert!(line.contains("WARN"), "{line}");
+            assert!(line.contains(reason), "{line}");
+            assert!(line.contains("reads as never listed"), "{line}");
+        }
+        assert!(
+            log.contains("icfg_hard.json") && log.contains("hard links"),
+            "{log}"
+        );
+        assert!(
+            log.contains("notes.txt") && log.contains("not an inventory file"),
+            "{log}"
+        );
+        // `status` skips the same damage; like `state::read`, it takes a second name as it is.
+        let (read, log) = logged(|| FileStore::read_listings(&dir.state).unwrap());
+        assert_eq!(
+            read.iter()
+                .map(|l| l.installation_id.as_str())
+                .collect::<Vec<_>>(),
+            ["icfg_good", "icfg_hard"]
+        );
+        for (id, _, _) in &damage {
+            assert!(log.contains(&format!("{id}.json")), "{log}");
+        }
+
+        // The daemon's open does the same, and leaves the files as they are.
+        let store = dir.open().await;
+        assert_eq!(ids(&store.listings()), ["icfg_good"]);
+        for (id, bytes, _) in &damage {
+            assert_eq!(&std::fs::read(dir.file(id)).unwrap(), bytes, "{id}");
+        }
+        // Until a listing succeeds and replaces them.
+        for id in ["icfg_cut", "icfg_newer", "icfg_hard"] {
+            store.put_listing(listing(id, &["r2"], 3)).await.unwrap();
+        }
+        drop(store);
+        let store = dir.open().await;
+        assert_eq!(
+            ids(&store.listings()),
+            ["icfg_cut", "icfg_good", "icfg_hard", "icfg_newer"]
+        );
+        // The other name of the hard-linked file still holds what it held.
+        assert_eq!(
+            std::fs::read(dir.inventory().join("elsewhere")).unwrap(),
+            hard_before
+        );
+    }
+
+    #[tokio::test]
+    async fn a_link_in_place_of_an_inventory_file_is_never_followed() {
+        let dir = Dir::new();
+        let store = dir.open().await;
+        store
+            .put_listing(listing("icfg_a", &["r1"], 1))
+            .await
+            .unwrap();
+        drop(store);
+        // A valid listing elsewhere: were the link followed, it would load.
+        let elsewhere = dir._tmp.path().join("planted.json");
+        std::fs::copy(dir.file("icfg_a"), &elsewhere).unwrap();
+        let planted = std::fs::read(&elsewhere).unwrap();
+        std::fs::remove_file(dir.file("icfg_a")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dir.file("icfg_a")).unwrap();
+
+        let (loaded, log) = logged(|| FileStore::read_listings(&dir.state).unwrap());
+        assert!(loaded.is_empty(), "{loaded:?}");
+        assert!(
+            log.contains("icfg_a.json") && log.contains("symbolic link"),
+            "{log}"
+        );
+
+        let store = dir.open().await;
+        assert!(store.listings().is_empty());
+        // The next listing replaces the link itself; its target is untouched.
+        store
+            .put_listing(listing("icfg_a", &["r2"], 2))
+            .await
+            .unwrap();
+        assert!(
+            std::fs::symlink_metadata(dir.file("icfg_a"))
+                .unwrap()
+                .is_file()
+        );
+        assert_eq!(std::fs::read(&elsewhere).unwrap(), planted);
+        assert_eq!(store.listings()[0].resources[0].id, "r2");
+    }
+
+    #[tokio::test]
+    async fn a_link_in_place_of_the_inventory_directory_is_refused_and_its_target_untouched() {
+        let dir = Dir::new();
+        let store = dir.open().await;
+        let target = dir._tmp.path().join("elsewhere");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o700)).unwrap();
+        // Planted before the first write of a running store.
+        std::os::unix::fs::symlink(&target, dir.inventory()).unwrap();
+        match store.put_listing(listing("icfg_a", &["r1"], 1)).await {
+            Err(StateError::Unsafe { path, reason }) => {
+                assert_eq!(path, dir.inventory());
+                assert!(reason.contains("symbolic link"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(store.listings().is_empty());
+        drop(store);
+
+        // Found at open, or by `status`.
+        for result in [
+            FileStore::open(&dir.state).await.map(|_| ()),
+            FileStore::read_listings(&dir.state).map(|_| ()),
+        ] {
+            match result {
+                Err(StateError::Unsafe { path, reason }) => {
+                    assert_eq!(path, dir.inventory());
+                    assert!(reason.contains("symbolic link"), "{reason}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(std::fs::read_dir(&target).unwrap().count(), 0);
+
+        // Not a directory at all: refused too.
+        std::fs::remove_file(dir.inventory()).unwrap();
+        std::fs::write(dir.inventory(), "").unwrap();
+        match FileStore::open(&dir.state).await.map(|_| ()) {
+            Err(StateError::Unsafe { reason, .. }) => {
+                assert!(reason.contains("not a directory"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_inventory_directory_open_to_others_is_refused() {
+        let dir = Dir::new();
+        let store = dir.open().await;
+        store
+            .put_listing(listing("icfg_a", &["r1"], 1))
+            .await
+            .unwrap();
+        drop(store);
+        std::fs::set_permissions(dir.inventory(), std::fs::Permissions::from_mode(0o750)).unwrap();
+        match FileStore::open(&dir.state).await.map(|_| ()) {
+            Err(e @ StateError::Permissions { .. }) => {
+                let text = e.to_string();
+                assert!(text.contains("chmod 700"), "{text}");
+                assert!(
+                    text.contains(&dir.inventory().display().to_string()),
+                    "{text}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // `status` reads it whatever its mode.
+        assert_eq!(FileStore::read_listings(&dir.state).unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn another_users_file_is_skipped_and_replaced_by_the_next_listing() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: needs root to give a file to another user");
+            return;
+        }
+        let dir = Dir::new();
+        let store = dir.open().await;
+        for id in ["icfg_a", "icfg_b"] {
+            store.put_listing(listing(id, &["r1"], 1)).await.unwrap();
+        }
+        drop(store);
+        std::os::unix::fs::chown(dir.file("icfg_a"), Some(65534), Some(65534)).unwrap();
+        let store = dir.open().await;
+        assert_eq!(ids(&store.listings()), ["icfg_b"]);
+        // `status` (no owner to check against) reads it.
+        assert_eq!(FileStore::read_listings(&dir.state).unwrap().len(), 2);
+        store
+            .put_listing(listing("icfg_a", &["r1"], 2))
+            .await
+            .unwrap();
+        assert_eq!(std::fs::metadata(dir.file("icfg_a")).unwrap().uid(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_write_cut_short_by_a_crash_is_removed_at_open_and_never_read() {
+        let dir = Dir::new();
+        let store = dir.open().await;
+        let a = listing("icfg_a", &["r1"], 1);
+        store.put_listing(a.clone()).await.unwrap();
+        drop(store);
+        let tmp = dir.inventory().join("icfg_a.json.tmp");
+        std::fs::write(&tmp, r#"{"version":1,"listing":{"install"#).unwrap();
+        // `status` ignores it and removes nothing.
+        let (loaded, log) = logged(|| FileStore::read_listings(&dir.state).unwrap());
+        assert_eq!(loaded, std::slice::from_ref(&a));
+        assert!(log.is_empty(), "{log}");
+        assert!(tmp.exists());
+
+        let store = dir.open().await;
+        assert_eq!(*store.listings()[0], a);
+        assert!(!tmp.exists());
+    }
+
+    #[test]
+    fn no_state_or_no_inventory_reads_as_none() {
+        let dir = Dir::new();
+        assert!(FileStore::read_listings(&dir.state).unwrap().is_empty());
+        std::fs::create_dir(&dir.state).unwrap();
+        assert!(FileStore::read_listings(&dir.state).unwrap().is_empty());
+        assert!(!dir.inventory().exists());
+    }
+
+    /// 20,000 installations (100,000 resources) load at open: the time is printed (run with
+    /// `--nocapture`), never asserted. The goal is well under a second in a release build.
+    #[tokio::test]
+    async fn twenty_thousand_listings_load_at_open() {
+        const INSTALLATIONS: usize = 20_000;
+        let dir = Dir::new();
+        drop(dir.open().await);
+        std::fs::create_dir(dir.inventory()).unwrap();
+        std::fs::set_permissions(dir.inventory(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let template = listing("icfg_0", &["r1", "r2", "r3", "r4", "r5"], 1);
+        for i in 0..INSTALLATIONS {
+            let id = format!("icfg_{i:05}");
+            let mut l = template.clone();
+            l.installation_id = id.clone();
+            for r in &mut l.resources {
+                r.installation_id = id.clone();
+            }
+            let bytes = serde_json::to_vec(&FileOut {
+                version: INVENTORY_VERSION,
+                listing: &l,
+            })
+            .unwrap();
+            std::fs::write(dir.file(&id), bytes).unwrap();
+        }
+        let started = std::time::Instant::now();
+        let store = dir.open().await;
+        let elapsed = started.elapsed();
+        assert_eq!(store.listings().len(), INSTALLATIONS);
+        let bytes = std::fs::metadata(dir.file("icfg_00000")).unwrap().len();
+        println!(
+            "opened a store with {INSTALLATIONS} inventory files ({bytes} bytes each, 5 resources) in {elapsed:?} ({} build)",
+            if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            }
+        );
+    }
+}
