@@ -13,6 +13,8 @@
 //! - [`token`]: each installation's Vercel token, into a `SecretString`: read from a file, an
 //!   environment variable or a systemd credential, or asked of a token command and cached
 //!   until near its end ([`token::cache`], keyed by installation id).
+//! - [`discovery`]: where discovered installations come from (`installations-dir` or
+//!   `installations-command`), read afresh at each pass; a failure is never an empty set.
 //! - [`schedule`]: cron (crontab semantics) and `every` schedules in a time zone, DST-correct.
 //! - [`resource`]: what is known of one resource (ids, and for a discovered one its name,
 //!   product, status and metadata); not secret, imports nothing of the crate.

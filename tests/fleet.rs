@@ -333,13 +333,15 @@ async fn installations_and_resources_that_come_and_go_under_a_running_daemon() {
     )
     .await;
 
-    // One unreadable token (mode 0644) leaves the others rotating.
-    f.install(C, &[("db_c1", listing("prod_pg", "ready", "pro"))]);
-    std::fs::set_permissions(
-        f.installations().join(format!("{C}.token")),
-        std::fs::Permissions::from_mode(0o644),
-    )
-    .unwrap();
+    // One unreadable token (mode 0644 from the start) leaves the others rotating.
+    f.fake.add_installation(C, &token(C));
+    f.fake.add_resource(C, "db_c1");
+    f.fake
+        .set_listing(C, "db_c1", listing("prod_pg", "ready", "pro"));
+    let c_file = f.installations().join(format!("{C}.token.tmp"));
+    std::fs::write(&c_file, token(C)).unwrap();
+    std::fs::set_permissions(&c_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::rename(&c_file, f.installations().join(format!("{C}.token"))).unwrap();
     let before = f.url_of(B, "db_b1");
     wait_for(
         Duration::from_secs(20),

@@ -478,7 +478,9 @@ fn validate_policy(
     }
     if let Some(InstallationScope::Listed(list)) = &installations_scope {
         for entry in list {
-            if !raw_installations.contains_key(entry) && !crate::resource::is_file_safe_installation_id(entry) {
+            if !raw_installations.contains_key(entry)
+                && !crate::resource::is_file_safe_installation_id(entry)
+            {
                 v.problem(
                     p.installations.as_ref().map(|i| i.span()),
                     format!("{key}: installations"),

@@ -15,5 +15,6 @@ pub mod installations;
 pub mod list;
 pub mod watch;
 
+pub use installations::{FindError, Found, Seen, find};
 pub use list::{ListError, Lister, VercelLister};
 pub use watch::Update;

@@ -94,9 +94,7 @@ impl StateError {
     pub fn is_fatal(&self) -> bool {
         matches!(self, StateError::WriterGone)
     }
-}
 
-impl StateError {
     /// Refuses `id` as an inventory file's name unless it can be one.
     pub(crate) fn check_installation_id(id: &str) -> Result<(), StateError> {
         if crate::resource::is_file_safe_installation_id(id) {

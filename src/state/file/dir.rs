@@ -8,8 +8,12 @@
 //! closed to group and others; one owned by another user is refused whole, so a root run
 //! never leaves root-owned files that lock the service out of its own state.
 //!
-//! The checks cost one `fstat` per file at open (the journal and the lock stay open), and the
-//! snapshot's temporary file is created with `O_EXCL`: nothing here runs per write.
+//! A subdirectory (the inventory's) is reached the same way, relative to the state directory
+//! and never through a link, and checked as the state directory is.
+//!
+//! The checks cost one `fstat` per file at open (the journal and the lock stay open), and a
+//! file replaced whole (the snapshot, an inventory file) is written to a temporary file
+//! created with `O_EXCL` and renamed over it: nothing here runs per journal write.
 
 use std::ffi::OsStr;
 use std::fs::{DirBuilder, File, Metadata};
@@ -112,6 +116,15 @@ impl StateDir {
         }))
     }
 
+    /// A second handle on the same directory (its own descriptor), checked the same way.
+    pub(super) fn try_clone(&self) -> Result<StateDir, StateError> {
+        Ok(StateDir {
+            path: self.path.clone(),
+            fd: self.fd.try_clone().map_err(io_error(&self.path))?,
+            owner: self.owner,
+        })
+    }
+
     pub(super) fn path(&self) -> &Path {
         &self.path
     }
@@ -200,14 +213,19 @@ impl StateDir {
         self.sync()
     }
 
-    /// Opens the subdirectory `name`, never through a symbolic link. To write (the store's
-    /// own directory): created 0700 if missing, and checked like the state directory (owned
-    /// by this user, closed to group and others). To read (`status`, whoever runs it): `None`
-    /// when missing, refused only as a link or not a directory.
-    pub(super) fn open_subdir(&self, name: &str) -> Result<Option<StateDir>, StateError> {
+    /// Opens the subdirectory `name`, never through a symbolic link: `None` when missing,
+    /// unless `create` (opened to write only) makes it, 0700. Opened to write (the store's
+    /// own directory), it is checked like the state directory: owned by this user, closed to
+    /// group and others. Opened to read (`status`, whoever runs it), it is refused only as a
+    /// link or not a directory.
+    pub(super) fn open_subdir(
+        &self,
+        name: &str,
+        create: bool,
+    ) -> Result<Option<StateDir>, StateError> {
         let path = self.file_path(name);
         let mut created = false;
-        if self.owner.is_some() {
+        if create && self.owner.is_some() {
             match rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(DIR_MODE)) {
                 Ok(()) => created = true,
                 Err(Errno::EXIST) => {}
@@ -217,7 +235,7 @@ impl StateDir {
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let fd = match rustix::fs::openat(&self.fd, name, flags, Mode::empty()) {
             Ok(fd) => File::from(fd),
-            Err(Errno::NOENT) if self.owner.is_none() => return Ok(None),
+            Err(Errno::NOENT) if !created => return Ok(None),
             // A link gives one or the other, depending on which check the kernel makes first.
             Err(errno @ (Errno::LOOP | Errno::NOTDIR)) => {
                 return Err(self.explain_subdir_error(name, errno));

@@ -73,34 +73,71 @@ struct FileVersion {
 /// The inventory of an open store: every listing in memory, as of the last write, and the
 /// directory they are written to.
 pub(super) struct Inventory {
-    dir: Arc<StateDir>,
+    /// `inventory/`, created at the first write: a store that never lists has none.
+    dir: Arc<InventoryDir>,
     listings: Arc<RwLock<Listings>>,
     /// Held across a write, including its blocking part: a caller that gives up waiting
     /// does not let a second write of the same file start beside the first.
     stripes: Vec<Arc<Mutex<()>>>,
 }
 
+/// The inventory's directory, opened when the store opens if it exists, else made at the
+/// first write.
+struct InventoryDir {
+    /// The state directory (a descriptor of its own), to make `inventory/` in.
+    state: StateDir,
+    opened: std::sync::Mutex<Option<Arc<StateDir>>>,
+}
+
+impl InventoryDir {
+    /// `inventory/`, made (0700) if it is not there yet. Blocking.
+    fn get_or_make(&self) -> Result<Arc<StateDir>, StateError> {
+        let mut opened = self.opened.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(dir) = &*opened {
+            return Ok(dir.clone());
+        }
+        let path = self.state.file_path(INVENTORY_DIR);
+        let dir = Arc::new(
+            self.state
+                .open_subdir(INVENTORY_DIR, true)?
+                // Made when missing: this is a guard, not a path taken.
+                .ok_or_else(|| io_error(&path)(io::ErrorKind::NotFound.into()))?,
+        );
+        *opened = Some(dir.clone());
+        Ok(dir)
+    }
+
+    /// `inventory/` if it is there (nothing to remove from otherwise).
+    fn get(&self) -> Option<Arc<StateDir>> {
+        self.opened
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
 impl Inventory {
-    /// Opens `inventory/` in the store's directory (created 0700 if missing, refused when it
-    /// is a link, another user's, or open to group or others), removes temporary files left
-    /// by a crash and loads every listing. Blocking: called while the store opens.
+    /// Opens `inventory/` in the store's directory if it is there (refused when it is a
+    /// link, not a directory, another user's, or open to group or others), removes temporary
+    /// files left by a crash and loads every listing. Blocking: called while the store opens.
     pub(super) fn open(state: &StateDir) -> Result<Inventory, StateError> {
-        let Some(dir) = state.open_subdir(INVENTORY_DIR)? else {
-            // Opening to write creates it; this is a guard, not a path taken.
-            return Err(io_error(&state.file_path(INVENTORY_DIR))(
-                io::ErrorKind::NotFound.into(),
-            ));
-        };
+        let dir = state.open_subdir(INVENTORY_DIR, false)?;
         let started = std::time::Instant::now();
-        let listings = load(&dir, true)?;
+        let listings = match &dir {
+            Some(dir) => load(dir, true)?,
+            None => BTreeMap::new(),
+        };
         debug!(
-            dir = %dir.path().display(),
+            dir = %state.file_path(INVENTORY_DIR).display(),
             listings = listings.len(),
             elapsed = ?started.elapsed(),
             "inventory loaded"
         );
         Ok(Inventory {
-            dir: Arc::new(dir),
+            dir: Arc::new(InventoryDir {
+                state: state.try_clone()?,
+                opened: std::sync::Mutex::new(dir.map(Arc::new)),
+            }),
             listings: Arc::new(RwLock::new(
                 listings
                     .into_iter()
@@ -137,9 +174,10 @@ impl Inventory {
             return Ok(());
         }
         let (dir, listings) = (self.dir.clone(), self.listings.clone());
-        run_blocking(&self.dir, move || {
+        run_blocking(&self.dir.state, move || {
             let _turn = turn;
-            write_listing(&dir, &listing)?;
+            let inventory = dir.get_or_make()?;
+            write_listing(&inventory, &listing)?;
             // Only now, with the file durable, is it what `listings` shows. Done here, not
             // after the await, so a caller that gives up waiting leaves no difference
             // between the map and the disk.
@@ -158,10 +196,12 @@ impl Inventory {
         let turn = self.stripe(installation_id).lock_owned().await;
         let (dir, listings) = (self.dir.clone(), self.listings.clone());
         let id = installation_id.to_owned();
-        run_blocking(&self.dir, move || {
+        run_blocking(&self.dir.state, move || {
             let _turn = turn;
             // A damaged file of this installation goes too: it was asked to be forgotten.
-            if dir.remove_if_present(&format!("{id}{SUFFIX}"))? {
+            if let Some(dir) = dir.get()
+                && dir.remove_if_present(&format!("{id}{SUFFIX}"))?
+            {
                 dir.sync()?;
             }
             listings
@@ -185,7 +225,7 @@ impl Inventory {
 /// the daemon runs): none when there is no inventory yet. Whoever runs it, files are still
 /// never read through a link; a damaged file is logged and left out.
 pub(super) fn read(state: &StateDir) -> Result<Vec<Listing>, StateError> {
-    match state.open_subdir(INVENTORY_DIR)? {
+    match state.open_subdir(INVENTORY_DIR, false)? {
         Some(dir) => Ok(load(&dir, false)?.into_values().collect()),
         None => Ok(Vec::new()),
     }
@@ -230,10 +270,10 @@ fn load(dir: &StateDir, writing: bool) -> Result<BTreeMap<String, Listing>, Stat
         if let Some(id) = name.strip_suffix(TMP_SUFFIX)
             && crate::resource::is_file_safe_installation_id(id)
         {
-            if writing {
-                // A write cut short by a crash, never acknowledged: the file beside it holds
-                // the last listing that was.
-                dir.remove(&name)?;
+            // A write cut short by a crash, never acknowledged: the file beside it holds the
+            // last listing that was. Left there if it cannot go: the next write replaces it.
+            if writing && let Err(e) = dir.remove(&name) {
+                warn!("could not remove a temporary inventory file left by a crash: {e}");
             }
             continue;
         }
@@ -406,6 +446,9 @@ mod tests {
         let dir = Dir::new();
         let store = dir.open().await;
         assert!(store.listings().is_empty());
+        // A store that never lists has no inventory: it is made at the first write.
+        store.remove_listing("icfg_a").await.unwrap();
+        assert!(!dir.inventory().exists());
         let a = listing("icfg_a", &["r1", "r2"], 1);
         let b = listing("icfg_b", &[], 1);
         let gone = listing("icfg_c", &["r3"], 1)
@@ -499,7 +542,7 @@ mod tests {
             ));
         }
         assert!(store.listings().is_empty());
-        assert_eq!(std::fs::read_dir(dir.inventory()).unwrap().count(), 0);
+        assert!(!dir.inventory().exists());
         assert_eq!(
             std::fs::read_dir(&dir.state)
                 .unwrap()
@@ -652,13 +695,23 @@ mod tests {
     #[tokio::test]
     async fn a_link_in_place_of_the_inventory_directory_is_refused_and_its_target_untouched() {
         let dir = Dir::new();
-        drop(dir.open().await);
+        let store = dir.open().await;
         let target = dir._tmp.path().join("elsewhere");
         std::fs::create_dir(&target).unwrap();
         std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o700)).unwrap();
-        std::fs::remove_dir(dir.inventory()).unwrap();
+        // Planted before the first write of a running store.
         std::os::unix::fs::symlink(&target, dir.inventory()).unwrap();
+        match store.put_listing(listing("icfg_a", &["r1"], 1)).await {
+            Err(StateError::Unsafe { path, reason }) => {
+                assert_eq!(path, dir.inventory());
+                assert!(reason.contains("symbolic link"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(store.listings().is_empty());
+        drop(store);
 
+        // Found at open, or by `status`.
         for result in [
             FileStore::open(&dir.state).await.map(|_| ()),
             FileStore::read_listings(&dir.state).map(|_| ()),
@@ -687,7 +740,12 @@ mod tests {
     #[tokio::test]
     async fn an_inventory_directory_open_to_others_is_refused() {
         let dir = Dir::new();
-        drop(dir.open().await);
+        let store = dir.open().await;
+        store
+            .put_listing(listing("icfg_a", &["r1"], 1))
+            .await
+            .unwrap();
+        drop(store);
         std::fs::set_permissions(dir.inventory(), std::fs::Permissions::from_mode(0o750)).unwrap();
         match FileStore::open(&dir.state).await.map(|_| ()) {
             Err(e @ StateError::Permissions { .. }) => {
@@ -701,7 +759,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // `status` reads it whatever its mode.
-        assert!(FileStore::read_listings(&dir.state).unwrap().is_empty());
+        assert_eq!(FileStore::read_listings(&dir.state).unwrap().len(), 1);
     }
 
     #[tokio::test]
@@ -739,7 +797,7 @@ mod tests {
         std::fs::write(&tmp, r#"{"version":1,"listing":{"install"#).unwrap();
         // `status` ignores it and removes nothing.
         let (loaded, log) = logged(|| FileStore::read_listings(&dir.state).unwrap());
-        assert_eq!(loaded, [a.clone()]);
+        assert_eq!(loaded, std::slice::from_ref(&a));
         assert!(log.is_empty(), "{log}");
         assert!(tmp.exists());
 
@@ -764,6 +822,8 @@ mod tests {
         const INSTALLATIONS: usize = 20_000;
         let dir = Dir::new();
         drop(dir.open().await);
+        std::fs::create_dir(dir.inventory()).unwrap();
+        std::fs::set_permissions(dir.inventory(), std::fs::Permissions::from_mode(0o700)).unwrap();
         let template = listing("icfg_0", &["r1", "r2", "r3", "r4", "r5"], 1);
         for i in 0..INSTALLATIONS {
             let id = format!("icfg_{i:05}");
