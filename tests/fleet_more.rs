@@ -1,0 +1,311 @@
+//! More of fleets end to end (issue 11), through the real binary against the fake Vercel:
+//! installations from a command with tokens from a command, a 401 on the listing, templates
+//! in a provider's arguments, `check` with `[discovery]`, the config's refusals, a postgres
+//! policy serving several discovered resources, and two policies on one secret.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use serde_json::{Map, Value, json};
+
+use crate::common::cli;
+use crate::common::fake_vercel::{FakeVercel, Listing};
+
+const A: &str = "icfg_moreA";
+const B: &str = "icfg_moreB";
+/// The token command's answer for an installation in `per-id` mode.
+fn token(id: &str) -> String {
+    format!("tok_{id}_CANARY_5d1e")
+}
+/// In `counter` mode the token command answers this followed by its call number.
+const COUNTER_PREFIX: &str = "tok_counter_CANARY_93b7_";
+
+fn listing(product: &str, metadata: &[(&str, &str)]) -> Listing {
+    let mut map = Map::new();
+    for (k, v) in metadata {
+        map.insert((*k).into(), json!(v));
+    }
+    Listing {
+        name: None,
+        product_id: Some(product.into()),
+        status: Some("ready".into()),
+        metadata: map,
+    }
+}
+
+fn assert_exit(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout:\n{}\nstderr:\n{}",
+        cli::stdout(out),
+        cli::stderr(out)
+    );
+}
+
+fn write_program(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).unwrap();
+}
+
+/// A fleet whose installations come from a python3 stand-in for the partner's
+/// `installations-command` (answering the ids in `ids.txt`, failing while `fail` exists) and
+/// whose tokens come from a stand-in `token-command`.
+struct Scene {
+    fake: FakeVercel,
+    dir: tempfile::TempDir,
+}
+
+impl Scene {
+    async fn new() -> Scene {
+        let fake = FakeVercel::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let s = Scene { fake, dir };
+        write_program(
+            &s.path("installations-cmd"),
+            &format!(
+                r#"#!/usr/bin/env python3
+import json, os, sys
+req = json.load(sys.stdin)
+assert req == {{"action": "installations"}}, req
+if os.path.exists({fail:?}):
+    sys.stderr.write("inventory service down\n")
+    sys.exit(1)
+ids = [l.strip() for l in open({ids:?}) if l.strip()]
+json.dump({{"installations": [{{"id": i}} for i in ids], "generated_at": 1}}, sys.stdout)
+"#,
+                fail = s.path("fail").display().to_string(),
+                ids = s.path("ids.txt").display().to_string(),
+            ),
+        );
+        write_program(
+            &s.path("token-cmd"),
+            &format!(
+                r#"#!/usr/bin/env python3
+import json, sys
+req = json.load(sys.stdin)
+log = {log:?}
+with open(log, "a") as f:
+    f.write(json.dumps(req) + "\n")
+n = sum(1 for _ in open(log))
+if sys.argv[1] == "counter":
+    token = {prefix:?} + str(n)
+else:
+    token = "tok_" + req["installation_id"] + "_CANARY_5d1e"
+sys.stderr.write("issued " + token + "\n")
+json.dump({{"token": token, "expires_in": 3600}}, sys.stdout)
+"#,
+                log = s.path("token-calls.jsonl").display().to_string(),
+                prefix = COUNTER_PREFIX,
+            ),
+        );
+        s
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The installations the command answers from now on.
+    fn answer(&self, ids: &[&str]) {
+        std::fs::write(self.path("ids.txt"), ids.join("\n")).unwrap();
+    }
+
+    fn fail_command(&self, fail: bool) {
+        if fail {
+            std::fs::write(self.path("fail"), "").unwrap();
+        } else {
+            let _ = std::fs::remove_file(self.path("fail"));
+        }
+    }
+
+    fn token_calls(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.path("token-calls.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// A config with `[discovery]` from the two commands (`token_mode`: `per-id` or
+    /// `counter`), followed by `policies`.
+    fn config(&self, token_mode: &str, policies: &str) -> PathBuf {
+        let path = self.path("config.toml");
+        let text = format!(
+            r#"[vercel]
+api-url = "{url}"
+request-timeout = "2s"
+retry-deadline = "3s"
+
+[state]
+dir = "{state}"
+
+[discovery]
+installations-command = ["{icmd}"]
+token-command = ["{tcmd}", "{token_mode}"]
+every = "10m"
+
+{policies}"#,
+            url = self.fake.url(),
+            state = self.path("state").display(),
+            icmd = self.path("installations-cmd").display(),
+            tcmd = self.path("token-cmd").display(),
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    async fn run(&self, config: &Path, args: &[&str]) -> Output {
+        let mut all = vec!["--config".to_owned(), config.display().to_string()];
+        all.extend(args.iter().map(|s| (*s).to_owned()));
+        cli::run_async(all, vec![("RUST_LOG".to_owned(), "debug".to_owned())]).await
+    }
+
+    fn secret(&self, installation: &str, resource: &str, name: &str) -> Option<String> {
+        self.fake
+            .secrets(installation, resource)
+            .get(name)
+            .map(|s| s.value.clone())
+    }
+
+    async fn status_json(&self, config: &Path) -> Value {
+        let out = self.run(config, &["status", "--json"]).await;
+        assert_exit(&out, 0);
+        serde_json::from_str(&cli::stdout(&out)).unwrap()
+    }
+}
+
+fn in_config(status: &Value, policy: &str, resource: &str) -> Option<bool> {
+    status["resources"].as_array()?.iter().find_map(|r| {
+        (r["key"]["policy"] == policy && r["key"]["resource"] == resource)
+            .then(|| r["in_config"].as_bool().unwrap_or(false))
+    })
+}
+
+const RANDOM_POLICY: &str = r#"[[policies]]
+name = "pg-all"
+installations = "*"
+resources = { product-ids = ["prod_pg"] }
+every = "30d"
+provider = { kind = "random", length = 32, charset = "hex" }
+
+[[policies.secrets]]
+name = "DB_PASSWORD"
+value = "{password}"
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn installations_from_a_command_are_listed_rotated_and_wound_down_when_dropped() {
+    let s = Scene::new().await;
+    for (i, r) in [(A, "db_a1"), (B, "db_b1")] {
+        s.fake.add_installation(i, &token(i));
+        s.fake.add_resource(i, r);
+        s.fake.set_listing(i, r, listing("prod_pg", &[]));
+    }
+    s.fake.add_resource(A, "kv_a2");
+    s.fake.set_listing(A, "kv_a2", listing("prod_redis", &[]));
+    s.answer(&[A, B]);
+    let config = s.config("per-id", RANDOM_POLICY);
+
+    let out = s.run(&config, &["run", "--once"]).await;
+    assert_exit(&out, 0);
+    let a1 = s.secret(A, "db_a1", "DB_PASSWORD").expect("db_a1 rotated");
+    let b1 = s.secret(B, "db_b1", "DB_PASSWORD").expect("db_b1 rotated");
+    assert!(
+        s.secret(A, "kv_a2", "DB_PASSWORD").is_none(),
+        "not selected"
+    );
+    // Each installation asked the token command with its own id (the fake takes only that).
+    let mut asked: Vec<String> = s
+        .token_calls()
+        .iter()
+        .map(|c| c["installation_id"].as_str().unwrap().to_owned())
+        .collect();
+    asked.sort();
+    asked.dedup();
+    assert_eq!(asked, [A, B]);
+    let all = format!("{}{}", cli::stdout(&out), cli::stderr(&out));
+    assert!(!all.contains("CANARY"), "a token leaked:\n{all}");
+
+    // The command stops answering B: B's resource gets no new rotation and leaves the config.
+    s.answer(&[A]);
+    let out = s.run(&config, &["run", "--once"]).await;
+    assert_exit(&out, 0);
+    let a1_again = s.secret(A, "db_a1", "DB_PASSWORD").unwrap();
+    assert_ne!(a1_again, a1, "db_a1 is rotated again");
+    assert_eq!(
+        s.secret(B, "db_b1", "DB_PASSWORD").as_deref(),
+        Some(b1.as_str()),
+        "a dropped installation's resource was rotated"
+    );
+    let status = s.status_json(&config).await;
+    assert_eq!(
+        in_config(&status, "pg-all", "db_a1"),
+        Some(true),
+        "{status}"
+    );
+    assert_ne!(
+        in_config(&status, "pg-all", "db_b1"),
+        Some(true),
+        "{status}"
+    );
+
+    // A failing installations-command changes nothing: A is still known and rotated, and
+    // B does not come back.
+    s.fail_command(true);
+    let out = s.run(&config, &["run", "--once"]).await;
+    assert_exit(&out, 0);
+    assert!(
+        cli::stderr(&out).contains("inventory service down"),
+        "the failure is logged:\n{}",
+        cli::stderr(&out)
+    );
+    assert_ne!(s.secret(A, "db_a1", "DB_PASSWORD").unwrap(), a1_again);
+    assert_eq!(s.secret(B, "db_b1", "DB_PASSWORD"), Some(b1));
+    let status = s.status_json(&config).await;
+    assert_eq!(
+        in_config(&status, "pg-all", "db_a1"),
+        Some(true),
+        "{status}"
+    );
+    assert_ne!(
+        in_config(&status, "pg-all", "db_b1"),
+        Some(true),
+        "{status}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_401_on_the_listing_asks_the_token_command_once_more() {
+    let s = Scene::new().await;
+    // The fake takes only the second token the command hands out.
+    s.fake.add_installation(A, &format!("{COUNTER_PREFIX}2"));
+    s.fake.add_resource(A, "db_a1");
+    s.fake.set_listing(A, "db_a1", listing("prod_pg", &[]));
+    s.answer(&[A]);
+    let config = s.config("counter", RANDOM_POLICY);
+    let mut all = vec!["--config".to_owned(), config.display().to_string()];
+    all.extend(["run", "--once"].map(str::to_owned));
+    let out = cli::run_async(all, vec![("RUST_LOG".to_owned(), "trace".to_owned())]).await;
+    assert_exit(&out, 0);
+    assert!(s.secret(A, "db_a1", "DB_PASSWORD").is_some(), "rotated");
+    assert_eq!(s.token_calls().len(), 2, "{:?}", s.token_calls());
+    // The listing was refused once, then taken.
+    let lists: Vec<_> = s
+        .fake
+        .answers()
+        .into_iter()
+        .filter(|a| a.method == "GET" && a.path.ends_with("/resources"))
+        .map(|a| a.status)
+        .collect();
+    assert_eq!(lists, [Some(401), Some(200)]);
+    let (stdout, stderr) = (cli::stdout(&out), cli::stderr(&out));
+    assert!(stderr.lines().count() > 5, "trace logging is on: {stderr}");
+    for (what, text) in [("stdout", &stdout), ("stderr", &stderr)] {
+        assert!(
+            !text.contains("CANARY"),
+            "a token leaked to {what}:\n{text}"
+        );
+    }
+}
