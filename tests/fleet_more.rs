@@ -6,11 +6,14 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::str::FromStr;
 
 use serde_json::{Map, Value, json};
 
 use crate::common::cli;
 use crate::common::fake_vercel::{FakeVercel, Listing};
+use crate::common::pg_cluster::PgCluster;
+use crate::common::services::{unique_id, write_file};
 
 const A: &str = "icfg_moreA";
 const B: &str = "icfg_moreB";
@@ -308,4 +311,92 @@ async fn a_401_on_the_listing_asks_the_token_command_once_more() {
             "a token leaked to {what}:\n{text}"
         );
     }
+}
+
+/// Issue 11: one postgres policy serves every discovered `prod_pg` resource of the fleet
+/// (three, in two installations) on the real server, with one admin file and users templated
+/// per resource; each resource's pushed password logs in as its own user and as no other's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_postgres_policy_serves_several_discovered_resources_each_as_its_own_users() {
+    let Some(pg) = PgCluster::start_or_skip("fleet_postgres_several_discovered_resources") else {
+        return;
+    };
+    let uid = unique_id();
+    let resources = [
+        (A, format!("db_{uid}_1")),
+        (A, format!("db_{uid}_2")),
+        (B, format!("db_{uid}_3")),
+    ];
+    let roles: Vec<String> = resources
+        .iter()
+        .flat_map(|(_, r)| [format!("{r}_a"), format!("{r}_b")])
+        .collect();
+    pg.create_login_roles(&roles.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
+    let s = Scene::new().await;
+    for i in [A, B] {
+        s.fake.add_installation(i, &token(i));
+    }
+    for (i, r) in &resources {
+        s.fake.add_resource(i, r);
+        s.fake.set_listing(i, r, listing("prod_pg", &[]));
+    }
+    // Another product in the same installation: not selected (it has no roles to rotate).
+    s.fake.add_resource(A, "kv_other");
+    s.fake
+        .set_listing(A, "kv_other", listing("prod_redis", &[]));
+    s.answer(&[A, B]);
+    let admin = write_file(s.dir.path(), "admin.url", &pg.superuser_url(), 0o600);
+    let config = s.config(
+        "per-id",
+        &format!(
+            r#"[[policies]]
+name = "pg-fleet"
+installations = "*"
+resources = {{ product-ids = ["prod_pg"] }}
+every = "30d"
+grace = "1s"
+provider = {{ kind = "postgres", admin-url-file = "{admin}", users = ["{{resource.id}}_a", "{{resource.id}}_b"], timeout = "10s" }}
+
+[[policies.secrets]]
+name = "DATABASE_URL"
+value = "postgres://{{username}}:{{password}}@{{host}}:{{port}}/{{database}}"
+"#,
+            admin = admin.display(),
+        ),
+    );
+    let out = s.run(&config, &["run", "--once"]).await;
+    assert_exit(&out, 0);
+    assert!(s.fake.secrets(A, "kv_other").is_empty(), "not selected");
+    let pushed: Vec<(String, String)> = resources
+        .iter()
+        .map(|(i, r)| {
+            let url = s
+                .secret(i, r, "DATABASE_URL")
+                .unwrap_or_else(|| panic!("{r}: nothing pushed"));
+            let parsed = tokio_postgres::Config::from_str(&url).unwrap();
+            let user = parsed.get_user().unwrap_or_default().to_owned();
+            let password =
+                String::from_utf8_lossy(parsed.get_password().unwrap_or_default()).into_owned();
+            assert_eq!(user, format!("{r}_a"), "{r} pushes its own first user");
+            (user, password)
+        })
+        .collect();
+    for (n, (user, password)) in pushed.iter().enumerate() {
+        if let Err(e) = pg.login(user, password).await {
+            panic!("{user} cannot log in with its pushed password: {e:?}");
+        }
+        for (m, (other, _)) in pushed.iter().enumerate() {
+            if m != n {
+                assert!(
+                    pg.login(other, password).await.is_err(),
+                    "{user}'s password logs in as {other}"
+                );
+            }
+        }
+    }
+    // Only the users the three rotations named got a password.
+    let mut want: Vec<String> = pushed.iter().map(|(u, _)| u.clone()).collect();
+    want.sort();
+    assert_eq!(pg.roles_with_password().await, want);
 }
