@@ -400,3 +400,93 @@ value = "postgres://{{username}}:{{password}}@{{host}}:{{port}}/{{database}}"
     want.sort();
     assert_eq!(pg.roles_with_password().await, want);
 }
+
+/// A command provider that records its argv and request per resource and answers with a
+/// credential named after the resource.
+const RECORDING_PROVIDER: &str = r#"
+import json, os, sys
+request = json.load(sys.stdin)
+out = os.path.join(os.path.dirname(os.path.abspath(sys.argv[0])), "calls")
+os.makedirs(out, exist_ok=True)
+with open(os.path.join(out, request["action"] + "-" + request["resource"] + ".json"), "w") as f:
+    json.dump({"argv": sys.argv[1:], "request": request}, f)
+if request["action"] == "create":
+    print(json.dumps({"handle": "key-" + request["rotation_id"], "fields": {"password": "pw-" + request["resource"]}}))
+else:
+    print("{}")
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_metadata_template_in_a_providers_argument_and_a_resource_lacking_the_key() {
+    let s = Scene::new().await;
+    s.fake.add_installation(A, &token(A));
+    for (r, region) in [
+        ("api_r1", Some("eu-west")),
+        ("api_r2", Some("us-east")),
+        ("api_r3", None),
+    ] {
+        s.fake.add_resource(A, r);
+        let metadata: Vec<(&str, &str)> = region.map(|v| ("region", v)).into_iter().collect();
+        s.fake.set_listing(A, r, listing("prod_api", &metadata));
+    }
+    s.answer(&[A]);
+    let script = s.path("provider.py");
+    std::fs::write(&script, RECORDING_PROVIDER).unwrap();
+    let config = s.config(
+        "per-id",
+        &format!(
+            r#"[[policies]]
+name = "api-keys"
+installations = "*"
+resources = {{ product-ids = ["prod_api"] }}
+every = "30d"
+provider = {{ kind = "command", command = ["/usr/bin/env", "python3", "{script}", "--region={{resource.metadata.region}}", "{{resource.id}}"] }}
+
+[[policies.secrets]]
+name = "API_KEY"
+value = "{{password}}"
+"#,
+            script = script.display()
+        ),
+    );
+    let out = s.run(&config, &["run", "--once"]).await;
+    assert_exit(&out, 1);
+    for (r, region) in [("api_r1", "eu-west"), ("api_r2", "us-east")] {
+        let path = s.path("calls").join(format!("create-{r}.json"));
+        let call: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| {
+                panic!(
+                    "{r}: the provider was not called ({e})\n{}",
+                    cli::stdout(&out)
+                )
+            }))
+            .unwrap();
+        assert_eq!(
+            call["argv"],
+            json!([format!("--region={region}"), r]),
+            "{call}"
+        );
+        assert_eq!(call["request"]["installation_id"], A, "{call}");
+        assert_eq!(
+            call["request"]["resource_info"]["metadata"]["region"], region,
+            "{call}"
+        );
+        assert_eq!(call["request"]["resource_info"]["product_id"], "prod_api");
+        assert_eq!(
+            s.secret(A, r, "API_KEY").as_deref(),
+            Some(format!("pw-{r}").as_str())
+        );
+    }
+    // The resource without the key fails alone, before its provider runs.
+    assert!(!s.path("calls").join("create-api_r3.json").exists());
+    assert!(s.secret(A, "api_r3", "API_KEY").is_none());
+    let stdout = cli::stdout(&out);
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("api-keys/api_r3:"))
+        .unwrap_or_else(|| panic!("no error for api_r3:\n{stdout}"));
+    assert!(
+        line.contains("{resource.metadata.region} has no value for resource \"api_r3\""),
+        "{stdout}"
+    );
+}
