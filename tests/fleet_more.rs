@@ -490,3 +490,78 @@ value = "{{password}}"
         "{stdout}"
     );
 }
+
+/// A config discovering installations in `dir` (token files), with one random policy.
+fn dir_config(s: &Scene, dir: &Path) -> PathBuf {
+    let path = s.path("dir-config.toml");
+    let text = format!(
+        r#"[vercel]
+api-url = "{url}"
+
+[state]
+dir = "{state}"
+
+[discovery]
+installations-dir = "{dir}"
+every = "15m"
+
+{RANDOM_POLICY}"#,
+        url = s.fake.url(),
+        state = s.path("state").display(),
+        dir = dir.display(),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_reports_discovery_without_calling_vercel() {
+    let s = Scene::new().await;
+    let dir = s.path("installations");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    const C: &str = "icfg_moreC";
+    for i in [A, B, C] {
+        s.fake.add_installation(i, &token(i));
+        cli::write_token(&dir, &format!("{i}.token"), &token(i));
+    }
+    std::fs::set_permissions(
+        dir.join(format!("{C}.token")),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let config = dir_config(&s, &dir);
+    let out = s.run(&config, &["check"]).await;
+    assert_exit(&out, 0);
+    let stdout = cli::stdout(&out);
+    assert!(
+        stdout.contains(&format!("installations from directory {}", dir.display())),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "3 installations seen, 1 with an unreadable token ({C}"
+        )),
+        "{stdout}"
+    );
+    assert!(cli::stderr(&out).contains(C), "{}", cli::stderr(&out));
+    let all = format!("{stdout}{}", cli::stderr(&out));
+    assert!(!all.contains("CANARY"), "a token leaked:\n{all}");
+    assert!(
+        s.fake.requests().is_empty(),
+        "check called Vercel: {:?}",
+        s.fake.requests()
+    );
+
+    // A missing directory is an error of the config's, naming it.
+    let missing = s.path("no-such-dir");
+    let config = dir_config(&s, &missing);
+    let out = s.run(&config, &["check"]).await;
+    assert_exit(&out, 2);
+    assert!(
+        cli::stderr(&out).contains(&missing.display().to_string()),
+        "{}",
+        cli::stderr(&out)
+    );
+    assert!(s.fake.requests().is_empty());
+}
