@@ -565,3 +565,102 @@ async fn check_reports_discovery_without_calling_vercel() {
     );
     assert!(s.fake.requests().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fleet_configs_that_cannot_work_are_refused_naming_the_key() {
+    let s = Scene::new().await;
+    let dir = s.path("installations");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let discovery_dir = format!(
+        "[discovery]\ninstallations-dir = \"{}\"\nevery = \"15m\"\n",
+        dir.display()
+    );
+    let secret = "\n[[policies.secrets]]\nname = \"PASSWORD\"\nvalue = \"{password}\"\n";
+    let cases: Vec<(&str, String, Vec<&str>)> = vec![
+        (
+            "postgres users shared by every selected resource",
+            format!(
+                r#"{discovery_dir}
+[[policies]]
+name = "pg-fleet"
+installations = "*"
+resources = {{ product-ids = ["prod_pg"] }}
+every = "30d"
+provider = {{ kind = "postgres", admin-url-file = "/etc/vsr/admin.url", users = ["app_a", "app_b"] }}
+{secret}"#
+            ),
+            vec!["\"pg-fleet\": provider.users:", "app_a, app_b"],
+        ),
+        (
+            "installation and installations",
+            format!(
+                r#"{discovery_dir}
+[installations.acme]
+id = "icfg_1"
+token-env = "ACME_TOKEN"
+
+[[policies]]
+name = "both"
+installation = "acme"
+installations = "*"
+resources = "*"
+every = "30d"
+provider = {{ kind = "random" }}
+{secret}"#
+            ),
+            vec!["\"both\": installation: set either installation or installations"],
+        ),
+        (
+            "a selector's unknown key",
+            format!(
+                r#"{discovery_dir}
+[[policies]]
+name = "typo"
+installations = "*"
+resources = {{ product-id = ["prod_pg"] }}
+every = "30d"
+provider = {{ kind = "random" }}
+{secret}"#
+            ),
+            vec!["\"typo\": resources.product-id: unknown key"],
+        ),
+        (
+            "installations-command without token-command",
+            format!(
+                r#"[discovery]
+installations-command = ["/usr/local/libexec/acme-installations"]
+every = "15m"
+
+[[policies]]
+name = "cmd"
+installations = "*"
+resources = "*"
+every = "30d"
+provider = {{ kind = "random" }}
+{secret}"#
+            ),
+            vec!["discovery.token-command: is required with installations-command"],
+        ),
+    ];
+    for (what, text, names) in cases {
+        let config = s.path("refused.toml");
+        std::fs::write(&config, text).unwrap();
+        let out = s.run(&config, &["check"]).await;
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{what}: stdout:\n{}\nstderr:\n{}",
+            cli::stdout(&out),
+            cli::stderr(&out)
+        );
+        let stderr = cli::stderr(&out);
+        for name in names {
+            assert!(
+                stderr.contains(name),
+                "{what}: {name} is not named:\n{stderr}"
+            );
+        }
+    }
+    assert!(s.fake.requests().is_empty());
+}
