@@ -664,3 +664,71 @@ provider = {{ kind = "random" }}
     }
     assert!(s.fake.requests().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_policies_pushing_one_secret_to_a_discovered_resource_the_second_is_refused() {
+    let s = Scene::new().await;
+    s.fake.add_installation(A, &token(A));
+    s.fake.add_resource(A, "db_x");
+    s.fake.set_listing(A, "db_x", listing("prod_pg", &[]));
+    s.fake.add_resource(A, "kv_y");
+    s.fake.set_listing(A, "kv_y", listing("prod_redis", &[]));
+    s.answer(&[A]);
+    // A provider answering "from-<its argument>".
+    let script = s.path("labelled.py");
+    std::fs::write(
+        &script,
+        "import json, sys\nreq = json.load(sys.stdin)\nprint(json.dumps({'handle': 'h', 'fields': {'password': 'from-' + sys.argv[1]}} if req['action'] == 'create' else {}))\n",
+    )
+    .unwrap();
+    let policy = |name: &str, resources: &str| {
+        format!(
+            r#"[[policies]]
+name = "{name}"
+installations = "*"
+resources = {resources}
+every = "30d"
+provider = {{ kind = "command", command = ["/usr/bin/env", "python3", "{script}", "{name}"] }}
+
+[[policies.secrets]]
+name = "DB_PASSWORD"
+value = "{{password}}"
+"#,
+            script = script.display()
+        )
+    };
+    let config = s.config(
+        "per-id",
+        &format!(
+            "{}\n{}",
+            policy("pg-only", r#"{ product-ids = ["prod_pg"] }"#),
+            policy("everything", r#""*""#)
+        ),
+    );
+    // Only a listing can tell that both select db_x: the config itself is fine.
+    let out = s.run(&config, &["check"]).await;
+    assert_exit(&out, 0);
+    let out = s.run(&config, &["run", "--once"]).await;
+    assert_exit(&out, 1);
+    assert_eq!(
+        s.secret(A, "db_x", "DB_PASSWORD").as_deref(),
+        Some("from-pg-only"),
+        "the first policy rotates db_x:\n{}",
+        cli::stdout(&out)
+    );
+    assert_eq!(
+        s.secret(A, "kv_y", "DB_PASSWORD").as_deref(),
+        Some("from-everything"),
+        "the second policy still serves what only it selects:\n{}",
+        cli::stdout(&out)
+    );
+    let stdout = cli::stdout(&out);
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("everything/db_x"))
+        .unwrap_or_else(|| panic!("no error for everything/db_x:\n{stdout}"));
+    assert!(
+        line.contains("DB_PASSWORD") && line.contains("pg-only"),
+        "the refusal names the secret and both policies:\n{stdout}"
+    );
+}
