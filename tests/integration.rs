@@ -12,6 +12,7 @@ mod control;
 mod daemon;
 mod daemon_clock;
 mod fleet;
+mod fleet_more;
 mod http_provider;
 mod hygiene;
 mod mysql;
