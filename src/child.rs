@@ -84,7 +84,7 @@ pub enum ChildError {
         #[source]
         source: io::Error,
     },
-    #[error("`{program}` ({action}) did not finish within {}; it was killed", humantime::format_duration(*.after))]
+    #[error("`{program}` ({action}) did not finish within {}; it was killed", crate::duration::format(*.after))]
     Timeout {
         program: String,
         action: &'static str,

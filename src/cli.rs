@@ -55,11 +55,120 @@ fn watch_signals(triggers: &daemon::Triggers) -> std::io::Result<()> {
 
 pub const DEFAULT_CONFIG: &str = "/etc/vercel-secret-rotator/config.toml";
 
+/// The environment variable that names the config file when `--config` is not given.
+pub const CONFIG_ENV: &str = "VERCEL_SECRET_ROTATOR_CONFIG";
+
+/// A part of the manual beyond the options: a heading and its (term, text) entries. `--help`
+/// prints them after the options; the man page (`examples/gen_assets.rs`) gives each its own
+/// section. One source, so the two never disagree.
+pub struct ManualSection {
+    pub heading: &'static str,
+    pub entries: &'static [(&'static str, &'static str)],
+}
+
+/// The exit statuses (`crate::exit`), the environment and the files, for `--help` and the man
+/// page.
+pub const MANUAL: &[ManualSection] = &[
+    ManualSection {
+        heading: "EXIT STATUS",
+        entries: &[
+            ("0", "All good."),
+            (
+                "1",
+                "One or more rotations failed (the others still completed), an installation's \
+                 token could not be read, an I/O error stopped the start, or `check --online` \
+                 could not list an installation or found a resource missing.",
+            ),
+            (
+                "2",
+                "The config or the command line is invalid, another daemon holds the state, or \
+                 the command ran as another user than the state directory's owner: nothing was \
+                 done. `check` also exits 2 for a token it cannot read and `check --online` for \
+                 a token Vercel refused (naming the installations). systemd's \
+                 RestartPreventExitStatus=2 keeps the service stopped for a human.",
+            ),
+        ],
+    },
+    ManualSection {
+        heading: "ENVIRONMENT",
+        entries: &[
+            (CONFIG_ENV, "The config file, when --config is not given."),
+            (
+                "RUST_LOG",
+                "The log level and filters (tracing's EnvFilter syntax); default info.",
+            ),
+            (
+                "STATE_DIRECTORY",
+                "Set by systemd's StateDirectory=: the state directory when the config has no \
+                 [state] dir (else ./state).",
+            ),
+            (
+                "CREDENTIALS_DIRECTORY",
+                "Set by systemd's LoadCredential=: where token-credential names are read.",
+            ),
+            (
+                "NOTIFY_SOCKET, WATCHDOG_USEC",
+                "Set by systemd for Type=notify and WatchdogSec=: `run` reports readiness, \
+                 reloads and stops, and pings the watchdog.",
+            ),
+        ],
+    },
+    ManualSection {
+        heading: "FILES",
+        entries: &[
+            (
+                DEFAULT_CONFIG,
+                "The config (TOML, kebab-case keys; an unknown key is an error naming file, line \
+                 and key). The package installs the commented example here; every key is \
+                 explained in it and in /usr/share/doc/vercel-secret-rotator/README.md.",
+            ),
+            (
+                "/var/lib/vercel-secret-rotator",
+                "The state under systemd (StateDirectory=): handles, timestamps and \
+                 fingerprints, never a secret value; the lock; the control socket `run --once` \
+                 hands requests to the daemon through.",
+            ),
+            (
+                "/lib/systemd/system/vercel-secret-rotator.service",
+                "The systemd unit: `run` under DynamicUser=, sandboxed. Tokens reach it as \
+                 credentials (LoadCredential= in a drop-in, token-credential in the config).",
+            ),
+        ],
+    },
+];
+
+/// [`MANUAL`] as plain text, after the options in `--help`.
+fn manual_text() -> String {
+    let mut text = String::new();
+    for section in MANUAL {
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(section.heading);
+        text.push_str(":\n");
+        for (term, body) in section.entries {
+            text.push_str(&format!("  {term}\n          {body}\n"));
+        }
+    }
+    text
+}
+
 #[derive(Debug, Parser)]
-#[command(name = "vercel-secret-rotator", version, about = "Rotates the credentials behind Vercel Marketplace resources", long_about = None)]
+#[command(
+    name = "vercel-secret-rotator",
+    version,
+    about = "Rotates the credentials behind Vercel Marketplace resources",
+    long_about = "Rotates the credentials behind Vercel Marketplace resources. For each resource \
+        a policy names, on its schedule (or at once with `run --once`), it gets a new credential \
+        from a provider (random, an external command, an HTTP API, PostgreSQL, MySQL/MariaDB or \
+        Redis), pushes the policy's secrets to Vercel with `partial: true`, reminds the user to \
+        redeploy the connected projects, and retires the old credential after the grace period. \
+        No secret value is written to disk or a log.",
+    after_long_help = manual_text()
+)]
 pub struct Cli {
     /// The config file.
-    #[arg(long, global = true, default_value = DEFAULT_CONFIG, value_name = "PATH")]
+    #[arg(long, global = true, env = CONFIG_ENV, default_value = DEFAULT_CONFIG, value_name = "PATH")]
     pub config: PathBuf,
     /// Log format on stderr; the level comes from RUST_LOG (default info).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -72,6 +181,14 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon (systemd Type=notify; SIGTERM/SIGINT stop, SIGHUP reloads), or with
     /// `--once` rotate now and exit.
+    ///
+    /// The daemon rotates each resource when its schedule comes due (a resource it has never
+    /// seen first at the schedule's next time), retires old credentials after their grace,
+    /// and records every step before doing it, so a restart finishes or redoes what was in
+    /// flight. SIGTERM and SIGINT stop it after the step in flight; SIGHUP re-reads the config
+    /// (a bad one is refused and the running one kept). With --once it rotates every selected
+    /// resource now, prints a summary table and exits; when the daemon holds the state, the
+    /// request is handed to it.
     Run {
         /// Rotate now and exit, instead of running as a daemon.
         #[arg(long)]
@@ -84,6 +201,9 @@ pub enum Command {
         policies: Vec<Selector>,
     },
     /// Validate the config and the tokens' readability; print each policy's next three due times.
+    ///
+    /// Also asks each provider what it can check without changing anything (its admin
+    /// connection, its users, that its program exists). Safe before `systemctl reload`.
     Check {
         /// Also prove each installation's token and each configured resource against Vercel,
         /// with one read call (the resource listing) per installation. Changes nothing; runs
@@ -92,6 +212,8 @@ pub enum Command {
         online: bool,
     },
     /// Read the state: last success, next due, step in flight, pending retirements, failures.
+    ///
+    /// Reads the state files without the lock, so it works while the daemon runs.
     Status {
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -120,6 +242,8 @@ pub async fn execute(cli: Cli, out: &mut impl Write) -> u8 {
         Command::Status { json } => match status::read(&config) {
             Ok(snapshot) => match status::print(out, &config, &snapshot, json) {
                 Ok(()) => exit::OK,
+                // The reader went away (`status | head -1`): it had what it wanted.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::OK,
                 Err(e) => {
                     eprintln!("error: cannot write the status: {e}");
                     exit::ROTATION_FAILED
@@ -256,7 +380,7 @@ async fn check(config: &Config, online: bool, out: &mut impl Write) -> u8 {
             } else {
                 format!(
                     " (each resource up to {} later: jitter)",
-                    humantime::format_duration(policy.jitter)
+                    crate::duration::format(policy.jitter)
                 )
             },
         ));
@@ -297,7 +421,7 @@ async fn check_discovery(d: &config::Discovery, lines: &mut Vec<String>) -> u8 {
     };
     lines.push(format!(
         "discovery: installations from {source}, tokens from {tokens}, every {}",
-        humantime::format_duration(d.every)
+        crate::duration::format(d.every)
     ));
     let seen = match discovery::installations::find(d).await {
         Ok(seen) => seen,

@@ -252,7 +252,7 @@ impl AcceptPause {
             warn!(
                 failures = self.failures,
                 "control socket: accept failed: {e}; next attempt in {}",
-                humantime::format_duration(self.pause)
+                crate::duration::format(self.pause)
             );
         }
         self.retry_at = Some(Instant::now() + self.pause);

@@ -59,6 +59,7 @@
 //! - [`systemd`]: sd_notify(3) messages to systemd (READY, RELOADING, STOPPING, STATUS, WATCHDOG).
 //! - [`logging`]: tracing set-up (text or JSON to stderr, level from `RUST_LOG`).
 //! - [`error`]: the transient/permanent classification every retry decision reads.
+//! - [`duration`]: durations for people, written as the config writes them (`7d`, `24h`).
 
 // A panic in the daemon loses the rotations in flight; errors are values here. Tests may unwrap.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
@@ -70,6 +71,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod discovery;
+pub mod duration;
 pub mod error;
 pub mod exit;
 pub mod fault;

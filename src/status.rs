@@ -63,7 +63,8 @@ pub fn print(
                 })
                 .collect(),
         };
-        serde_json::to_writer_pretty(&mut *out, &status).map_err(std::io::Error::other)?;
+        // `From` keeps an I/O error's kind (a closed pipe stays BrokenPipe).
+        serde_json::to_writer_pretty(&mut *out, &status).map_err(std::io::Error::from)?;
         return writeln!(out);
     }
 

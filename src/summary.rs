@@ -72,14 +72,26 @@ pub fn print_summary(out: &mut impl Write, reports: &[RotationReport]) -> std::i
         }
     }
     for r in reports {
-        if let Ok(Rotated::Pushed { retire_at, .. }) = &r.result {
-            writeln!(
+        match &r.result {
+            Ok(Rotated::Pushed {
+                retire_at: Some(retire_at),
+                ..
+            }) => writeln!(
                 out,
                 "  {}/{}: redeploy connected projects before {}, when the old credential is retired",
                 r.target.policy,
                 r.target.resource,
                 retire_at.format("%Y-%m-%d %H:%M UTC")
-            )?;
+            )?,
+            // A first rotation replaced nothing of ours: no deadline to promise.
+            Ok(Rotated::Pushed {
+                retire_at: None, ..
+            }) => writeln!(
+                out,
+                "  {}/{}: redeploy connected projects to use the new values (first rotation: no earlier credential is retired)",
+                r.target.policy, r.target.resource,
+            )?,
+            _ => {}
         }
     }
     Ok(())

@@ -96,7 +96,8 @@ impl Notifier {
             Self::with_socket(&value).with_watchdog_timeout(sd_notify::watchdog_enabled());
         tracing::debug!(
             socket = %value.to_string_lossy(),
-            watchdog = ?notifier.watchdog,
+            // "none" rather than Debug's `None`/`Some(60s)`: log fields are read by people.
+            watchdog = %notifier.watchdog.map_or_else(|| "none".to_owned(), crate::duration::format),
             enabled = notifier.is_enabled(),
             "systemd notifications"
         );

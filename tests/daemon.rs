@@ -465,6 +465,14 @@ async fn sighup_refuses_a_broken_config_and_applies_a_valid_one() {
         "{}",
         daemon.log()
     );
+    // Log fields read as values, never as Rust's `Some(..)`/`None` (debug level included).
+    let log = daemon.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("systemd notifications"))
+        .unwrap_or_else(|| panic!("no notifier line:\n{log}"));
+    assert!(line.contains("watchdog=none"), "{line}");
+    assert!(!log.contains("Some(") && !log.contains("=None"), "{log}");
     // READY once started, RELOADING around each reload (then READY again), a STATUS line,
     // STOPPING at the end.
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -6,6 +6,7 @@
 mod common;
 
 mod check_online;
+mod command_line;
 mod config_fixtures;
 mod config_fuzz;
 mod control;

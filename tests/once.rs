@@ -255,7 +255,20 @@ async fn rotates_every_resource_of_every_installation_with_its_own_token() {
         reminder.contains("acme") && reminder.contains("ACME_DATABASE_URL, PGPASSWORD"),
         "{reminder}"
     );
-    assert!(reminder.contains("old credential is retired"), "{reminder}");
+    // A first rotation replaced nothing, so nothing is retired and no deadline is promised.
+    assert!(reminder.contains("first rotation"), "{reminder}");
+    assert!(
+        !reminder.contains("old credential is retired"),
+        "{reminder}"
+    );
+    assert!(
+        stdout.contains("store_a1: redeploy connected projects to use the new values (first rotation: no earlier credential is retired)"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("when the old credential is retired"),
+        "{stdout}"
+    );
 
     // No value and no token in any output.
     let all = format!("{stdout}{stderr}");
@@ -270,6 +283,22 @@ async fn rotates_every_resource_of_every_installation_with_its_own_token() {
         !all.contains(ACME_TOKEN) && !all.contains(BETA_TOKEN),
         "a token was printed"
     );
+
+    // The second rotation replaces the first one's credential: now its retirement is named.
+    let out = s.run(&config, &["run", "--once"]).await;
+    assert_exit(&out, 0);
+    let stdout = cli::stdout(&out);
+    assert!(
+        stdout.contains("store_a1: redeploy connected projects before ")
+            && stdout.contains("when the old credential is retired"),
+        "{stdout}"
+    );
+    let stderr = cli::stderr(&out);
+    let reminder = stderr
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("store_a1") && l.contains("redeploy"))
+        .unwrap_or_else(|| panic!("no reminder for store_a1:\n{stderr}"));
+    assert!(reminder.contains("old credential is retired"), "{reminder}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -387,7 +387,7 @@ fn validate_vercel(v: &mut Validator, raw: &RawVercel) -> Option<VercelSettings>
                     "vercel.retry-deadline",
                     format!(
                         "must be longer than vercel.request-timeout ({})",
-                        humantime::format_duration(request_timeout)
+                        crate::duration::format(request_timeout)
                     ),
                 );
             }
@@ -547,7 +547,7 @@ fn validate_policy(
         let span = p.grace.as_ref().map(|g| g.span()).or(Some(p.name.span()));
         v.problem(span, format!("{key}: grace"), format!(
                     "grace {} plus jitter {} is not shorter than the shortest gap between two due times ({}): a rotation would overwrite a credential still in its grace period",
-                    humantime::format_duration(grace), humantime::format_duration(jitter), humantime::format_duration(gap)));
+                    crate::duration::format(grace), crate::duration::format(jitter), crate::duration::format(gap)));
     }
 
     let provider = super::provider::validate_table(v, key, &p.provider);

@@ -244,7 +244,7 @@ impl HttpProvider {
                 true,
                 format!(
                     "POST {url}: no answer within {} (the provider's `timeout`)",
-                    humantime::format_duration(self.config.timeout)
+                    crate::duration::format(self.config.timeout)
                 ),
             );
         }

@@ -120,7 +120,7 @@ pub enum ProviderError {
         #[source]
         source: std::io::Error,
     },
-    #[error("`{program}` ({action}) did not finish within {}; it was killed", humantime::format_duration(*.after))]
+    #[error("`{program}` ({action}) did not finish within {}; it was killed", crate::duration::format(*.after))]
     Timeout {
         program: String,
         action: &'static str,
@@ -219,7 +219,7 @@ pub(crate) async fn within<T>(
         Err(_) => Err(ProviderError::Backend {
             kind,
             action,
-            reason: late(humantime::format_duration(timeout).to_string()),
+            reason: late(crate::duration::format(timeout)),
             transient: true,
         }),
     }

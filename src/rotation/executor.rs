@@ -391,39 +391,56 @@ impl Executor {
             warn!(%policy, %resource, "rotation stopped by a permanent failure; it stays stopped until the policy's config changes (or `run --once` forces it)");
         } else if let Some(retry) = record.retry_at {
             let wait = (retry - self.clock.now()).to_std().unwrap_or_default();
-            warn!(%policy, %resource, failures = record.consecutive_failures, retry_in = %humantime::format_duration(Duration::from_secs(wait.as_secs())), "rotation will be retried");
+            warn!(%policy, %resource, failures = record.consecutive_failures, retry_in = %crate::duration::format(Duration::from_secs(wait.as_secs())), "rotation will be retried");
         }
     }
 
     /// The redeploy reminder: always a log line; a dashboard banner when the policy asks for
-    /// one. A failed banner is logged and never fails the rotation.
-    async fn remind(&self, job: &Job, retire_at: DateTime<Utc>) {
+    /// one. A failed banner is logged and never fails the rotation. It names the retirement
+    /// time only when the push replaced a credential (`retire_at`): after a first rotation
+    /// nothing is retired, and saying otherwise would send users racing a deadline that is not.
+    async fn remind(&self, job: &Job, retire_at: Option<DateTime<Utc>>) {
         let names = job.secret_names().join(", ");
         let (installation, resource) = (&job.installation.name, job.resource());
-        warn!(
-            installation = %installation,
-            installation_id = %job.installation.id,
-            resource = %resource,
-            secrets = %names,
-            retire_at = %retire_at.to_rfc3339(),
-            "pushed new values of {names} to resource {resource} of installation {installation}: running deployments keep the old values until the projects connected to it are redeployed; redeploy them before {retire_at}, when the old credential is retired",
-            retire_at = retire_at.format("%Y-%m-%d %H:%M UTC"),
-        );
+        match retire_at {
+            Some(retire_at) => warn!(
+                installation = %installation,
+                installation_id = %job.installation.id,
+                resource = %resource,
+                secrets = %names,
+                retire_at = %retire_at.to_rfc3339(),
+                "pushed new values of {names} to resource {resource} of installation {installation}: running deployments keep the old values until the projects connected to it are redeployed; redeploy them before {retire_at}, when the old credential is retired",
+                retire_at = retire_at.format("%Y-%m-%d %H:%M UTC"),
+            ),
+            None => warn!(
+                installation = %installation,
+                installation_id = %job.installation.id,
+                resource = %resource,
+                secrets = %names,
+                "pushed new values of {names} to resource {resource} of installation {installation}: running deployments keep the values they started with until the projects connected to it are redeployed; this was the first rotation, so no earlier credential of this policy is retired",
+            ),
+        }
         if !job.policy.notify_dashboard {
             return;
         }
+        let verb = if job.policy.secrets.len() == 1 {
+            "was"
+        } else {
+            "were"
+        };
+        let message = match retire_at {
+            Some(retire_at) => format!(
+                "{names} {verb} rotated. Running deployments keep the old values until you redeploy; the old credential stops working at {}.",
+                retire_at.format("%Y-%m-%d %H:%M UTC"),
+            ),
+            None => format!(
+                "{names} {verb} rotated. Running deployments keep the values they started with until you redeploy."
+            ),
+        };
         let notification = Notification {
             level: NotificationLevel::Warn,
             title: "Redeploy to use the rotated credentials".to_owned(),
-            message: format!(
-                "{names} {} rotated. Running deployments keep the old values until you redeploy; the old credential stops working at {}.",
-                if job.policy.secrets.len() == 1 {
-                    "was"
-                } else {
-                    "were"
-                },
-                retire_at.format("%Y-%m-%d %H:%M UTC"),
-            ),
+            message,
             href: None,
         };
         if let Err(e) = self.pusher.notify(job, &notification).await {

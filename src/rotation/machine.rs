@@ -122,8 +122,9 @@ pub enum Action {
     Prepare,
     /// Send the rendered secrets to Vercel.
     Push,
-    /// Tell the user to redeploy before `retire_at`.
-    Remind { retire_at: DateTime<Utc> },
+    /// Tell the user to redeploy, before `retire_at` when the push replaced a credential
+    /// (`None`: a first rotation, nothing will be retired).
+    Remind { retire_at: Option<DateTime<Utc>> },
     /// Make an old credential stop working.
     Retire { handle: String },
 }
@@ -148,7 +149,8 @@ pub enum Finished {
         handle: String,
         fingerprint: String,
         pushed_at: DateTime<Utc>,
-        retire_at: DateTime<Utc>,
+        /// When the replaced credential is retired; `None` when the push replaced none.
+        retire_at: Option<DateTime<Utc>>,
     },
     /// The rotation is due but waits for a credential's grace period to end.
     Held { until: DateTime<Utc> },
@@ -234,6 +236,7 @@ pub fn advance(record: &Record, event: Event, rules: &Rules) -> Transition {
             r.last_error = None;
             r.retry_at = None;
             r.stopped = None;
+            let retire_at = replaced_retires_at(&r, &handle, now);
             r.step = Step::Pushed {
                 rotation_id,
                 handle,
@@ -253,11 +256,12 @@ pub fn advance(record: &Record, event: Event, rules: &Rules) -> Transition {
                 return unexpected(r, rules);
             };
             settle(&mut r, rules);
+            let retire_at = replaced_retires_at(&r, &handle, at);
             let finished = Finished::Rotated {
                 handle,
                 fingerprint,
                 pushed_at: at,
-                retire_at: at + rules.grace,
+                retire_at,
             };
             // Lost in a crash, the record says `pushed`: the reminder is repeated.
             retire_next(r, Write::Lazy, Some(finished), rules)
@@ -297,8 +301,8 @@ pub fn advance(record: &Record, event: Event, rules: &Rules) -> Transition {
 fn wake(mut r: Record, force: bool, rules: &Rules) -> Transition {
     let now = rules.now;
     match r.step.clone() {
-        Step::Pushed { at, .. } if rules.in_config => {
-            let retire_at = at + rules.grace;
+        Step::Pushed { at, handle, .. } if rules.in_config => {
+            let retire_at = replaced_retires_at(&r, &handle, at);
             return act(r, Write::None, Action::Remind { retire_at });
         }
         Step::Pushed {
@@ -311,11 +315,12 @@ fn wake(mut r: Record, force: bool, rules: &Rules) -> Transition {
             // as done, and no second one is started. (Not in the config: no reminder either.)
             r.current_handle = Some(handle.clone());
             settle(&mut r, rules);
+            let retire_at = replaced_retires_at(&r, &handle, pushed_at);
             let finished = rules.in_config.then(|| Finished::Rotated {
                 handle,
                 fingerprint: r.fingerprint.clone().unwrap_or_else(|| "-".to_owned()),
                 pushed_at,
-                retire_at: pushed_at + rules.grace,
+                retire_at,
             });
             return retire_next(r, Write::Lazy, finished, rules);
         }
@@ -463,6 +468,22 @@ fn fail(r: &mut Record, fault: &Fault, rules: &Rules) {
             policy_digest: rules.digest.to_owned(),
         });
     }
+}
+
+/// When the credential a push at `pushed_at` replaced is retired: the latest retirement of
+/// another handle still pending from the push on (a push scheduled it at `pushed_at + grace`,
+/// or later if it was already waiting). `None` when the push replaced nothing: a first rotation
+/// (or a provider whose handle never changes) retires nothing, so no reminder may promise it.
+fn replaced_retires_at(
+    r: &Record,
+    handle: &str,
+    pushed_at: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    r.retirements
+        .iter()
+        .filter(|x| x.handle != handle && x.due >= pushed_at)
+        .map(|x| x.due)
+        .max()
 }
 
 fn schedule_retirement(r: &mut Record, handle: String, due: DateTime<Utc>) {

@@ -182,8 +182,9 @@ pub enum Rotated {
         /// Over all values pushed, in order: tells runs apart without revealing anything.
         fingerprint: String,
         pushed_at: DateTime<Utc>,
-        /// When the previous credential is to be retired: `pushed_at + grace`.
-        retire_at: DateTime<Utc>,
+        /// When the previous credential is to be retired: `pushed_at + grace`. `None` when
+        /// there was none (a first rotation): nothing is retired.
+        retire_at: Option<DateTime<Utc>>,
     },
     /// Dry run: the request that would have been sent, with every value redacted.
     DryRun {

@@ -79,7 +79,7 @@ impl Schedule {
         if interval.is_zero() {
             return Err(ScheduleError::ZeroInterval);
         }
-        let shown = humantime::format_duration(interval).to_string();
+        let shown = crate::duration::format(interval);
         if interval < Duration::from_secs(1) {
             return Err(ScheduleError::IntervalTooShort(shown));
         }
@@ -153,7 +153,7 @@ impl Schedule {
     }
 
     /// A short human description for `check`/`status`: `0 3 * * 0 (Europe/Berlin)`, or
-    /// `every 30days`.
+    /// `every 30d`, the interval written as a config writes it.
     pub fn describe(&self) -> String {
         match self {
             Schedule::Cron {
@@ -164,7 +164,7 @@ impl Schedule {
                 format!("{expression} ({})", timezone.name())
             }
             Schedule::Every(interval) => {
-                format!("every {}", humantime::format_duration(*interval))
+                format!("every {}", crate::duration::format(*interval))
             }
         }
     }
@@ -281,7 +281,7 @@ mod tests {
         );
         assert_eq!(schedule.min_gap(after), Some(thirty_days));
         assert_eq!(schedule.timezone(), UTC);
-        assert_eq!(schedule.describe(), "every 30days");
+        assert_eq!(schedule.describe(), "every 30d");
         assert!(Schedule::every(Duration::from_millis(1500)).is_ok());
 
         let cases: &[(Duration, &str)] = &[
@@ -295,7 +295,7 @@ mod tests {
             ),
             (
                 Duration::from_secs(u64::MAX),
-                "the interval 584542046090years 7months 15days 17h 5m 3s is too long to schedule",
+                "the interval 213503982334601d 7h 15s is too long to schedule",
             ),
         ];
         for (interval, want) in cases {

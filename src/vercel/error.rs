@@ -361,7 +361,7 @@ impl fmt::Display for VercelError {
                     write!(
                         f,
                         "; Vercel asks to retry in {}",
-                        humantime::format_duration(Duration::from_secs(secs))
+                        crate::duration::format(Duration::from_secs(secs))
                     )?;
                 }
                 Ok(())
@@ -380,7 +380,7 @@ impl fmt::Display for VercelError {
                      ({installation_id}): its rate limit holds this endpoint back for another {}, \
                      past vercel.retry-deadline",
                     operation.doing(resource),
-                    humantime::format_duration(Duration::from_secs(secs))
+                    crate::duration::format(Duration::from_secs(secs))
                 )
             }
             VercelError::InvalidAnswer {

@@ -378,7 +378,7 @@ impl VercelClient {
                     resource = call.resource,
                     attempt,
                     status = %retry::outcome_label(&error),
-                    wait = ?delay,
+                    wait = %crate::duration::format_millis(delay),
                     "Vercel call failed; not retrying: the next attempt would start after vercel.retry-deadline"
                 );
                 return Err(finish(error, uncertain));
@@ -388,7 +388,7 @@ impl VercelClient {
                 resource = call.resource,
                 attempt,
                 status = %retry::outcome_label(&error),
-                delay = ?delay,
+                delay = %crate::duration::format_millis(delay),
                 "Vercel call failed; retrying"
             );
             tokio::time::sleep(delay).await;

@@ -16,6 +16,7 @@ pub fn bin() -> Command {
         .env_remove("RUST_LOG")
         .env_remove("STATE_DIRECTORY")
         .env_remove("CREDENTIALS_DIRECTORY")
+        .env_remove("VERCEL_SECRET_ROTATOR_CONFIG")
         .stdin(Stdio::null());
     cmd
 }

@@ -304,12 +304,17 @@ fn wake_starts_redoes_or_finishes_rotations() {
         ),
         (
             "crashed in pushed: the reminder is (re)sent, nothing written first",
-            with_step(pushed("h1")),
+            {
+                // The push scheduled h0's retirement at its time plus the grace.
+                let mut r = with_step(pushed("h1"));
+                retiring(&mut r, "h0", now() - hours(1));
+                r
+            },
             forced.clone(),
             Want {
                 write: Some(Write::None),
                 action: Some(Some(Action::Remind {
-                    retire_at: now() - hours(1),
+                    retire_at: Some(now() - hours(1)),
                 })),
                 ..Want::default()
             },
@@ -326,11 +331,12 @@ fn wake_starts_redoes_or_finishes_rotations() {
                 write: Some(Write::Lazy),
                 action: Some(None),
                 current: Some(Some("h1")),
+                // No retirement is pending for it, so none is promised.
                 finished: Some(Some(Finished::Rotated {
                     handle: "h1".into(),
                     fingerprint: "-".into(),
                     pushed_at: now() - hours(2),
-                    retire_at: now() - hours(1),
+                    retire_at: None,
                 })),
                 ..Want::default()
             },
@@ -473,7 +479,7 @@ fn the_forward_path_records_each_step_before_its_work() {
             }),
             write: Some(Write::Durable),
             action: Some(Some(Action::Remind {
-                retire_at: grace_end,
+                retire_at: Some(grace_end),
             })),
             current: Some(Some("h1")),
             retirements: Some(vec![("h0", grace_end)]),
@@ -495,12 +501,70 @@ fn the_forward_path_records_each_step_before_its_work() {
                 handle: "h1".into(),
                 fingerprint: "f9".into(),
                 pushed_at: now(),
-                retire_at: grace_end,
+                retire_at: Some(grace_end),
             })),
             ..Want::default()
         },
     );
     assert_eq!(t.record.next_due, Some(now() + hours(24)));
+}
+
+#[test]
+fn a_first_rotation_promises_no_retirement() {
+    // Nothing of this policy was live before: the push replaces nothing, so neither the
+    // reminder nor the report may name a retirement time.
+    let mut first = with_step(pushing("h1"));
+    first.current_handle = None;
+    let t = advance(
+        &first,
+        Event::Pushed {
+            fingerprint: "f1".into(),
+        },
+        &rules(),
+    );
+    check(
+        "first push: nothing to retire",
+        &t,
+        &Want {
+            action: Some(Some(Action::Remind { retire_at: None })),
+            current: Some(Some("h1")),
+            retirements: Some(vec![]),
+            ..Want::default()
+        },
+    );
+    let t = advance(&t.record, Event::Reminded, &rules());
+    assert_eq!(
+        t.finished,
+        Some(Finished::Rotated {
+            handle: "h1".into(),
+            fingerprint: "f1".into(),
+            pushed_at: now(),
+            retire_at: None,
+        })
+    );
+
+    // A crash after that push: the repeated reminder promises nothing either.
+    let mut crashed = with_step(pushed("h1"));
+    crashed.current_handle = Some("h1".into());
+    let t = advance(&crashed, Event::Wake { force: false }, &rules());
+    assert_eq!(t.action, Some(Action::Remind { retire_at: None }));
+
+    // The second rotation replaces h1: its retirement is promised at the push plus the grace.
+    let mut second = with_step(pushing("h2"));
+    second.current_handle = Some("h1".into());
+    let t = advance(
+        &second,
+        Event::Pushed {
+            fingerprint: "f2".into(),
+        },
+        &rules(),
+    );
+    assert_eq!(
+        t.action,
+        Some(Action::Remind {
+            retire_at: Some(now() + hours(1))
+        })
+    );
 }
 
 #[test]
