@@ -17,6 +17,19 @@ use crate::state::{self, Key, Listing, Record, StateError, Step};
 struct JsonStatus<'a> {
     state_dir: String,
     resources: Vec<JsonRecord<'a>>,
+    /// What each listed installation's last listing says (discovery's inventory).
+    installations: Vec<JsonInstallation<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonInstallation<'a> {
+    installation_id: &'a str,
+    listed_at: DateTime<Utc>,
+    resources: usize,
+    gone: bool,
+    /// Why listing it fails now (`error`), since when (`since`); absent while it works.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure: Option<&'a state::ListingFailure>,
 }
 
 #[derive(Serialize)]
@@ -60,6 +73,17 @@ pub fn print(
                 .map(|record| JsonRecord {
                     record,
                     in_config: configured.contains(&record.key),
+                })
+                .collect(),
+            installations: snapshot
+                .listings
+                .iter()
+                .map(|l| JsonInstallation {
+                    installation_id: &l.installation_id,
+                    listed_at: l.listed_at,
+                    resources: l.resources.len(),
+                    gone: l.gone,
+                    failure: l.failure.as_ref(),
                 })
                 .collect(),
         };
@@ -137,6 +161,33 @@ pub fn print(
         ]);
     }
     crate::table::write(out, header, &rows)?;
+    // Installations whose listing fails: their resources are the last known ones, and one
+    // never listed has none yet (an unreadable token file, say).
+    let failing: Vec<[String; 4]> = snapshot
+        .listings
+        .iter()
+        .filter_map(|l| {
+            let f = l.failure.as_ref()?;
+            Some([
+                l.installation_id.clone(),
+                time(Some(f.since)),
+                l.resources.len().to_string(),
+                f.error.clone(),
+            ])
+        })
+        .collect();
+    if !failing.is_empty() {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "Installations whose listing fails (their last known resources stand):"
+        )?;
+        crate::table::write(
+            out,
+            ["INSTALLATION", "FAILING SINCE", "RESOURCES KNOWN", "ERROR"],
+            &failing,
+        )?;
+    }
     Ok(())
 }
 

@@ -351,6 +351,28 @@ async fn installations_and_resources_that_come_and_go_under_a_running_daemon() {
     )
     .await;
     assert!(f.url_of(C, "db_c1").is_none());
+    // `status` says which installation fails and why, without the token.
+    let c = config.display().to_string();
+    wait_for(
+        Duration::from_secs(20),
+        "status naming the failing installation",
+        || d.log(),
+        || {
+            let out = cli::stdout(&cli::run(&["--config", &c, "status"]));
+            out.contains("Installations whose listing fails") && out.contains(C)
+        },
+    )
+    .await;
+    let status = f.status_json(&config);
+    let failing = status["installations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["installation_id"] == C)
+        .unwrap_or_else(|| panic!("{status}"));
+    let error = failing["failure"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("chmod 600"), "{status}");
+    assert!(!status.to_string().contains("CANARY"), "{status}");
     assert!(
         d.log().contains(C),
         "the unreadable installation is named:\n{}",

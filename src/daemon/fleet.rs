@@ -86,6 +86,15 @@ impl Daemon {
                     self.fleet.set_listed(&id, resources);
                     changed.push(id);
                 }
+                Update::Failed { id, error } => {
+                    // Kept for `status`; the jobs stand as they are.
+                    if self.fleet.set_failure(&id, error) {
+                        let listing = discovery::fleet::listing_of(&self.fleet, &id);
+                        if let Err(e) = self.store.put_listing(listing).await {
+                            error!(installation_id = %id, "could not record the installation's failing listing: {e}");
+                        }
+                    }
+                }
                 Update::Gone { id, why } => {
                     if self.fleet.get(&id).is_none() {
                         continue;

@@ -48,7 +48,10 @@ pub fn load(config: &Config, listings: &[Arc<Listing>]) -> Fleet {
             }
         }
         let resources = listing.resources.iter().cloned().map(Arc::new).collect();
-        fleet.set_listed(id, resources);
+        fleet.set_listed_at(id, resources, listing.listed_at);
+        if let Some(failure) = &listing.failure {
+            fleet.restore_failure(id, failure.clone());
+        }
     }
     fleet
 }
@@ -69,10 +72,11 @@ pub fn listing_of(fleet: &Fleet, id: &str) -> Listing {
     departed.sort_by(|a, b| a.id.cmp(&b.id));
     Listing {
         installation_id: id.to_owned(),
-        listed_at: Utc::now(),
+        listed_at: member.and_then(|m| m.listed_at).unwrap_or_else(Utc::now),
         resources,
         departed,
-        gone: member.is_none_or(|m| m.listed.is_none()),
+        gone: member.is_none_or(|m| m.listed.is_none() && m.failure.is_none()),
+        failure: member.and_then(|m| m.failure.clone()),
     }
 }
 
@@ -147,7 +151,10 @@ pub async fn refresh(
                 persist(fleet, id, store).await;
             }
             Err(e) => {
-                warn!(installation_id = %id, "listing the installation's resources failed; going on with the last known list: {e}")
+                warn!(installation_id = %id, "listing the installation's resources failed; going on with the last known list: {e}");
+                if fleet.set_failure(id, e.to_string()) {
+                    persist(fleet, id, store).await;
+                }
             }
         }
     }

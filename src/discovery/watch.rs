@@ -41,6 +41,8 @@ pub enum Update {
     },
     /// It is gone: no longer in the source, or Vercel answered 404/410 for it.
     Gone { id: String, why: String },
+    /// Listing it failed; what was known of it stands.
+    Failed { id: String, error: String },
 }
 
 /// Runs discovery until `stop`: `known` are the discovered installations the daemon knows
@@ -294,6 +296,10 @@ impl Watch {
             }
             Err(e) => {
                 warn!(installation_id = %id, "listing the installation's resources failed; the last known list stands: {e}");
+                let _ = self.updates.send(Update::Failed {
+                    id: id.clone(),
+                    error: e.to_string(),
+                });
                 let at = self.next_slot(&id).min(Instant::now() + RETRY_LISTING);
                 self.schedule(&id, at);
             }

@@ -8,8 +8,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+
 use crate::config::{Config, Installation};
 use crate::resource::ResourceInfo;
+use crate::state::ListingFailure;
 
 /// What is known of one installation.
 #[derive(Clone)]
@@ -19,6 +22,10 @@ pub struct Member {
     pub configured: bool,
     /// What its last successful listing held; `None`: never listed.
     pub listed: Option<Arc<[Arc<ResourceInfo>]>>,
+    /// When that listing was had.
+    pub listed_at: Option<DateTime<Utc>>,
+    /// Why listing it fails, since when; cleared by a listing that succeeds.
+    pub failure: Option<ListingFailure>,
 }
 
 /// Every installation by id.
@@ -41,6 +48,8 @@ impl Fleet {
                     installation: Arc::new(installation.clone()),
                     configured: true,
                     listed: None,
+                    listed_at: None,
+                    failure: None,
                 },
             );
         }
@@ -64,6 +73,8 @@ impl Fleet {
                         installation: Arc::new(installation),
                         configured: false,
                         listed: None,
+                        listed_at: None,
+                        failure: None,
                     },
                 );
             }
@@ -73,6 +84,17 @@ impl Fleet {
     /// Sets what an installation's listing holds; resources it no longer holds are kept as
     /// departed.
     pub fn set_listed(&mut self, id: &str, resources: Vec<Arc<ResourceInfo>>) {
+        self.set_listed_at(id, resources, Utc::now());
+    }
+
+    /// [`set_listed`](Self::set_listed) with the time of the listing (one read back from the
+    /// inventory keeps its own).
+    pub fn set_listed_at(
+        &mut self,
+        id: &str,
+        resources: Vec<Arc<ResourceInfo>>,
+        at: DateTime<Utc>,
+    ) {
         let Some(member) = self.members.get_mut(id) else {
             return;
         };
@@ -88,6 +110,31 @@ impl Fleet {
             self.departed.remove(&(id.to_owned(), r.id.clone()));
         }
         member.listed = Some(resources.into());
+        member.listed_at = Some(at);
+        member.failure = None;
+    }
+
+    /// Listing the installation failed: kept (with the time it began) for `status`. Returns
+    /// whether that changed what is known (a new or different error).
+    pub fn set_failure(&mut self, id: &str, error: String) -> bool {
+        let Some(member) = self.members.get_mut(id) else {
+            return false;
+        };
+        if member.failure.as_ref().is_some_and(|f| f.error == error) {
+            return false;
+        }
+        member.failure = Some(ListingFailure {
+            since: Utc::now(),
+            error,
+        });
+        true
+    }
+
+    /// A failure read back from the inventory.
+    pub fn restore_failure(&mut self, id: &str, failure: ListingFailure) {
+        if let Some(member) = self.members.get_mut(id) {
+            member.failure = Some(failure);
+        }
     }
 
     /// A discovered installation is gone: every resource it had is departed. A configured
@@ -105,6 +152,8 @@ impl Fleet {
         if member.configured {
             if let Some(member) = self.members.get_mut(id) {
                 member.listed = None;
+                member.listed_at = None;
+                member.failure = None;
             }
         } else {
             self.members.remove(id);

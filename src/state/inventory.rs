@@ -35,6 +35,19 @@ pub struct Listing {
     /// The installation is gone (its token file removed, no longer listed by the
     /// installations command, or Vercel answered 404/410 for it).
     pub gone: bool,
+    /// Listing it has failed since then (its token unreadable, Vercel unreachable, ...): the
+    /// resources above stand meanwhile. `status` shows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<ListingFailure>,
+}
+
+/// Why an installation's listing fails, and since when. No value: a token error names its
+/// source, a Vercel error is scrubbed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListingFailure {
+    pub since: DateTime<Utc>,
+    pub error: String,
 }
 
 impl Listing {
@@ -62,6 +75,7 @@ impl Listing {
             resources: now_listed,
             departed,
             gone: false,
+            failure: None,
         }
     }
 
@@ -75,6 +89,7 @@ impl Listing {
             resources: Vec::new(),
             departed: self.all_known(|_| true),
             gone: true,
+            failure: None,
         }
     }
 
@@ -188,6 +203,7 @@ mod tests {
             resources: vec![res("a", "new")],
             departed: vec![res("a", "old"), res("z", "old")],
             gone: false,
+            failure: None,
         };
         let next = Listing::merge(Some(&previous), "icfg_1", at(2), vec![]);
         assert_eq!(

@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-pub use inventory::Listing;
+pub use inventory::{Listing, ListingFailure};
 pub use record::{Failure, Key, Record, Retirement, Step, Stopped};
 
 /// The version of the on-disk format this build reads and writes. A newer one stops the
