@@ -425,7 +425,7 @@ if want fleet-big; then
   start_daemon fleet-big-seed "$big_dir/config.toml"
   wait_started fleet-big-seed
   wait_listed fleet-big-seed
-  for _ in $(seq 600); do
+  for _ in $(seq "$((FLEET_TIMEOUT * 10))"); do
     [ "$(find "$big_dir/state/inventory" -name '*.json' | wc -l)" -ge "$INSTALLATIONS" ] && break
     sleep 0.1
   done
