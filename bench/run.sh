@@ -5,13 +5,18 @@
 #
 #   bench/run.sh                      every scenario
 #   bench/run.sh once sdk             only some: once ratelimit window bucket sdk sdk-ratelimit
-#                                     idle check fsync
+#                                     idle check fsync fleet fleet-big (the fleet ones run
+#                                     only when named)
 #
 # Environment (defaults): N=10000 LATENCY_MS=50 CONCURRENCY=64 INSTALLATIONS=8 RATE=200
 # BURST=10 WINDOW_SECS=10 WINDOW_LIMIT=$((RATE * WINDOW_SECS)) BUCKET_N=122 BUCKET_RATE=20
 # BUCKET_CONCURRENCY=16 RUNS=3 RUNS_RATELIMIT=$RUNS IDLE_SECONDS=60 FAKE_THREADS=1 SKIP_BUILD=0
 # BIN_DIR=${CARGO_TARGET_DIR:-target}/release (holds vercel-secret-rotator and
 # examples/fake_vercel or fake_vercel) OUT=a new temp dir (results.tsv and logs).
+# Fleets: FLEET_INSTALLATIONS=2000 FLEET_PER_INSTALLATION=5 FLEET_WINDOW_SECS=1
+# FLEET_WINDOW_LIMIT=$((RATE * FLEET_WINDOW_SECS)) FLEET_EVERY=10m FLEET_TIMEOUT=300
+# BIG_INSTALLATIONS=20000 BIG_RESOURCES=100000 BIG_SETTLE=3 (seconds from ready to the RSS
+# reading).
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -31,6 +36,15 @@ RUNS_RATELIMIT="${RUNS_RATELIMIT:-$RUNS}"
 IDLE_SECONDS="${IDLE_SECONDS:-60}"
 FAKE_THREADS="${FAKE_THREADS:-1}"
 BIN_DIR="${BIN_DIR:-$(realpath -m "${CARGO_TARGET_DIR:-$repo/target}")/release}"
+FLEET_INSTALLATIONS="${FLEET_INSTALLATIONS:-2000}"
+FLEET_PER_INSTALLATION="${FLEET_PER_INSTALLATION:-5}"
+FLEET_WINDOW_SECS="${FLEET_WINDOW_SECS:-1}"
+FLEET_WINDOW_LIMIT="${FLEET_WINDOW_LIMIT:-$((RATE * FLEET_WINDOW_SECS))}"
+FLEET_EVERY="${FLEET_EVERY:-10m}"
+FLEET_TIMEOUT="${FLEET_TIMEOUT:-300}"
+BIG_INSTALLATIONS="${BIG_INSTALLATIONS:-20000}"
+BIG_RESOURCES="${BIG_RESOURCES:-100000}"
+BIG_SETTLE="${BIG_SETTLE:-3}"
 OUT="${OUT:-$(mktemp -d /tmp/vsr-bench.XXXXXX)}"
 mkdir -p "$OUT"
 scenarios=("$@")
@@ -41,7 +55,7 @@ log() { printf '[bench] %s\n' "$*" >&2; }
 # --- tools -----------------------------------------------------------------------------------
 need_apt=()
 [ -x /usr/bin/time ] || need_apt+=(time)
-command -v hyperfine >/dev/null 2>&1 || need_apt+=(hyperfine)
+if want check; then command -v hyperfine >/dev/null 2>&1 || need_apt+=(hyperfine); fi
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing ${need_apt[*]}"
@@ -98,6 +112,8 @@ stop_fake() {
 }
 fake_stats() { curl -fsS "$fake_url/__stats"; }
 fake_reset() { curl -fsS -X POST "$fake_url/__reset" >/dev/null; }
+# stat_of STATS_JSON KEY: one number of the fake's compact stats, without a node per poll.
+stat_of() { sed -n "s/.*\"$2\":\([0-9.e+-]*\).*/\1/p" <<<"$1"; }
 json_get() { node -e 'const o=JSON.parse(process.argv[1]);console.log(o[process.argv[2]])' "$1" "$2"; }
 proc_cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 
@@ -262,6 +278,196 @@ if want check; then
   record check 20 "$median" "$cpu" "$rss" - "hyperfine median of 20 (cpu/rss from one /usr/bin/time run)"
 fi
 
+# --- fleets ----------------------------------------------------------------------------------
+# write_tokens DIR COUNT: DIR/installations/icfg_bench{i}.token (0600, in a 0700 directory),
+# as a partner's backend writes them on Upsert Installation.
+write_tokens() {
+  local dir="$1" count="$2" i
+  mkdir -p "$dir/installations"
+  chmod 700 "$dir" "$dir/installations"
+  (
+    umask 077
+    for ((i = 0; i < count; i++)); do printf 'benchtoken%s\n' "$i" >"$dir/installations/icfg_bench$i.token"; done
+  )
+}
+
+# write_fleet_config DIR [STATE_DIR]: discovery from DIR/installations, one policy over every
+# installation with a selector, a yearly schedule (nothing is due while measured).
+write_fleet_config() {
+  local dir="$1" state="${2:-$1/state}"
+  cat >"$dir/config.toml" <<EOF
+[vercel]
+api-url = "$fake_url"
+request-timeout = "120s"
+max-concurrent-requests = $CONCURRENCY
+
+[state]
+dir = "$state"
+
+[discovery]
+installations-dir = "$dir/installations"
+every = "$FLEET_EVERY"
+
+[[policies]]
+name = "fleet"
+installations = "*"
+resources = { product-ids = ["iap_bench_db"], metadata = { tier = "pro" } }
+schedule = "0 3 1 1 *"
+grace = "1h"
+provider = { kind = "random", length = 40, charset = "alphanumeric" }
+[[policies.secrets]]
+name = "PASSWORD"
+value = "{password}"
+prefix = "BENCH"
+EOF
+}
+
+# start_daemon NAME CONFIG: the daemon in the background; sets daemon_pid and daemon_t0 (ns).
+start_daemon() {
+  daemon_t0="$(date +%s%N)"
+  "$rotator" --config "$2" run >"$OUT/$1.out" 2>"$OUT/$1.err" &
+  daemon_pid=$!
+}
+stop_daemon() {
+  if [ -n "$daemon_pid" ]; then kill "$daemon_pid" 2>/dev/null || true; wait "$daemon_pid" 2>/dev/null || true; fi
+  daemon_pid=""
+}
+# wait_started NAME: until the "daemon started" line; sets startup (s since daemon_t0).
+wait_started() {
+  local _
+  for _ in $(seq 3000); do
+    grep -q "daemon started" "$OUT/$1.err" && break
+    kill -0 "$daemon_pid" 2>/dev/null || { echo "the daemon exited: $(tail -5 "$OUT/$1.err")" >&2; exit 1; }
+    sleep 0.02
+  done
+  startup="$(awk -v a="$daemon_t0" -v b="$(date +%s%N)" 'BEGIN{printf "%.2f", (b-a)/1e9}')"
+}
+# wait_listed NAME: until the fake has listed every installation once (FLEET_TIMEOUT at most);
+# sets stats to the fake's counters at that moment.
+wait_listed() {
+  local deadline=$(($(date +%s) + FLEET_TIMEOUT))
+  while :; do
+    stats="$(fake_stats)"
+    [ "$(stat_of "$stats" distinct_installations_listed)" -ge "$INSTALLATIONS" ] && return 0
+    kill -0 "$daemon_pid" 2>/dev/null || { echo "the daemon exited: $(tail -5 "$OUT/$1.err")" >&2; exit 1; }
+    [ "$(date +%s)" -lt "$deadline" ] || { log "$1: not every installation listed within ${FLEET_TIMEOUT}s"; return 1; }
+    sleep 0.2
+  done
+}
+rss_of() { awk '/^VmRSS:/{print $2}' "/proc/$1/status"; }
+
+# 2,000 installations x 5 resources behind a 200 req/s fixed window: the first discovery pass
+# (start to the fake's answer to the last installation's first listing), its 429s, then an
+# idle spell with the later passes spread over `every` (RSS, CPU, listings during it).
+if want fleet; then
+  saved_n="$N" saved_installations="$INSTALLATIONS"
+  INSTALLATIONS="$FLEET_INSTALLATIONS" N=$((FLEET_INSTALLATIONS * FLEET_PER_INSTALLATION))
+  start_fake --window-limit "$FLEET_WINDOW_LIMIT" --window-secs "$FLEET_WINDOW_SECS"
+  fleet_dir="$OUT/fleet"
+  rm -rf "$fleet_dir"
+  write_tokens "$fleet_dir" "$INSTALLATIONS"
+  write_fleet_config "$fleet_dir"
+  fleet_ideal="$(awk -v n="$INSTALLATIONS" -v l="$FLEET_WINDOW_LIMIT" -v w="$FLEET_WINDOW_SECS" 'BEGIN{printf "%.1f", n/(l/w)}')"
+  fake_reset
+  start_daemon fleet "$fleet_dir/config.toml"
+  wait_started fleet
+  wait_listed fleet || true
+  pass_cpu="$(awk -v b="$(proc_cpu_ticks "$daemon_pid")" -v t="$clk_tck" 'BEGIN{printf "%.2f", b/t}')"
+  pass_rss="$(rss_of "$daemon_pid")"
+  all_ms="$(stat_of "$stats" all_listed_unix_ms)"
+  pass="$(awk -v a="$daemon_t0" -v b="$all_ms" 'BEGIN{if (b == 0) print "-"; else printf "%.2f", (b*1e6-a)/1e9}')"
+  pass_429="$(stat_of "$stats" listings_rate_limited)"
+  pass_listings="$(stat_of "$stats" listings)"
+  listed="$(stat_of "$stats" distinct_installations_listed)"
+  # The daemon's own view: its jobs once every listing is applied.
+  for _ in $(seq 100); do
+    grep -q "resources=$N .*fleet updated\|fleet updated.*resources=$N" "$OUT/fleet.err" && break
+    sleep 0.1
+  done
+  jobs_seen="$(grep -o 'resources=[0-9]*' "$OUT/fleet.err" | tail -1 | cut -d= -f2)"
+  record fleet-pass 1 "$pass" "$pass_cpu" "$pass_rss" "$listed" "ideal_s=$fleet_ideal x_ideal=$(awk -v p="$pass" -v i="$fleet_ideal" 'BEGIN{printf "%.2f", p/i}') 429s=$pass_429 listings=$pass_listings startup_s=$startup daemon_jobs=$jobs_seen"
+  log "fleet first pass: ${pass}s for $listed/$INSTALLATIONS installations (ideal ${fleet_ideal}s), 429s=$pass_429, listings=$pass_listings, daemon cpu ${pass_cpu}s, rss ${pass_rss}KiB, jobs $jobs_seen"
+  sleep 2
+  c0="$(proc_cpu_ticks "$daemon_pid")"
+  l0="$(stat_of "$(fake_stats)" listings_ok)"
+  rss_max=0
+  for ((s = 0; s < IDLE_SECONDS; s += 5)); do
+    r="$(rss_of "$daemon_pid")"
+    [ "$r" -gt "$rss_max" ] && rss_max="$r"
+    sleep 5
+  done
+  r="$(rss_of "$daemon_pid")"
+  [ "$r" -gt "$rss_max" ] && rss_max="$r"
+  c1="$(proc_cpu_ticks "$daemon_pid")"
+  stats="$(fake_stats)"
+  l1="$(stat_of "$stats" listings_ok)"
+  hwm="$(awk '/^VmHWM:/{print $2}' "/proc/$daemon_pid/status")"
+  cpu="$(awk -v a="$c0" -v b="$c1" -v t="$clk_tck" 'BEGIN{printf "%.2f", (b-a)/t}')"
+  cpu_min="$(awk -v c="$cpu" -v s="$IDLE_SECONDS" 'BEGIN{printf "%.3f", c*60/s}')"
+  stop_daemon
+  record fleet-idle 1 "$IDLE_SECONDS" "$cpu" "$rss_max" - "cpu_per_min_s=$cpu_min listings_during=$((l1 - l0)) expected=$(awk -v n="$INSTALLATIONS" -v s="$IDLE_SECONDS" -v e="$FLEET_EVERY" 'BEGIN{m=e+0; u=substr(e,length(e)); if(u=="m")m*=60; if(u=="h")m*=3600; printf "%.0f", n*s/m}') 429s_total=$(stat_of "$stats" rate_limited) peak_rss_kib=$hwm"
+  log "fleet idle ${IDLE_SECONDS}s: cpu ${cpu}s (${cpu_min}s/min), rss max ${rss_max}KiB (peak ${hwm}KiB), listings during it $((l1 - l0))"
+  N="$saved_n" INSTALLATIONS="$saved_installations"
+fi
+
+# 100,000 resources across 20,000 installations. The inventory is seeded by a first daemon
+# against an unlimited fake; then, against a fake whose answers take longer than the
+# measurement (listings stay in flight, none lands, so the inventory is the seeded one), start
+# to ready, `status` and RSS with it and with an empty inventory (same config).
+if want fleet-big; then
+  saved_n="$N" saved_installations="$INSTALLATIONS" saved_latency="$LATENCY_MS"
+  INSTALLATIONS="$BIG_INSTALLATIONS" N="$BIG_RESOURCES"
+  big_dir="$OUT/fleet-big"
+  rm -rf "$big_dir"
+  write_tokens "$big_dir" "$INSTALLATIONS"
+  start_fake
+  write_fleet_config "$big_dir"
+  start_daemon fleet-big-seed "$big_dir/config.toml"
+  wait_started fleet-big-seed
+  wait_listed fleet-big-seed
+  for _ in $(seq "$((FLEET_TIMEOUT * 10))"); do
+    [ "$(find "$big_dir/state/inventory" -name '*.json' | wc -l)" -ge "$INSTALLATIONS" ] && break
+    sleep 0.1
+  done
+  seed_s="$(awk -v a="$daemon_t0" -v b="$(date +%s%N)" 'BEGIN{printf "%.1f", (b-a)/1e9}')"
+  stop_daemon
+  log "fleet-big: inventory seeded in ${seed_s}s ($(find "$big_dir/state/inventory" -name '*.json' | wc -l) files, $(du -sh "$big_dir/state/inventory" | cut -f1))"
+  LATENCY_MS=300000 start_fake
+  LATENCY_MS="$saved_latency"
+  write_fleet_config "$big_dir"
+  # big_measure NAME STATE_DIR: sets startup, big_rss (KiB, BIG_SETTLE s after ready), big_status
+  # (median wall of 3 `status` runs, while the daemon runs).
+  big_measure() {
+    local name="$1" runs=() run
+    write_fleet_config "$big_dir" "$2"
+    start_daemon "$name" "$big_dir/config.toml"
+    wait_started "$name"
+    sleep "$BIG_SETTLE"
+    big_rss="$(rss_of "$daemon_pid")"
+    big_hwm="$(awk '/^VmHWM:/{print $2}' "/proc/$daemon_pid/status")"
+    for run in 1 2 3; do
+      timed "$name-status" "$run" "$rotator" --config "$big_dir/config.toml" status || true
+      runs+=("$wall")
+    done
+    big_status="$(printf '%s\n' "${runs[@]}" | sort -n | sed -n 2p)"
+    big_status_rss="$rss"
+    big_lines="$(wc -l <"$OUT/$name-status.1.out")"
+    stop_daemon
+  }
+  big_measure fleet-big "$big_dir/state"
+  full_startup="$startup" full_rss="$big_rss" full_hwm="$big_hwm" full_status="$big_status"
+  jobs_seen="$(grep -o 'resources=[0-9]*' "$OUT/fleet-big.err" | head -1 | cut -d= -f2)"
+  record fleet-big-start 1 "$full_startup" - "$full_rss" "$jobs_seen" "peak_rss_kib=$full_hwm seed_s=$seed_s"
+  record fleet-big-status 3 "$full_status" "$cpu" "$big_status_rss" - "status_lines=$big_lines (median of 3; cpu/rss of the last run)"
+  log "fleet-big: ready in ${full_startup}s with $jobs_seen resources, rss ${full_rss}KiB (peak ${full_hwm}KiB), status ${full_status}s ($big_lines lines)"
+  big_measure fleet-big-empty "$big_dir/state-empty"
+  per="$(awk -v f="$full_rss" -v e="$big_rss" -v n="$N" 'BEGIN{printf "%.0f", (f-e)*1024/n}')"
+  record fleet-big-empty 1 "$startup" - "$big_rss" - "peak_rss_kib=$big_hwm bytes_per_resource=$per"
+  log "fleet-big: empty inventory: ready in ${startup}s, rss ${big_rss}KiB; inventory costs ${per} bytes per resource"
+  stop_fake
+  N="$saved_n" INSTALLATIONS="$saved_installations"
+fi
+
 # --- summary ---------------------------------------------------------------------------------
 node - "$results" "$ideal" "$N" <<'EOF'
 const fs = require("fs");
@@ -276,7 +482,7 @@ for (const [name, rs] of Object.entries(by)) {
   if (rs[0][2] === "-") { console.log([name, rs.length, "-", "-", "-", rs[0][5], "-", "-", rs[0][6]].join("\t")); continue; }
   const wall = median(rs.map((r) => r[2]));
   const ok = median(rs.map((r) => (r[5] === "-" ? 0 : r[5])));
-  const bulk = !["idle", "check"].includes(name);
+  const bulk = !["idle", "check"].includes(name) && !name.startsWith("fleet");
   console.log([name, name === "check" ? rs[0][1] : rs.length, wall.toFixed(3), median(rs.map((r) => r[3])).toFixed(2),
     (median(rs.map((r) => r[4])) / 1024).toFixed(1), bulk ? ok : "-", bulk ? (ok / wall).toFixed(1) : "-",
     bulk ? (wall / ideal).toFixed(2) : "-"].join("\t"));

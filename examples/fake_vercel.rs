@@ -1,8 +1,9 @@
 //! A standalone fake of the Vercel API for the benchmarks in `bench/` (see BENCHMARKS.md).
 //!
-//! Serves `PUT /v1/installations/{id}/resources/{resourceId}/secrets` the way the test fake
-//! (`tests/common/fake_vercel.rs`) does, minus the recording and scripting, plus what a
-//! benchmark needs: an injected latency, an optional rate limit, and counters.
+//! Serves `PUT /v1/installations/{id}/resources/{resourceId}/secrets` and the listing
+//! `GET /v1/installations/{id}/resources` the way the test fake (`tests/common/fake_vercel.rs`)
+//! does, minus the recording and scripting, plus what a benchmark needs: an injected latency,
+//! an optional rate limit, and counters.
 //!
 //! ```text
 //! cargo run --release --example fake_vercel -- --port 0 --latency-ms 50 \
@@ -11,7 +12,8 @@
 //!     [--window-limit 2000 [--window-secs 10]]
 //! ```
 //!
-//! Rate limits (the bucket is checked first when both are on):
+//! Rate limits (the bucket is checked first when both are on; both count PUTs and listings
+//! alike, and every 429 counts in `rate_limited`, a listing's also in `listings_rate_limited`):
 //! - `--rate-limit R`: a token bucket of `--burst` tokens refilled at R a second. Accepted
 //!   requests get no rate-limit headers. A refused one gets `429` with Vercel's error body and,
 //!   with `--bucket-headers limit` (the default), `Retry-After`, `X-RateLimit-Limit: R`,
@@ -27,6 +29,11 @@
 //! - Installation `i` (0-based) has id `icfg_bench{i}` and token `benchtoken{i}`; resources
 //!   are `res{k}` for `k < --resources`, resource `k` belonging to installation
 //!   `k % --installations`. Anything else is a 404; a wrong token a 401.
+//! - A listing answers the installation's resources (`partnerId` `res{k}`, status `ready`,
+//!   product `iap_bench_db`, metadata `region`, `tier`, `shard`), valid against the OpenAPI
+//!   operation. `__stats` counts listings (`listings`, `listings_ok`), installations listed at
+//!   least once (`distinct_installations_listed`) and when the last of them first was
+//!   (`all_listed_unix_ms`, 0 until then).
 //! - The body is checked against the strict schema (`secrets` of `{name, value, prefix?,
 //!   environmentOverrides?}`, `partial`, no other key); a PUT without `partial: true` is
 //!   counted, as is a secret value that is not 40 alphanumeric characters.
@@ -108,6 +115,13 @@ struct Counters {
     not_partial: AtomicU64,
     /// Accepted PUTs with a value that is not 40 alphanumeric characters.
     odd_values: AtomicU64,
+    /// Listing GETs received, answered 429, answered 200.
+    listings: AtomicU64,
+    listings_rate_limited: AtomicU64,
+    listings_ok: AtomicU64,
+    /// Installations listed (200) at least once, and when (Unix ms) the last of them was.
+    distinct_installations_listed: AtomicU64,
+    all_listed_unix_ms: AtomicU64,
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
     /// Microseconds since the fake started: first and last 201.
@@ -167,6 +181,8 @@ struct App {
     counters: Counters,
     /// Per resource: how many PUTs it got (distinct resources updated = nonzero entries).
     per_resource: Vec<AtomicU64>,
+    /// Per installation: how many times it was listed (200).
+    per_installation: Vec<AtomicU64>,
     bucket: Mutex<Bucket>,
     window: Mutex<Window>,
 }
@@ -191,6 +207,11 @@ impl App {
             "odd_values": get(&c.odd_values),
             "distinct_resources_updated": distinct,
             "max_in_flight": get(&c.max_in_flight),
+            "listings": get(&c.listings),
+            "listings_rate_limited": get(&c.listings_rate_limited),
+            "listings_ok": get(&c.listings_ok),
+            "distinct_installations_listed": get(&c.distinct_installations_listed),
+            "all_listed_unix_ms": get(&c.all_listed_unix_ms),
             "ok_span_s": span,
             "ok_per_s": if span > 0.0 { get(&c.puts_ok).saturating_sub(1) as f64 / span } else { 0.0 },
             "mean_latency_ms": get(&c.slept_us) as f64 / 1e3 / get(&c.requests).max(1) as f64,
@@ -207,13 +228,18 @@ impl App {
             &c.not_partial,
             &c.odd_values,
             &c.max_in_flight,
+            &c.listings,
+            &c.listings_rate_limited,
+            &c.listings_ok,
+            &c.distinct_installations_listed,
+            &c.all_listed_unix_ms,
             &c.first_ok_us,
             &c.last_ok_us,
             &c.slept_us,
         ] {
             a.store(0, Ordering::Relaxed);
         }
-        for n in &self.per_resource {
+        for n in self.per_resource.iter().chain(&self.per_installation) {
             n.store(0, Ordering::Relaxed);
         }
     }
@@ -290,17 +316,12 @@ impl Drop for InFlight<'_> {
     }
 }
 
-async fn put_secrets(
-    State(app): State<Arc<App>>,
-    Path((installation, resource)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+/// What every request goes through before it is looked at: the gauges, the rate limits (one
+/// bucket and one window for all endpoints, as Vercel counts per token and team), and the
+/// injected latency. `Err` is the 429 to answer; `Ok` the window's verdict, whose headers go
+/// on the answer.
+async fn gate(app: &App) -> Result<Option<WindowDecision>, Response> {
     let c = &app.counters;
-    c.requests.fetch_add(1, Ordering::Relaxed);
-    let now_in_flight = c.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
-    c.max_in_flight.fetch_max(now_in_flight, Ordering::Relaxed);
-    let _guard = InFlight(c);
     let admitted = app.admit();
     // The window counts only what the bucket let through.
     let window = admitted.is_ok().then(|| app.count_in_window()).flatten();
@@ -312,7 +333,7 @@ async fn put_secrets(
     }
     if let Err((next_token, full_in)) = admitted {
         c.rate_limited.fetch_add(1, Ordering::Relaxed);
-        return bucket_refusal(&app.args, next_token, full_in);
+        return Err(bucket_refusal(&app.args, next_token, full_in));
     }
     if let Some(w) = window.as_ref().filter(|w| !w.accepted) {
         c.rate_limited.fetch_add(1, Ordering::Relaxed);
@@ -334,9 +355,44 @@ async fn put_secrets(
                 .into_iter()
                 .filter_map(|(k, v)| Some((k, v.parse().ok()?))),
         );
-        return response;
+        return Err(response);
     }
-    let mut response = match check(&app, &installation, &resource, &headers, &body) {
+    Ok(window)
+}
+
+/// Starts counting a request: total, in flight (until the guard drops) and the most at once.
+fn enter(c: &Counters) -> InFlight<'_> {
+    c.requests.fetch_add(1, Ordering::Relaxed);
+    let now_in_flight = c.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+    c.max_in_flight.fetch_max(now_in_flight, Ordering::Relaxed);
+    InFlight(c)
+}
+
+/// A window's headers go on every answer, as Vercel sends them.
+fn with_window(mut response: Response, window: Option<WindowDecision>) -> Response {
+    if let Some(w) = window {
+        response.headers_mut().extend(
+            w.headers()
+                .into_iter()
+                .filter_map(|(k, v)| Some((k, v.parse().ok()?))),
+        );
+    }
+    response
+}
+
+async fn put_secrets(
+    State(app): State<Arc<App>>,
+    Path((installation, resource)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let c = &app.counters;
+    let _guard = enter(c);
+    let window = match gate(&app).await {
+        Ok(window) => window,
+        Err(refusal) => return refusal,
+    };
+    let response = match check(&app, &installation, &resource, &headers, &body) {
         Ok(k) => {
             app.per_resource[k].fetch_add(1, Ordering::Relaxed);
             let us = app.started.elapsed().as_micros() as u64;
@@ -351,15 +407,7 @@ async fn put_secrets(
             response
         }
     };
-    // A window's headers go on every answer, as Vercel sends them.
-    if let Some(w) = window {
-        response.headers_mut().extend(
-            w.headers()
-                .into_iter()
-                .filter_map(|(k, v)| Some((k, v.parse().ok()?))),
-        );
-    }
-    response
+    with_window(response, window)
 }
 
 /// The bucket's 429: Vercel's error body, `Retry-After`, and the headers `--bucket-headers`
@@ -403,6 +451,93 @@ fn bucket_refusal(args: &Args, next_token: Duration, full_in: Duration) -> Respo
     response
 }
 
+/// The installation's index, if it exists and the bearer token is its own.
+#[allow(clippy::result_large_err)]
+fn authorize(app: &App, installation: &str, headers: &HeaderMap) -> Result<u64, Response> {
+    let i: u64 = installation
+        .strip_prefix("icfg_bench")
+        .and_then(|n| n.parse().ok())
+        .filter(|i| *i < app.args.installations)
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, "not_found", "Installation not found"))?;
+    let want = format!("Bearer benchtoken{i}");
+    if headers.get(AUTHORIZATION).map(|v| v.as_bytes()) != Some(want.as_bytes()) {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "forbidden",
+            "Not authorized",
+        ));
+    }
+    Ok(i)
+}
+
+/// `GET /v1/installations/{id}/resources`: every resource of the installation, each valid
+/// against the OpenAPI operation (`partnerId`, `internalId`, `name`, `productId` required;
+/// `status`, `billingPlanId` and `metadata` as Vercel fills them).
+async fn list_resources(
+    State(app): State<Arc<App>>,
+    Path(installation): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let c = &app.counters;
+    let _guard = enter(c);
+    c.listings.fetch_add(1, Ordering::Relaxed);
+    let window = match gate(&app).await {
+        Ok(window) => window,
+        Err(refusal) => {
+            c.listings_rate_limited.fetch_add(1, Ordering::Relaxed);
+            return refusal;
+        }
+    };
+    let i = match authorize(&app, &installation, &headers) {
+        Ok(i) => i,
+        Err(response) => {
+            c.refused.fetch_add(1, Ordering::Relaxed);
+            return with_window(response, window);
+        }
+    };
+    let (n, step) = (app.args.resources, app.args.installations);
+    let resources: Vec<Value> = (i..n)
+        .step_by(usize::try_from(step).unwrap_or(usize::MAX))
+        .map(|k| {
+            json!({
+                "partnerId": format!("res{k}"),
+                "internalId": format!("ires_{k}"),
+                "name": format!("bench-db-{k}"),
+                "status": "ready",
+                "productId": "iap_bench_db",
+                "billingPlanId": "bp_bench",
+                "metadata": {"region": "iad1", "tier": "pro", "shard": k % 16},
+            })
+        })
+        .collect();
+    c.listings_ok.fetch_add(1, Ordering::Relaxed);
+    if app.per_installation[i as usize].fetch_add(1, Ordering::Relaxed) == 0 {
+        let distinct = c
+            .distinct_installations_listed
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        if distinct == app.args.installations {
+            c.all_listed_unix_ms.store(unix_ms(), Ordering::Relaxed);
+        }
+    }
+    with_window(
+        (
+            StatusCode::OK,
+            [(CONTENT_TYPE, "application/json; charset=utf-8")],
+            json!({ "resources": resources }).to_string(),
+        )
+            .into_response(),
+        window,
+    )
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
 /// Token, ids, content type and schema; the resource's index when all is well.
 #[allow(clippy::result_large_err)]
 fn check(
@@ -413,19 +548,7 @@ fn check(
     body: &[u8],
 ) -> Result<usize, Response> {
     let not_found = |what: &str| error(StatusCode::NOT_FOUND, "not_found", what);
-    let i: u64 = installation
-        .strip_prefix("icfg_bench")
-        .and_then(|n| n.parse().ok())
-        .filter(|i| *i < app.args.installations)
-        .ok_or_else(|| not_found("Installation not found"))?;
-    let want = format!("Bearer benchtoken{i}");
-    if headers.get(AUTHORIZATION).map(|v| v.as_bytes()) != Some(want.as_bytes()) {
-        return Err(error(
-            StatusCode::UNAUTHORIZED,
-            "forbidden",
-            "Not authorized",
-        ));
-    }
+    let i = authorize(app, installation, headers)?;
     let k: u64 = resource
         .strip_prefix("res")
         .and_then(|n| n.parse().ok())
@@ -519,6 +642,7 @@ async fn serve(args: Args) -> std::io::Result<()> {
     });
     let app = Arc::new(App {
         per_resource: (0..args.resources).map(|_| AtomicU64::new(0)).collect(),
+        per_installation: (0..args.installations).map(|_| AtomicU64::new(0)).collect(),
         bucket: Mutex::new(Bucket {
             tokens: args.burst,
             at: Instant::now(),
@@ -532,6 +656,10 @@ async fn serve(args: Args) -> std::io::Result<()> {
         .route(
             "/v1/installations/{installation}/resources/{resource}/secrets",
             put(put_secrets),
+        )
+        .route(
+            "/v1/installations/{installation}/resources",
+            get(list_resources),
         )
         .route(
             "/__stats",

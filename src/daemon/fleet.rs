@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
@@ -16,6 +17,10 @@ use crate::discovery::{self, Lister, Update, watch};
 use crate::jobs::{self, Fleet, Orphan};
 use crate::rotation::Job;
 use crate::state::Key;
+
+/// How many installations' listings are written to the state at once when a batch of
+/// updates is applied.
+const PERSIST_AT_ONCE: usize = 32;
 
 /// Starts a generation's discovery task, when any policy lists resources or the config
 /// discovers installations. Its updates arrive on `updates`; `stop` ends it.
@@ -111,11 +116,35 @@ impl Daemon {
         if changed.is_empty() {
             return;
         }
-        // Persisted before anything is done on it: a restart starts from this listing.
-        for id in &changed {
-            let listing = discovery::fleet::listing_of(&self.fleet, id);
-            if let Err(e) = self.store.put_listing(listing).await {
-                error!(installation_id = %id, "could not record the installation's listing; going on with it in memory (a restart lists again): {e}");
+        // Persisted before anything is done on it: a restart starts from this listing. The
+        // files are independent (the inventory takes writes of different installations side
+        // by side), so up to PERSIST_AT_ONCE are written at once: one after another, each
+        // write's fsyncs made the first pass over 2,000 installations wait ~8 ms apiece.
+        let mut writes = JoinSet::new();
+        let mut pending = changed.iter();
+        loop {
+            while writes.len() < PERSIST_AT_ONCE {
+                let Some(id) = pending.next() else { break };
+                let (store, id) = (self.store.clone(), id.clone());
+                let listing = discovery::fleet::listing_of(&self.fleet, &id);
+                writes.spawn(async move {
+                    let result = store.put_listing(listing).await;
+                    (id, result)
+                });
+            }
+            let Some(done) = writes.join_next().await else {
+                break;
+            };
+            match done {
+                Ok((_, Ok(()))) => {}
+                Ok((id, Err(e))) => {
+                    error!(installation_id = %id, "could not record the installation's listing; going on with it in memory (a restart lists again): {e}");
+                }
+                Err(e) => {
+                    error!(
+                        "recording an installation's listing stopped short; going on with it in memory (a restart lists again): {e}"
+                    );
+                }
             }
         }
         let mut added: Vec<Arc<Job>> = Vec::new();

@@ -195,17 +195,7 @@ impl Watch {
 
     /// The next time after now at the installation's phase: later passes spread over `every`.
     fn next_slot(&self, id: &str) -> Instant {
-        let every = self.every.as_nanos().max(1);
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        id.hash(&mut hasher);
-        let phase = u128::from(hasher.finish()) % every;
-        let since_start = Instant::now()
-            .saturating_duration_since(self.started)
-            .as_nanos();
-        // The first k with started + phase + k * every > now.
-        let k = since_start.saturating_sub(phase) / every + 1;
-        let offset = phase + k * every;
-        self.started + Duration::from_nanos(u64::try_from(offset).unwrap_or(u64::MAX))
+        next_slot(self.started, Instant::now(), self.every, id)
     }
 
     /// Reads the installations again: new ones are listed at once, vanished ones are gone.
@@ -307,5 +297,56 @@ impl Watch {
     }
 }
 
+/// The first time after `now` at the installation's phase (a hash of its id, within `every`)
+/// counted from `started`: the installation's slot in every later pass.
+fn next_slot(started: Instant, now: Instant, every: Duration, id: &str) -> Instant {
+    let every = every.as_nanos().max(1);
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    id.hash(&mut hasher);
+    let phase = u128::from(hasher.finish()) % every;
+    let since_start = now.saturating_duration_since(started).as_nanos();
+    // The first k >= 0 with started + phase + k * every > now: a phase still ahead in the
+    // first period is this period's slot (k = 0), not the next one's, or the installations
+    // listed in the first pass would wait up to twice `every` for their second listing.
+    let k = if since_start < phase {
+        0
+    } else {
+        (since_start - phase) / every + 1
+    };
+    let offset = phase + k * every;
+    started + Duration::from_nanos(u64::try_from(offset).unwrap_or(u64::MAX))
+}
+
 /// A listing that failed is tried again this soon (or at its next slot, if sooner).
 const RETRY_LISTING: Duration = Duration::from_secs(60);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// After the first pass, every installation is listed again within `every`, at its own
+    /// phase, and from then on once per `every`: the inventory is never older than that.
+    #[test]
+    fn every_installation_is_listed_again_within_every_of_the_first_pass() {
+        let started = Instant::now();
+        let every = Duration::from_secs(600);
+        let first_pass_done = started + Duration::from_secs(10);
+        let mut slots: Vec<Duration> = Vec::new();
+        for i in 0..2_000 {
+            let id = format!("icfg_bench{i}");
+            let next = next_slot(started, first_pass_done, every, &id);
+            assert!(next > first_pass_done, "{id}: slot not after now");
+            assert!(
+                next <= first_pass_done + every,
+                "{id}: listed again only {:?} after the first pass",
+                next - first_pass_done
+            );
+            // Listed at its slot: the one after is exactly `every` later.
+            assert_eq!(next_slot(started, next, every, &id), next + every);
+            slots.push(next - started);
+        }
+        // Spread over the period, not bunched at its start: about a tenth in each tenth.
+        let in_first_tenth = slots.iter().filter(|s| **s < every / 10).count();
+        assert!((100..=300).contains(&in_first_tenth), "{in_first_tenth}");
+    }
+}
