@@ -21,7 +21,7 @@ pub fn load(config: &Config, listings: &[Arc<Listing>]) -> Fleet {
     let mut fleet = Fleet::from_config(config);
     for listing in listings {
         for r in &listing.departed {
-            fleet.add_departed(Arc::new(r.clone()));
+            fleet.add_departed(r.clone());
         }
         if listing.gone {
             continue;
@@ -41,13 +41,14 @@ pub fn load(config: &Config, listings: &[Arc<Listing>]) -> Fleet {
                 Some(installation) => fleet.add_discovered(installation),
                 None => {
                     for r in &listing.resources {
-                        fleet.add_departed(Arc::new(r.clone()));
+                        fleet.add_departed(r.clone());
                     }
                     continue;
                 }
             }
         }
-        let resources = listing.resources.iter().cloned().map(Arc::new).collect();
+        // The inventory's own resources, shared (not copied) by the fleet and the jobs.
+        let resources = listing.resources.clone();
         fleet.set_listed_at(id, resources, listing.listed_at);
         if let Some(failure) = &listing.failure {
             fleet.restore_failure(id, failure.clone());
@@ -60,14 +61,14 @@ pub fn load(config: &Config, listings: &[Arc<Listing>]) -> Fleet {
 /// longer has it or it has no listing), and what left it that records may still need.
 pub fn listing_of(fleet: &Fleet, id: &str) -> Listing {
     let member = fleet.get(id);
-    let resources: Vec<ResourceInfo> = member
+    let resources: Vec<Arc<ResourceInfo>> = member
         .and_then(|m| m.listed.as_ref())
-        .map(|l| l.iter().map(|r| (**r).clone()).collect())
+        .map(|l| l.to_vec())
         .unwrap_or_default();
-    let mut departed: Vec<ResourceInfo> = fleet
+    let mut departed: Vec<Arc<ResourceInfo>> = fleet
         .departed_resources()
         .filter(|r| r.installation_id == id)
-        .map(|r| (**r).clone())
+        .cloned()
         .collect();
     departed.sort_by(|a, b| a.id.cmp(&b.id));
     Listing {

@@ -219,6 +219,9 @@ impl Claims {
             job.target_limit = None;
             return;
         }
+        if claims.is_empty() {
+            return;
+        }
         for claim in &claims {
             self.holders.insert(claim.clone(), job.key.clone());
         }

@@ -367,17 +367,17 @@ pub fn with_records(
     mut jobs: Vec<Job>,
     store: &dyn StateStore,
 ) -> Vec<Job> {
-    let configured: HashMap<Key, usize> = jobs
-        .iter()
-        .enumerate()
-        .map(|(i, j)| (j.key.clone(), i))
-        .collect();
-    let mut others: Vec<Record> = Vec::new();
-    store.visit(&mut |record| {
-        if !configured.contains_key(&record.key) {
-            others.push(record.clone());
-        }
-    });
+    // The records no job names, copied out while the jobs' keys are borrowed.
+    let others: Vec<Record> = {
+        let named: std::collections::HashSet<&Key> = jobs.iter().map(|j| &j.key).collect();
+        let mut others = Vec::new();
+        store.visit(&mut |record| {
+            if !named.contains(&record.key) {
+                others.push(record.clone());
+            }
+        });
+        others
+    };
     let mut extra = Vec::new();
     for record in others {
         match orphan_job(config, fleet, &jobs, &record) {

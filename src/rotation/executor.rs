@@ -75,7 +75,7 @@ impl Executor {
         let now = self.clock.now();
         let new: Vec<Record> = jobs
             .into_iter()
-            .filter(|job| job.in_config && self.store.get(&job.key).is_none())
+            .filter(|job| job.in_config && !self.store.contains(&job.key))
             .map(|job| new_record(job, now))
             .collect();
         let added = new.len();

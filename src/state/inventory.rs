@@ -12,6 +12,7 @@
 //! Data only: it imports [`crate::resource`] and nothing else of the crate.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -27,11 +28,11 @@ pub struct Listing {
     /// When this listing last succeeded (for a gone installation: when it was found gone).
     pub listed_at: DateTime<Utc>,
     /// As last listed, in Vercel's order: all of them (selection is above).
-    pub resources: Vec<ResourceInfo>,
+    pub resources: Vec<Arc<ResourceInfo>>,
     /// Resources listed before and not any more (or whose installation is gone), kept
     /// while a record may still need them to retire (templates like {resource.metadata.x}).
     /// Sorted by id, one entry per id.
-    pub departed: Vec<ResourceInfo>,
+    pub departed: Vec<Arc<ResourceInfo>>,
     /// The installation is gone (its token file removed, no longer listed by the
     /// installations command, or Vercel answered 404/410 for it).
     pub gone: bool,
@@ -60,7 +61,7 @@ impl Listing {
         previous: Option<&Listing>,
         installation_id: impl Into<String>,
         listed_at: DateTime<Utc>,
-        now_listed: Vec<ResourceInfo>,
+        now_listed: Vec<Arc<ResourceInfo>>,
     ) -> Listing {
         let departed = match previous {
             Some(previous) => {
@@ -95,13 +96,13 @@ impl Listing {
 
     /// Keeps only the departed resources `keep` says a record still needs.
     pub fn retain_departed(&mut self, keep: impl Fn(&ResourceInfo) -> bool) {
-        self.departed.retain(keep);
+        self.departed.retain(|r| keep(r));
     }
 
     /// Every resource this listing knows that `wanted` accepts, once per id, sorted by id,
     /// the listed entry winning over a departed one of the same id.
-    fn all_known(&self, wanted: impl Fn(&ResourceInfo) -> bool) -> Vec<ResourceInfo> {
-        let mut by_id: BTreeMap<&str, &ResourceInfo> = BTreeMap::new();
+    fn all_known(&self, wanted: impl Fn(&ResourceInfo) -> bool) -> Vec<Arc<ResourceInfo>> {
+        let mut by_id: BTreeMap<&str, &Arc<ResourceInfo>> = BTreeMap::new();
         // Departed first, then listed over them: the listed details are the newer.
         for resource in self.departed.iter().chain(&self.resources) {
             if wanted(resource) {
@@ -126,15 +127,15 @@ mod tests {
     }
 
     /// A listed resource of `icfg_1` whose metadata `v` tells versions of it apart.
-    fn res(id: &str, v: &str) -> ResourceInfo {
+    fn res(id: &str, v: &str) -> Arc<ResourceInfo> {
         let mut info = ResourceInfo::configured("icfg_1", id);
         info.status = Some("ready".to_owned());
         info.metadata
             .insert("v".to_owned(), MetadataValue::String(v.to_owned()));
-        info
+        Arc::new(info)
     }
 
-    fn ids(resources: &[ResourceInfo]) -> Vec<(&str, String)> {
+    fn ids(resources: &[Arc<ResourceInfo>]) -> Vec<(&str, String)> {
         resources
             .iter()
             .map(|r| (r.id.as_str(), r.metadata["v"].to_string()))

@@ -67,6 +67,10 @@ impl StateStore for MemoryStore {
         self.map().get(key).cloned()
     }
 
+    fn contains(&self, key: &Key) -> bool {
+        self.map().contains_key(key)
+    }
+
     async fn put(&self, record: Record) -> Result<(), StateError> {
         self.writable()?;
         self.map().insert(record.key.clone(), record);
@@ -130,7 +134,7 @@ mod tests {
         let at = Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).single().unwrap();
         let listed = resources
             .iter()
-            .map(|r| ResourceInfo::configured(id, *r))
+            .map(|r| std::sync::Arc::new(ResourceInfo::configured(id, *r)))
             .collect();
         Listing::merge(None, id, at, listed)
     }

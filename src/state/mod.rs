@@ -134,6 +134,10 @@ pub trait StateStore: Send + Sync {
     fn visit(&self, visit: &mut dyn FnMut(&Record));
     /// One record as of the last commit.
     fn get(&self, key: &Key) -> Option<Record>;
+    /// Whether there is a record for `key`, without copying it (100,000 checks at start).
+    fn contains(&self, key: &Key) -> bool {
+        self.get(key).is_some()
+    }
     /// Writes (inserts or replaces) a record; durable when it returns.
     async fn put(&self, record: Record) -> Result<(), StateError>;
     /// Writes many records as one commit (first start with thousands of new resources).

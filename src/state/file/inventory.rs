@@ -368,7 +368,7 @@ mod tests {
                 info.status = Some("ready".to_owned());
                 info.metadata
                     .insert("region".to_owned(), MetadataValue::String("eu".to_owned()));
-                info
+                std::sync::Arc::new(info)
             })
             .collect();
         Listing::merge(None, id, at, listed)
@@ -830,7 +830,7 @@ mod tests {
             let mut l = template.clone();
             l.installation_id = id.clone();
             for r in &mut l.resources {
-                r.installation_id = id.clone();
+                std::sync::Arc::make_mut(r).installation_id = id.clone();
             }
             let bytes = serde_json::to_vec(&FileOut {
                 version: INVENTORY_VERSION,

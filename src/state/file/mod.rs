@@ -243,6 +243,10 @@ impl StateStore for FileStore {
         self.read_records().get(key).cloned()
     }
 
+    fn contains(&self, key: &Key) -> bool {
+        self.read_records().contains_key(key)
+    }
+
     fn visit(&self, visit: &mut dyn FnMut(&Record)) {
         self.read_records().values().for_each(visit);
     }
