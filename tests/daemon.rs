@@ -642,11 +642,13 @@ async fn a_kill_at_every_step_is_recovered_by_the_next_start() {
         tokio::time::sleep(Duration::from_millis(1200)).await;
         let mut daemon = Daemon::start(&s, &config);
         let status_cfg = config.clone();
+        // The daemon must be up (its signal handlers installed) before the TERM below, even
+        // when nothing is left for it to retire: an early TERM kills it with no log at all.
         wait_for(
             Duration::from_secs(20),
             "retirements",
             || format!("{point}: live {:?}\n{}", s.live(), daemon.log()),
-            || s.live().len() == 1,
+            || daemon.log().contains("daemon started") && s.live().len() == 1,
         )
         .await;
         daemon.signal("TERM");
