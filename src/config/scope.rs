@@ -175,6 +175,25 @@ pub(super) fn installation_scope(
     }
 }
 
+/// The span of each string of the array at `span`: `toml::Value` keeps no spans inside, so
+/// the array's text is read again on its own.
+fn element_spans(v: &Validator, span: Range<usize>) -> Option<Vec<Range<usize>>> {
+    #[derive(serde::Deserialize)]
+    struct One {
+        x: Vec<Spanned<String>>,
+    }
+    const PREFIX: &str = "x = ";
+    let text = v.source.text.get(span.clone())?;
+    let one: One = toml::from_str(&format!("{PREFIX}{text}")).ok()?;
+    let shift = |at: usize| at - PREFIX.len() + span.start;
+    Some(
+        one.x
+            .iter()
+            .map(|s| shift(s.span().start)..shift(s.span().end))
+            .collect(),
+    )
+}
+
 /// `resources` as written: a list of ids, a selector table, or `"*"`.
 pub(super) fn resource_scope(
     v: &mut Validator,
@@ -188,6 +207,14 @@ pub(super) fn resource_scope(
             Some(ResourceScope::Selected(ResourceSelector::everything()))
         }
         toml::Value::Array(items) => {
+            // Each id's own place in the file, so a message points at the id, not the list.
+            let spans = element_spans(v, raw.span());
+            let at = |i: usize| {
+                spans
+                    .as_ref()
+                    .and_then(|s| s.get(i).cloned())
+                    .or_else(|| span.clone())
+            };
             if items.is_empty() {
                 v.problem(
                     span,
@@ -197,13 +224,13 @@ pub(super) fn resource_scope(
                 return None;
             }
             let mut ids: Vec<String> = Vec::new();
-            for item in items {
+            for (i, item) in items.iter().enumerate() {
                 match item.as_str() {
                     Some(id) if id.trim().is_empty() => {
-                        v.problem(span.clone(), &field, "holds an empty resource id");
+                        v.problem(at(i), &field, "holds an empty resource id");
                     }
                     Some(id) if ids.iter().any(|i| i == id) => {
-                        v.problem(span.clone(), &field, format!("\"{id}\" is listed twice"));
+                        v.problem(at(i), &field, format!("\"{id}\" is listed twice"));
                     }
                     Some(id) => ids.push(id.to_owned()),
                     None => {
