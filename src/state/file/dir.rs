@@ -137,6 +137,30 @@ impl StateDir {
     /// Opens `name` without following a link and checks what it opened. `None`: missing and
     /// `access` is [`Access::Read`].
     pub(super) fn open(&self, name: &str, access: Access) -> Result<Option<File>, StateError> {
+        Ok(self.open_checked(name, access)?.map(|(file, _)| file))
+    }
+
+    /// Reads the whole of `name` (opened and checked as [`StateDir::open`] does), in one read
+    /// of the size it had when opened: for a file only ever replaced whole (renamed over,
+    /// never written in place), so that size is all of it. `None`: missing. Four system
+    /// calls a file, where reading to EOF takes six: 20,000 inventory files load at start.
+    pub(super) fn read_whole(&self, name: &str) -> Result<Option<Vec<u8>>, StateError> {
+        let Some((mut file, meta)) = self.open_checked(name, Access::Read)? else {
+            return Ok(None);
+        };
+        let size = usize::try_from(meta.len())
+            .map_err(|_| io_error(&self.file_path(name))(io::ErrorKind::FileTooLarge.into()))?;
+        let mut bytes = vec![0; size];
+        file.read_exact(&mut bytes)
+            .map_err(io_error(&self.file_path(name)))?;
+        Ok(Some(bytes))
+    }
+
+    fn open_checked(
+        &self,
+        name: &str,
+        access: Access,
+    ) -> Result<Option<(File, Metadata)>, StateError> {
         let flags = OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY
             // A FIFO put here would block the open forever; with NONBLOCK it opens and is
             // then refused as not a regular file. No effect on a regular file's reads and writes.
@@ -153,7 +177,7 @@ impl StateDir {
         };
         let meta = fd.metadata().map_err(io_error(&self.file_path(name)))?;
         self.check_file(name, &meta)?;
-        Ok(Some(fd))
+        Ok(Some((fd, meta)))
     }
 
     /// A fresh `name` (0600), after removing a stale one: `O_EXCL` never opens what is there,

@@ -22,16 +22,15 @@
 
 use std::collections::BTreeMap;
 use std::collections::hash_map::DefaultHasher;
-use std::fs::File;
 use std::hash::{Hash, Hasher};
-use std::io::{self, Read};
+use std::io;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use tracing::{debug, warn};
 
-use super::dir::{Access, StateDir, io_error};
+use super::dir::{StateDir, io_error};
 use super::format::json_reason;
 use crate::state::{Listing, StateError};
 
@@ -265,7 +264,7 @@ fn write_listing(dir: &StateDir, listing: &Listing) -> Result<(), StateError> {
 /// where temporary files left by a crash are removed. Only a failure to list the directory
 /// is an error; a file that cannot be had is logged and left out.
 fn load(dir: &StateDir, writing: bool) -> Result<BTreeMap<String, Listing>, StateError> {
-    let mut listings = BTreeMap::new();
+    let mut wanted = Vec::new();
     for name in dir.names()? {
         if let Some(id) = name.strip_suffix(TMP_SUFFIX)
             && crate::resource::is_file_safe_installation_id(id)
@@ -277,24 +276,30 @@ fn load(dir: &StateDir, writing: bool) -> Result<BTreeMap<String, Listing>, Stat
             }
             continue;
         }
-        let Some(id) = name
+        if name
             .strip_suffix(SUFFIX)
-            .filter(|id| crate::resource::is_file_safe_installation_id(id))
-        else {
+            .is_some_and(crate::resource::is_file_safe_installation_id)
+        {
+            wanted.push(name);
+        } else {
             warn!(
                 path = %dir.file_path(&name).display(),
                 "not an inventory file (<installation id>.json); ignored"
             );
-            continue;
-        };
-        match load_one(dir, &name, id) {
+        }
+    }
+
+    let mut listings = BTreeMap::new();
+    for (name, loaded) in wanted.iter().zip(load_all(dir, &wanted)) {
+        match loaded {
             Ok(Some(listing)) => {
-                listings.insert(id.to_owned(), listing);
+                listings.insert(listing.installation_id.clone(), listing);
             }
             // Removed since the directory was listed (by the daemon, for `status`).
             Ok(None) => {}
+            // Logged here, on the caller's thread, whichever thread read the file.
             Err(problem) => warn!(
-                path = %dir.file_path(&name).display(),
+                path = %dir.file_path(name).display(),
                 problem = %problem,
                 "inventory file skipped: its installation reads as never listed until a listing succeeds and replaces the file"
             ),
@@ -303,12 +308,57 @@ fn load(dir: &StateDir, writing: bool) -> Result<BTreeMap<String, Listing>, Stat
     Ok(listings)
 }
 
+/// Below this many files one thread reads them all: a thread costs more than it saves.
+const PARALLEL_FROM: usize = 1000;
+/// At most this many threads read at start (system calls and parsing, no locks).
+const MAX_LOAD_THREADS: usize = 4;
+
+type Loaded = Result<Option<Listing>, String>;
+
+/// Reads and parses the files `names` (each `<id>.json`), each result in its name's place:
+/// on several threads when there are many, so 20,000 installations do not hold up the start
+/// (most of the time is the kernel's, opening and reading each file).
+fn load_all(dir: &StateDir, names: &[String]) -> Vec<Loaded> {
+    let work = |names: &[String]| -> Vec<Loaded> {
+        names.iter().map(|name| load_one(dir, name)).collect()
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(MAX_LOAD_THREADS);
+    if threads < 2 || names.len() < PARALLEL_FROM {
+        return work(names);
+    }
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = names
+            .chunks(names.len().div_ceil(threads))
+            .map(|chunk| {
+                std::thread::Builder::new()
+                    .name("inventory-load".to_owned())
+                    .spawn_scoped(scope, move || work(chunk))
+                    // A thread that does not start: its share is read on this one.
+                    .map_err(|_| chunk)
+            })
+            .collect();
+        let mut loaded = Vec::with_capacity(names.len());
+        for part in parts {
+            match part {
+                Ok(handle) => match handle.join() {
+                    Ok(done) => loaded.extend(done),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                },
+                Err(chunk) => loaded.extend(work(chunk)),
+            }
+        }
+        loaded
+    })
+}
+
 /// One file's listing; the error says what is wrong with it, never quoting its content.
-fn load_one(dir: &StateDir, name: &str, id: &str) -> Result<Option<Listing>, String> {
-    let Some(file) = dir.open(name, Access::Read).map_err(|e| e.to_string())? else {
+fn load_one(dir: &StateDir, name: &str) -> Result<Option<Listing>, String> {
+    let id = name.strip_suffix(SUFFIX).unwrap_or(name);
+    let Some(bytes) = dir.read_whole(name).map_err(|e| e.to_string())? else {
         return Ok(None);
     };
-    let bytes = read_all(&file).map_err(|e| format!("unreadable: {e}"))?;
     let listing = decode(&bytes)?;
     if listing.installation_id != id {
         return Err(format!(
@@ -317,13 +367,6 @@ fn load_one(dir: &StateDir, name: &str, id: &str) -> Result<Option<Listing>, Str
         ));
     }
     Ok(Some(listing))
-}
-
-fn read_all(mut file: &File) -> io::Result<Vec<u8>> {
-    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0).saturating_add(1));
-    file.read_to_end(&mut bytes)?;
-    Ok(bytes)
 }
 
 /// Parses a file, once in the common case; the version is read on its own only to tell a
@@ -343,514 +386,4 @@ fn decode(bytes: &[u8]) -> Result<Listing, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    use std::path::{Path, PathBuf};
-    use std::sync::Mutex as StdMutex;
-
-    use chrono::{TimeZone, Utc};
-
-    use super::*;
-    use crate::resource::{MetadataValue, ResourceInfo};
-    use crate::state::StateStore;
-    use crate::state::file::FileStore;
-
-    fn listing(id: &str, resources: &[&str], hour: u32) -> Listing {
-        let at = Utc
-            .with_ymd_and_hms(2026, 3, 1, hour, 0, 0)
-            .single()
-            .unwrap();
-        let listed = resources
-            .iter()
-            .map(|r| {
-                let mut info = ResourceInfo::configured(id, *r);
-                info.name = Some(format!("name of {r}"));
-                info.status = Some("ready".to_owned());
-                info.metadata
-                    .insert("region".to_owned(), MetadataValue::String("eu".to_owned()));
-                std::sync::Arc::new(info)
-            })
-            .collect();
-        Listing::merge(None, id, at, listed)
-    }
-
-    struct Dir {
-        _tmp: tempfile::TempDir,
-        state: PathBuf,
-    }
-
-    impl Dir {
-        fn new() -> Dir {
-            let tmp = tempfile::tempdir().unwrap();
-            let state = tmp.path().join("state");
-            Dir { _tmp: tmp, state }
-        }
-
-        fn inventory(&self) -> PathBuf {
-            self.state.join(INVENTORY_DIR)
-        }
-
-        fn file(&self, id: &str) -> PathBuf {
-            self.inventory().join(format!("{id}.json"))
-        }
-
-        async fn open(&self) -> FileStore {
-            FileStore::open(&self.state).await.unwrap()
-        }
-    }
-
-    fn ids(listings: &[Arc<Listing>]) -> Vec<&str> {
-        listings
-            .iter()
-            .map(|l| l.installation_id.as_str())
-            .collect()
-    }
-
-    /// (inode, mtime): a rewrite (a rename of a new file) changes it.
-    fn identity(path: &Path) -> (u64, i64, i64) {
-        let meta = std::fs::symlink_metadata(path).unwrap();
-        (meta.ino(), meta.mtime(), meta.mtime_nsec())
-    }
-
-    fn mode(path: &Path) -> u32 {
-        std::fs::symlink_metadata(path).unwrap().mode() & 0o7777
-    }
-
-    /// Warnings logged on this thread while `f` runs.
-    fn logged<T>(f: impl FnOnce() -> T) -> (T, String) {
-        #[derive(Clone)]
-        struct Sink(Arc<StdMutex<Vec<u8>>>);
-        impl io::Write for Sink {
-            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                Ok(())
-            }
-        }
-        let buffer = Arc::new(StdMutex::new(Vec::new()));
-        let sink = Sink(buffer.clone());
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || sink.clone())
-            .with_ansi(false)
-            .with_max_level(tracing::Level::WARN)
-            .finish();
-        let result = tracing::subscriber::with_default(subscriber, f);
-        let text = String::from_utf8_lossy(&buffer.lock().unwrap()).into_owned();
-        (result, text)
-    }
-
-    #[tokio::test]
-    async fn listings_survive_a_reopen_in_owner_only_files() {
-        let dir = Dir::new();
-        let store = dir.open().await;
-        assert!(store.listings().is_empty());
-        // A store that never lists has no inventory: it is made at the first write.
-        store.remove_listing("icfg_a").await.unwrap();
-        assert!(!dir.inventory().exists());
-        let a = listing("icfg_a", &["r1", "r2"], 1);
-        let b = listing("icfg_b", &[], 1);
-        let gone = listing("icfg_c", &["r3"], 1)
-            .departed_all(Utc.with_ymd_and_hms(2026, 3, 1, 2, 0, 0).single().unwrap());
-        for l in [&b, &a, &gone] {
-            store.put_listing(l.clone()).await.unwrap();
-        }
-        assert_eq!(ids(&store.listings()), ["icfg_a", "icfg_b", "icfg_c"]);
-        drop(store);
-
-        assert_eq!(mode(&dir.inventory()), 0o700);
-        for id in ["icfg_a", "icfg_b", "icfg_c"] {
-            assert_eq!(mode(&dir.file(id)), 0o600, "{id}");
-        }
-        let text = std::fs::read_to_string(dir.file("icfg_a")).unwrap();
-        assert!(
-            text.starts_with(r#"{"version":1,"listing":{"installation_id":"icfg_a","#),
-            "{text}"
-        );
-
-        let store = dir.open().await;
-        let reopened: Vec<Listing> = store.listings().iter().map(|l| (**l).clone()).collect();
-        assert_eq!(reopened, [a.clone(), b.clone(), gone.clone()]);
-        // Read beside the running store, without its lock.
-        assert_eq!(
-            FileStore::read_listings(&dir.state).unwrap(),
-            [a.clone(), b, gone]
-        );
-
-        store.remove_listing("icfg_b").await.unwrap();
-        store.remove_listing("icfg_b").await.unwrap();
-        assert!(!dir.file("icfg_b").exists());
-        drop(store);
-        assert_eq!(ids(&dir.open().await.listings()), ["icfg_a", "icfg_c"]);
-    }
-
-    #[tokio::test]
-    async fn an_equal_listing_writes_nothing_and_a_changed_one_replaces_the_file() {
-        let dir = Dir::new();
-        let store = dir.open().await;
-        let a = listing("icfg_a", &["r1"], 1);
-        store.put_listing(a.clone()).await.unwrap();
-        let before = identity(&dir.file("icfg_a"));
-        store.put_listing(a.clone()).await.unwrap();
-        assert_eq!(identity(&dir.file("icfg_a")), before);
-
-        // The same resources at a later time is a change (`listed_at` is part of it).
-        let later = Listing::merge(
-            Some(&a),
-            "icfg_a",
-            listing("x", &[], 2).listed_at,
-            a.resources.clone(),
-        );
-        store.put_listing(later.clone()).await.unwrap();
-        assert_ne!(identity(&dir.file("icfg_a")), before);
-        assert_eq!(*store.listings()[0], later);
-        // Only the file: no temporary file is left behind.
-        let mut names = std::fs::read_dir(dir.inventory())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect::<Vec<_>>();
-        names.sort();
-        assert_eq!(names, ["icfg_a.json"]);
-    }
-
-    #[tokio::test]
-    async fn ids_that_are_not_plain_file_names_are_refused_and_nothing_is_written() {
-        let dir = Dir::new();
-        let store = dir.open().await;
-        for bad in [
-            "../icfg_a",
-            "icfg/a",
-            "..",
-            ".",
-            "",
-            "icfg.a",
-            "icfg a",
-            &"x".repeat(129),
-        ] {
-            match store.put_listing(listing(bad, &["r1"], 1)).await {
-                Err(e @ StateError::BadInstallationId { .. }) => {
-                    let text = e.to_string();
-                    assert!(text.contains("A-Z a-z 0-9 _ -"), "{text}");
-                    assert!(!text.contains(&dir.state.display().to_string()), "{text}");
-                }
-                other => panic!("{bad:?}: {other:?}"),
-            }
-            assert!(matches!(
-                store.remove_listing(bad).await,
-                Err(StateError::BadInstallationId { .. })
-            ));
-        }
-        assert!(store.listings().is_empty());
-        assert!(!dir.inventory().exists());
-        assert_eq!(
-            std::fs::read_dir(&dir.state)
-                .unwrap()
-                .map(|e| e.unwrap().file_name().into_string().unwrap())
-                .filter(|n| n.contains("icfg"))
-                .count(),
-            0
-        );
-    }
-
-    #[tokio::test]
-    async fn damaged_files_are_skipped_with_a_warning_the_others_load_and_a_listing_replaces_them()
-    {
-        let dir = Dir::new();
-        let store = dir.open().await;
-        for id in [
-            "icfg_good",
-            "icfg_cut",
-            "icfg_newer",
-            "icfg_other",
-            "icfg_hard",
-        ] {
-            store.put_listing(listing(id, &["r1"], 1)).await.unwrap();
-        }
-        drop(store);
-        let good = std::fs::read(dir.file("icfg_good")).unwrap();
-        let damage = [
-            (
-                "icfg_cut",
-                good[..good.len() / 2].to_vec(),
-                "JSON cut short",
-            ),
-            (
-                "icfg_newer",
-                br#"{"version": 2, "listing": {"shape": "unknown"}}"#.to_vec(),
-                "version 2, newer than this build reads (1)",
-            ),
-            (
-                "icfg_other",
-                good.clone(),
-                "another installation (\"icfg_good\")",
-            ),
-        ];
-        for (id, bytes, _) in &damage {
-            std::fs::write(dir.file(id), bytes).unwrap();
-        }
-        // A second name for a file: refused, as every state file with one is.
-        let hard_before = std::fs::read(dir.file("icfg_hard")).unwrap();
-        std::fs::hard_link(dir.file("icfg_hard"), dir.inventory().join("elsewhere")).unwrap();
-        std::fs::write(dir.inventory().join("notes.txt"), "hello").unwrap();
-
-        // What the daemon's open loads (here on this thread, to see its log).
-        let (loaded, log) = logged(|| {
-            Inventory::open(&StateDir::open_for_writing(&dir.state).unwrap())
-                .unwrap()
-                .listings()
-        });
-        assert_eq!(ids(&loaded), ["icfg_good"]);
-        for (id, _, reason) in &damage {
-            let line = log
-                .lines()
-                .find(|l| l.contains(&format!("{id}.json")))
-                .unwrap_or_else(|| panic!("no warning for {id}: {log}"));
-            assert!(line.contains("WARN"), "{line}");
-            assert!(line.contains(reason), "{line}");
-            assert!(line.contains("reads as never listed"), "{line}");
-        }
-        assert!(
-            log.contains("icfg_hard.json") && log.contains("hard links"),
-            "{log}"
-        );
-        assert!(
-            log.contains("notes.txt") && log.contains("not an inventory file"),
-            "{log}"
-        );
-        // `status` skips the same damage; like `state::read`, it takes a second name as it is.
-        let (read, log) = logged(|| FileStore::read_listings(&dir.state).unwrap());
-        assert_eq!(
-            read.iter()
-                .map(|l| l.installation_id.as_str())
-                .collect::<Vec<_>>(),
-            ["icfg_good", "icfg_hard"]
-        );
-        for (id, _, _) in &damage {
-            assert!(log.contains(&format!("{id}.json")), "{log}");
-        }
-
-        // The daemon's open does the same, and leaves the files as they are.
-        let store = dir.open().await;
-        assert_eq!(ids(&store.listings()), ["icfg_good"]);
-        for (id, bytes, _) in &damage {
-            assert_eq!(&std::fs::read(dir.file(id)).unwrap(), bytes, "{id}");
-        }
-        // Until a listing succeeds and replaces them.
-        for id in ["icfg_cut", "icfg_newer", "icfg_hard"] {
-            store.put_listing(listing(id, &["r2"], 3)).await.unwrap();
-        }
-        drop(store);
-        let store = dir.open().await;
-        assert_eq!(
-            ids(&store.listings()),
-            ["icfg_cut", "icfg_good", "icfg_hard", "icfg_newer"]
-        );
-        // The other name of the hard-linked file still holds what it held.
-        assert_eq!(
-            std::fs::read(dir.inventory().join("elsewhere")).unwrap(),
-            hard_before
-        );
-    }
-
-    #[tokio::test]
-    async fn a_link_in_place_of_an_inventory_file_is_never_followed() {
-        let dir = Dir::new();
-        let store = dir.open().await;
-        store
-            .put_listing(listing("icfg_a", &["r1"], 1))
-            .await
-            .unwrap();
-        drop(store);
-        // A valid listing elsewhere: were the link followed, it would load.
-        let elsewhere = dir._tmp.path().join("planted.json");
-        std::fs::copy(dir.file("icfg_a"), &elsewhere).unwrap();
-        let planted = std::fs::read(&elsewhere).unwrap();
-        std::fs::remove_file(dir.file("icfg_a")).unwrap();
-        std::os::unix::fs::symlink(&elsewhere, dir.file("icfg_a")).unwrap();
-
-        let (loaded, log) = logged(|| FileStore::read_listings(&dir.state).unwrap());
-        assert!(loaded.is_empty(), "{loaded:?}");
-        assert!(
-            log.contains("icfg_a.json") && log.contains("symbolic link"),
-            "{log}"
-        );
-
-        let store = dir.open().await;
-        assert!(store.listings().is_empty());
-        // The next listing replaces the link itself; its target is untouched.
-        store
-            .put_listing(listing("icfg_a", &["r2"], 2))
-            .await
-            .unwrap();
-        assert!(
-            std::fs::symlink_metadata(dir.file("icfg_a"))
-                .unwrap()
-                .is_file()
-        );
-        assert_eq!(std::fs::read(&elsewhere).unwrap(), planted);
-        assert_eq!(store.listings()[0].resources[0].id, "r2");
-    }
-
-    #[tokio::test]
-    async fn a_link_in_place_of_the_inventory_directory_is_refused_and_its_target_untouched() {
-        let dir = Dir::new();
-        let store = dir.open().await;
-        let target = dir._tmp.path().join("elsewhere");
-        std::fs::create_dir(&target).unwrap();
-        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o700)).unwrap();
-        // Planted before the first write of a running store.
-        std::os::unix::fs::symlink(&target, dir.inventory()).unwrap();
-        match store.put_listing(listing("icfg_a", &["r1"], 1)).await {
-            Err(StateError::Unsafe { path, reason }) => {
-                assert_eq!(path, dir.inventory());
-                assert!(reason.contains("symbolic link"), "{reason}");
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(store.listings().is_empty());
-        drop(store);
-
-        // Found at open, or by `status`.
-        for result in [
-            FileStore::open(&dir.state).await.map(|_| ()),
-            FileStore::read_listings(&dir.state).map(|_| ()),
-        ] {
-            match result {
-                Err(StateError::Unsafe { path, reason }) => {
-                    assert_eq!(path, dir.inventory());
-                    assert!(reason.contains("symbolic link"), "{reason}");
-                }
-                other => panic!("{other:?}"),
-            }
-        }
-        assert_eq!(std::fs::read_dir(&target).unwrap().count(), 0);
-
-        // Not a directory at all: refused too.
-        std::fs::remove_file(dir.inventory()).unwrap();
-        std::fs::write(dir.inventory(), "").unwrap();
-        match FileStore::open(&dir.state).await.map(|_| ()) {
-            Err(StateError::Unsafe { reason, .. }) => {
-                assert!(reason.contains("not a directory"), "{reason}")
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[tokio::test]
-    async fn an_inventory_directory_open_to_others_is_refused() {
-        let dir = Dir::new();
-        let store = dir.open().await;
-        store
-            .put_listing(listing("icfg_a", &["r1"], 1))
-            .await
-            .unwrap();
-        drop(store);
-        std::fs::set_permissions(dir.inventory(), std::fs::Permissions::from_mode(0o750)).unwrap();
-        match FileStore::open(&dir.state).await.map(|_| ()) {
-            Err(e @ StateError::Permissions { .. }) => {
-                let text = e.to_string();
-                assert!(text.contains("chmod 700"), "{text}");
-                assert!(
-                    text.contains(&dir.inventory().display().to_string()),
-                    "{text}"
-                );
-            }
-            other => panic!("{other:?}"),
-        }
-        // `status` reads it whatever its mode.
-        assert_eq!(FileStore::read_listings(&dir.state).unwrap().len(), 1);
-    }
-
-    #[tokio::test]
-    async fn another_users_file_is_skipped_and_replaced_by_the_next_listing() {
-        if !rustix::process::geteuid().is_root() {
-            eprintln!("skipped: needs root to give a file to another user");
-            return;
-        }
-        let dir = Dir::new();
-        let store = dir.open().await;
-        for id in ["icfg_a", "icfg_b"] {
-            store.put_listing(listing(id, &["r1"], 1)).await.unwrap();
-        }
-        drop(store);
-        std::os::unix::fs::chown(dir.file("icfg_a"), Some(65534), Some(65534)).unwrap();
-        let store = dir.open().await;
-        assert_eq!(ids(&store.listings()), ["icfg_b"]);
-        // `status` (no owner to check against) reads it.
-        assert_eq!(FileStore::read_listings(&dir.state).unwrap().len(), 2);
-        store
-            .put_listing(listing("icfg_a", &["r1"], 2))
-            .await
-            .unwrap();
-        assert_eq!(std::fs::metadata(dir.file("icfg_a")).unwrap().uid(), 0);
-    }
-
-    #[tokio::test]
-    async fn a_write_cut_short_by_a_crash_is_removed_at_open_and_never_read() {
-        let dir = Dir::new();
-        let store = dir.open().await;
-        let a = listing("icfg_a", &["r1"], 1);
-        store.put_listing(a.clone()).await.unwrap();
-        drop(store);
-        let tmp = dir.inventory().join("icfg_a.json.tmp");
-        std::fs::write(&tmp, r#"{"version":1,"listing":{"install"#).unwrap();
-        // `status` ignores it and removes nothing.
-        let (loaded, log) = logged(|| FileStore::read_listings(&dir.state).unwrap());
-        assert_eq!(loaded, std::slice::from_ref(&a));
-        assert!(log.is_empty(), "{log}");
-        assert!(tmp.exists());
-
-        let store = dir.open().await;
-        assert_eq!(*store.listings()[0], a);
-        assert!(!tmp.exists());
-    }
-
-    #[test]
-    fn no_state_or_no_inventory_reads_as_none() {
-        let dir = Dir::new();
-        assert!(FileStore::read_listings(&dir.state).unwrap().is_empty());
-        std::fs::create_dir(&dir.state).unwrap();
-        assert!(FileStore::read_listings(&dir.state).unwrap().is_empty());
-        assert!(!dir.inventory().exists());
-    }
-
-    /// 20,000 installations (100,000 resources) load at open: the time is printed (run with
-    /// `--nocapture`), never asserted. The goal is well under a second in a release build.
-    #[tokio::test]
-    async fn twenty_thousand_listings_load_at_open() {
-        const INSTALLATIONS: usize = 20_000;
-        let dir = Dir::new();
-        drop(dir.open().await);
-        std::fs::create_dir(dir.inventory()).unwrap();
-        std::fs::set_permissions(dir.inventory(), std::fs::Permissions::from_mode(0o700)).unwrap();
-        let template = listing("icfg_0", &["r1", "r2", "r3", "r4", "r5"], 1);
-        for i in 0..INSTALLATIONS {
-            let id = format!("icfg_{i:05}");
-            let mut l = template.clone();
-            l.installation_id = id.clone();
-            for r in &mut l.resources {
-                std::sync::Arc::make_mut(r).installation_id = id.clone();
-            }
-            let bytes = serde_json::to_vec(&FileOut {
-                version: INVENTORY_VERSION,
-                listing: &l,
-            })
-            .unwrap();
-            std::fs::write(dir.file(&id), bytes).unwrap();
-        }
-        let started = std::time::Instant::now();
-        let store = dir.open().await;
-        let elapsed = started.elapsed();
-        assert_eq!(store.listings().len(), INSTALLATIONS);
-        let bytes = std::fs::metadata(dir.file("icfg_00000")).unwrap().len();
-        println!(
-            "opened a store with {INSTALLATIONS} inventory files ({bytes} bytes each, 5 resources) in {elapsed:?} ({} build)",
-            if cfg!(debug_assertions) {
-                "debug"
-            } else {
-                "release"
-            }
-        );
-    }
-}
+mod tests;
