@@ -1370,7 +1370,7 @@ async fn listing_parses_every_metadata_kind_and_ignores_unknown_fields() {
         Value::Number(n) => n,
         other => panic!("not a number: {other}"),
     };
-    let want: BTreeMap<String, MetadataValue> = [
+    let want: vercel_secret_rotator::resource::Metadata = [
         ("region", MetadataValue::String("eu".into())),
         ("size", MetadataValue::Number(n(json!(3)))),
         ("ratio", MetadataValue::Number(n(json!(1.5)))),

@@ -18,14 +18,11 @@
 //! line and column plus a fixed description (see [`describe_json_error`]). They name where
 //! the answer came from ([`Channel`]): "stdout" for a program, "the response body" for an API.
 
-use std::collections::BTreeMap;
-
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroize;
 
 use super::{Credential, Target};
-use crate::resource::MetadataValue;
 use crate::secret::Fields;
 
 // The buffer lives with the child-process runner, which reads answers into it; requests are
@@ -185,8 +182,8 @@ struct ResourceInfoBody<'a> {
     product_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     status: Option<&'a str>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    metadata: &'a BTreeMap<String, MetadataValue>,
+    #[serde(skip_serializing_if = "crate::resource::Metadata::is_empty")]
+    metadata: &'a crate::resource::Metadata,
 }
 
 impl<'a> ResourceInfoBody<'a> {

@@ -138,7 +138,15 @@ mod tests {
     fn ids(resources: &[Arc<ResourceInfo>]) -> Vec<(&str, String)> {
         resources
             .iter()
-            .map(|r| (r.id.as_str(), r.metadata["v"].to_string()))
+            .map(|r| {
+                (
+                    r.id.as_str(),
+                    r.metadata
+                        .get("v")
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
+                )
+            })
             .collect()
     }
 

@@ -29,7 +29,7 @@ pub struct ListedResource {
     pub product_id: String,
     /// `ready`, `suspended`, ... as Vercel wrote it; `None` when absent.
     pub status: Option<String>,
-    pub metadata: BTreeMap<String, MetadataValue>,
+    pub metadata: crate::resource::Metadata,
 }
 
 impl ListedResource {
