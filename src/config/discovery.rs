@@ -110,6 +110,17 @@ impl Discovery {
         }
     }
 
+    /// The installation `id` stands for when it is known from elsewhere than the source
+    /// (an earlier run's inventory, a record): its token file in the directory, or the
+    /// token command. `None` when neither can give its token.
+    pub fn installation_by_id(&self, id: &str) -> Option<Installation> {
+        let file = match &self.source {
+            InstallationSource::Dir(dir) => Some(dir.join(format!("{id}.token"))),
+            InstallationSource::Command(_) => None,
+        };
+        Some(self.installation(id, self.token_source(file)?))
+    }
+
     /// The token source of a discovered installation whose token file (in a directory
     /// source) is `file`.
     pub fn token_source(&self, file: Option<std::path::PathBuf>) -> Option<TokenSource> {

@@ -10,7 +10,7 @@ use tracing::{info, warn};
 
 use super::installations;
 use super::list::Lister;
-use crate::config::{Config, InstallationSource};
+use crate::config::Config;
 use crate::jobs::{self, Fleet};
 use crate::resource::ResourceInfo;
 use crate::state::{Listing, StateStore};
@@ -30,13 +30,10 @@ pub fn load(config: &Config, listings: &[Arc<Listing>]) -> Fleet {
         if fleet.get(id).is_none() {
             // A discovered installation, known again with the token source the config gives
             // it now; one the config no longer discovers has left (its records retire).
-            let installation = config.discovery.as_ref().and_then(|discovery| {
-                let file = match &discovery.source {
-                    InstallationSource::Dir(dir) => Some(dir.join(format!("{id}.token"))),
-                    InstallationSource::Command(_) => None,
-                };
-                Some(discovery.installation(id, discovery.token_source(file)?))
-            });
+            let installation = config
+                .discovery
+                .as_ref()
+                .and_then(|discovery| discovery.installation_by_id(id));
             match installation {
                 Some(installation) => fleet.add_discovered(installation),
                 None => {

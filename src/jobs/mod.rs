@@ -440,16 +440,7 @@ pub fn orphan_job(config: &Config, fleet: &Fleet, jobs: &[Job], record: &Record)
         })
         .or_else(|| {
             let id = installation_id.as_ref()?;
-            let discovery = config.discovery.as_ref()?;
-            let file = match &discovery.source {
-                crate::config::InstallationSource::Dir(dir) => {
-                    Some(dir.join(format!("{id}.token")))
-                }
-                crate::config::InstallationSource::Command(_) => None,
-            };
-            Some(Arc::new(
-                discovery.installation(id, discovery.token_source(file)?),
-            ))
+            Some(Arc::new(config.discovery.as_ref()?.installation_by_id(id)?))
         });
     let same_name = config.policies.iter().find(|p| p.name == record.key.policy);
     let source = match (same_name, successor) {
