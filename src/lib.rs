@@ -75,6 +75,7 @@ pub mod duration;
 pub mod error;
 pub mod exit;
 pub mod fault;
+pub mod intern;
 pub mod jobs;
 pub mod logging;
 pub mod net;
