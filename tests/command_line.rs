@@ -113,6 +113,34 @@ fn status_is_quiet_when_its_reader_has_gone() {
     }
 }
 
+/// `check | head -1` and `run --once --dry-run | head -1`: the reader is gone before the
+/// command writes. Neither prints a broken-pipe error, and the exit status is the command's.
+#[test]
+fn check_and_a_dry_run_are_quiet_when_their_reader_has_gone() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let config = write_config(dir.path(), "every = \"7d\"");
+    for command in [&["check"][..], &["run", "--once", "--dry-run"][..]] {
+        let (reader, writer) = std::io::pipe().unwrap_or_else(|e| panic!("{e}"));
+        // Closed before the binary starts: its first write fails with EPIPE, every time.
+        drop(reader);
+        let out = cli::bin()
+            .args(["--config", &config])
+            .args(command)
+            .env("ACME_TOKEN", "tok-CANARY-pipe")
+            .stdout(Stdio::from(writer))
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{command:?}: {}",
+            cli::stderr(&out)
+        );
+        assert_eq!(cli::stderr(&out), "", "{command:?}");
+    }
+}
+
 /// `check` prints intervals and jitter as a config writes them, not as `7days` or `1day`.
 #[test]
 fn check_prints_durations_as_written() {
