@@ -141,8 +141,11 @@ pub const MANUAL: &[ManualSection] = &[
             ),
             (
                 "/lib/systemd/system/vercel-secret-rotator.service",
-                "The systemd unit: `run` under DynamicUser=, sandboxed. Tokens reach it as \
-                 credentials (LoadCredential= in a drop-in, token-credential in the config).",
+                "The systemd unit: `run` under DynamicUser=, sandboxed. Tokens and providers' \
+                 admin URLs reach it as credentials (LoadCredential= in a drop-in; \
+                 token-credential, admin-url-credential in the config). `check` on the host \
+                 reads them from there, with the drop-ins in \
+                 /etc/systemd/system/vercel-secret-rotator.service.d/.",
             ),
         ],
     },

@@ -115,7 +115,9 @@ async fn postgres_admin_url_from_a_credential_rotates_on_the_real_server() {
     );
     assert_no_canary(&out, &canaries);
 
-    let out = run(&config, &["run", "--once"], &env).await;
+    // At the most talkative log level too: neither the admin URL nor the token is logged.
+    let traced = [env[0], ("RUST_LOG", "trace")];
+    let out = run(&config, &["run", "--once"], &traced).await;
     assert_eq!(out.status.code(), Some(0), "{}", cli::stderr(&out));
     assert_no_canary(&out, &canaries);
     let secrets = fake.secrets(ACME, RESOURCE);
@@ -309,7 +311,12 @@ async fn check_on_the_host_reads_the_units_credentials_and_names_what_it_cannot(
     let unit_path = unit.display().to_string();
     let canaries = ["CANARY"];
 
-    let out = run(&config, &["check"], &[(UNIT_ENV, unit_path.as_str())]).await;
+    let out = run(
+        &config,
+        &["check"],
+        &[(UNIT_ENV, unit_path.as_str()), ("RUST_LOG", "trace")],
+    )
+    .await;
     let (stdout, stderr) = (cli::stdout(&out), cli::stderr(&out));
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert_no_canary(&out, &canaries);
