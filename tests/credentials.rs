@@ -7,7 +7,7 @@
 //! reaches any output.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 use std::str::FromStr;
 
@@ -22,15 +22,6 @@ const ACME: &str = "icfg_cred_acme";
 const ACME_TOKEN: &str = "tok_acme_CANARY_cred_5d1e";
 const RESOURCE: &str = "store_pg";
 const USERS: [&str; 2] = ["orders_a", "orders_b"];
-
-/// Writes `text` (and a newline) to `dir/name`, owner-only, and returns the path.
-fn write_secret(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, format!("{text}\n")).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-        .unwrap_or_else(|e| panic!("{e}"));
-    path
-}
 
 /// A config whose acme token and `orders-db` admin URL are systemd credentials.
 fn write_config(dir: &Path, api_url: &str) -> String {
@@ -98,8 +89,8 @@ async fn postgres_admin_url_from_a_credential_rotates_on_the_real_server() {
     // What systemd makes of LoadCredential=: a directory of plain copies, their mode its own.
     let creds = dir.path().join("credentials");
     std::fs::create_dir(&creds).unwrap_or_else(|e| panic!("{e}"));
-    write_secret(&creds, "acme.token", ACME_TOKEN);
-    let admin = write_secret(&creds, "pg-admin", &pg.superuser_url());
+    cli::write_token(&creds, "acme.token", ACME_TOKEN);
+    let admin = cli::write_token(&creds, "pg-admin", &pg.superuser_url());
     std::fs::set_permissions(&admin, std::fs::Permissions::from_mode(0o440))
         .unwrap_or_else(|e| panic!("{e}"));
     let creds_dir = creds.display().to_string();
@@ -137,8 +128,8 @@ async fn postgres_admin_url_from_a_credential_rotates_on_the_real_server() {
     // unit's LoadCredential= says (a root-only file it reads as systemd would) and connects.
     let store = dir.path().join("credstore");
     std::fs::create_dir(&store).unwrap_or_else(|e| panic!("{e}"));
-    let token = write_secret(&store, "acme.token", ACME_TOKEN);
-    let admin = write_secret(&store, "orders-pg-admin", &pg.superuser_url());
+    let token = cli::write_token(&store, "acme.token", ACME_TOKEN);
+    let admin = cli::write_token(&store, "orders-pg-admin", &pg.superuser_url());
     let unit = dir.path().join("vercel-secret-rotator.service");
     std::fs::write(
         &unit,
@@ -179,7 +170,7 @@ async fn a_missing_credential_is_a_clear_error_naming_it() {
     let config = write_config(dir.path(), &fake.url());
     let creds = dir.path().join("credentials");
     std::fs::create_dir(&creds).unwrap_or_else(|e| panic!("{e}"));
-    write_secret(&creds, "acme.token", ACME_TOKEN);
+    cli::write_token(&creds, "acme.token", ACME_TOKEN);
     let creds_dir = creds.display().to_string();
     let env = [("CREDENTIALS_DIRECTORY", creds_dir.as_str())];
     let missing = format!(
@@ -208,7 +199,7 @@ async fn a_missing_credential_is_a_clear_error_naming_it() {
     assert_no_canary(&out, &[ACME_TOKEN]);
 
     // A link in the directory is not what systemd puts there: refused, named.
-    let elsewhere = write_secret(
+    let elsewhere = cli::write_token(
         dir.path(),
         "elsewhere",
         "postgres://u:CANARY_link@127.0.0.1/x",
@@ -281,9 +272,9 @@ async fn check_on_the_host_reads_the_units_credentials_and_names_what_it_cannot(
     let config = write_host_config(dir.path());
     let store = dir.path().join("store");
     std::fs::create_dir(&store).unwrap_or_else(|e| panic!("{e}"));
-    let acme = write_secret(&store, "acme.token", "tok_CANARY_acme_host");
+    let acme = cli::write_token(&store, "acme.token", "tok_CANARY_acme_host");
     // Root-only files are what systemd reads; check reads them whatever their mode.
-    let internal = write_secret(&store, "internal.token", "tok_CANARY_internal");
+    let internal = cli::write_token(&store, "internal.token", "tok_CANARY_internal");
     std::fs::set_permissions(&internal, std::fs::Permissions::from_mode(0o644))
         .unwrap_or_else(|e| panic!("{e}"));
     let unit = dir.path().join("vsr.service");
@@ -388,7 +379,7 @@ async fn check_on_the_host_reads_the_units_credentials_and_names_what_it_cannot(
         "initech.token",
         "internal.token",
     ] {
-        write_secret(&creds, name, "tok_CANARY_from_directory");
+        cli::write_token(&creds, name, "tok_CANARY_from_directory");
     }
     let creds_dir = creds.display().to_string();
     let out = run(
