@@ -23,11 +23,14 @@ pub struct ResourceInfo {
     /// the jobs' keys.
     pub id: Arc<str>,
     /// Vercel's own id (`internalId`).
-    pub internal_id: Option<String>,
-    pub name: Option<String>,
-    pub product_id: Option<String>,
+    pub internal_id: Option<Box<str>>,
+    pub name: Option<Box<str>>,
+    /// Shared, as `status`: a fleet has a few products and statuses, 100,000 resources.
+    #[serde(default, deserialize_with = "crate::intern::optional")]
+    pub product_id: Option<Arc<str>>,
     /// `ready`, `suspended`, ... as Vercel lists it.
-    pub status: Option<String>,
+    #[serde(default, deserialize_with = "crate::intern::optional")]
+    pub status: Option<Arc<str>>,
     pub metadata: Metadata,
 }
 

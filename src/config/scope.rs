@@ -64,8 +64,8 @@ impl ResourceSelector {
         if let Some(products) = &self.product_ids
             && !resource
                 .product_id
-                .as_ref()
-                .is_some_and(|p| products.contains(p))
+                .as_deref()
+                .is_some_and(|p| products.iter().any(|w| w == p))
         {
             return false;
         }
@@ -357,7 +357,7 @@ mod tests {
         let mut r = ResourceInfo::configured("icfg_1", "r1");
         r.internal_id = Some("i1".into());
         r.product_id = Some(product.into());
-        r.status = status.map(str::to_owned);
+        r.status = status.map(Into::into);
         if let Some(t) = tier {
             r.metadata
                 .insert("tier".into(), MetadataValue::String(t.into()));

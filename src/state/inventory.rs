@@ -129,7 +129,7 @@ mod tests {
     /// A listed resource of `icfg_1` whose metadata `v` tells versions of it apart.
     fn res(id: &str, v: &str) -> Arc<ResourceInfo> {
         let mut info = ResourceInfo::configured("icfg_1", id);
-        info.status = Some("ready".to_owned());
+        info.status = Some("ready".into());
         info.metadata
             .insert("v".to_owned(), MetadataValue::String(v.to_owned()));
         Arc::new(info)

@@ -39,10 +39,10 @@ impl ListedResource {
         ResourceInfo {
             installation_id: installation_id.clone(),
             id: self.partner_id.into(),
-            internal_id: Some(self.internal_id),
-            name: Some(self.name),
-            product_id: Some(self.product_id),
-            status: self.status,
+            internal_id: Some(self.internal_id.into()),
+            name: Some(self.name.into()),
+            product_id: Some(self.product_id.into()),
+            status: self.status.map(Into::into),
             metadata: self.metadata,
         }
     }

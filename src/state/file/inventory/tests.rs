@@ -22,8 +22,8 @@ fn listing(id: &str, resources: &[&str], hour: u32) -> Listing {
         .iter()
         .map(|r| {
             let mut info = ResourceInfo::configured(id, *r);
-            info.name = Some(format!("name of {r}"));
-            info.status = Some("ready".to_owned());
+            info.name = Some(format!("name of {r}").into());
+            info.status = Some("ready".into());
             info.metadata
                 .insert("region".to_owned(), MetadataValue::String("eu".to_owned()));
             std::sync::Arc::new(info)
