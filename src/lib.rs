@@ -52,6 +52,9 @@
 //!   (snapshot + group-committed journal, lock), [`state::memory`] an in-memory one. It
 //!   imports nothing of the protocol above it.
 //! - [`control`]: the daemon's owner-only unix socket for `run --once` hand-offs.
+//! - [`server`]: the `[server]` HTTP listener: Vercel's rotate requests (token verified
+//!   against Vercel's keys, idempotency keys kept in the state), handed to the daemon over a
+//!   channel; `/metrics` and `/healthz` from the daemon's probe.
 //! - [`status`]: `status`: the state as a table or JSON.
 //! - [`table`]: plain-text tables (the `run --once` summary, `status`).
 //! - [`clock`]: "now", from one place, so tests can run the scheduler on tokio's paused clock.
@@ -84,6 +87,7 @@ pub mod resource;
 pub mod rotation;
 pub mod schedule;
 pub mod secret;
+pub mod server;
 pub mod state;
 pub mod status;
 pub mod summary;
