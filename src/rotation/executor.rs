@@ -17,7 +17,7 @@ use tracing::{debug, error, info, warn};
 use super::locks::KeyLocks;
 use super::machine::{self, Action, Event, Fault, Finished, Rules, Transition, Write};
 use super::push::{self, Delivery, Pusher};
-use super::{Job, Rotated, RotationError, RotationReport};
+use super::{Job, Rotated, RotationError, RotationReport, Turn};
 use crate::clock::Clock;
 use crate::error::Classify;
 use crate::fault;
@@ -90,10 +90,11 @@ impl Executor {
         machine::next_wake(record, &self.rules(job, "", None, 0.0))
     }
 
-    /// One turn of one key: everything due for it now; with `force`, a rotation whatever the
-    /// schedule says (a `run --once`). Returns the report of the rotation, if one ran (or was
-    /// held back, for a forced turn).
-    pub async fn tend(&self, job: &Job, force: bool) -> Option<RotationReport> {
+    /// One turn of one key: everything due for it now; with `turn.force`, a rotation whatever
+    /// the schedule says (a `run --once`, Vercel's request). Returns the report of the
+    /// rotation, if one ran (or was held back, for a forced turn).
+    pub async fn tend(&self, job: &Job, turn: Turn) -> Option<RotationReport> {
+        let force = turn.force;
         let _turn = self.locks.lock(&job.key).await;
         let report = |result| {
             Some(RotationReport {
@@ -117,7 +118,10 @@ impl Executor {
         let jitter = rand::rng().random_range(0.0..=1.0);
         let mut work = Work::default();
         let mut result = None;
-        let mut event = Event::Wake { force };
+        let mut event = Event::Wake {
+            force,
+            grace: turn.grace.filter(|_| force).map(delta),
+        };
         loop {
             let failed = matches!(event, Event::Failed(_));
             let previewed = matches!(event, Event::Previewed);

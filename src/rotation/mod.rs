@@ -23,6 +23,7 @@ pub mod machine;
 pub mod push;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
@@ -35,6 +36,71 @@ use crate::vercel::VercelError;
 
 pub use crate::state::{Key, Step};
 pub use push::Pusher;
+
+/// Why a key's turn runs: for the logs and the history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Trigger {
+    /// Its due time came (or a restart found it due).
+    #[default]
+    Schedule,
+    /// `run --once`, directly or handed to the daemon.
+    Manual,
+    /// Vercel asked for it (the rotate request the server answers).
+    Vercel,
+    /// A scheduled turn that retries a failed rotation.
+    Retry,
+}
+
+impl Trigger {
+    /// The name the history and logs use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::Manual => "manual",
+            Trigger::Vercel => "vercel",
+            Trigger::Retry => "retry",
+        }
+    }
+}
+
+/// What one turn of one key is asked for.
+#[derive(Debug, Clone, Default)]
+pub struct Turn {
+    /// Rotate whatever the schedule says.
+    pub force: bool,
+    pub trigger: Trigger,
+    /// The grace of the credentials this rotation replaces, instead of the policy's (Vercel's
+    /// `delayOldSecretsExpirationHours`). Only with `force`.
+    pub grace: Option<Duration>,
+    /// Why it was asked for (Vercel's `reason`): logged, kept in the history, never a value.
+    pub reason: Option<Arc<str>>,
+}
+
+impl Turn {
+    /// A due time came: whatever is due, nothing forced.
+    pub fn scheduled() -> Turn {
+        Turn::default()
+    }
+
+    /// `run --once`: a rotation now.
+    pub fn manual() -> Turn {
+        Turn {
+            force: true,
+            trigger: Trigger::Manual,
+            ..Turn::default()
+        }
+    }
+
+    /// Vercel's rotate request: a rotation now, with its grace and reason.
+    pub fn vercel(grace: Option<Duration>, reason: Option<Arc<str>>) -> Turn {
+        Turn {
+            force: true,
+            trigger: Trigger::Vercel,
+            grace,
+            reason,
+        }
+    }
+}
 
 /// One (policy, resource) to tend, with what it needs from the config.
 #[derive(Clone)]
