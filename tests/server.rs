@@ -58,10 +58,12 @@ impl Scenario {
 req = json.load(sys.stdin)
 lock = open({calls:?} + ".lock", "w")
 fcntl.flock(lock, fcntl.LOCK_EX)
+# create: the handle it makes; retire: the handle it retires.
+handle = "h-" + req["rotation_id"][:8] if req["action"] == "create" else req.get("handle")
 with open({calls:?}, "a") as f:
-    f.write(json.dumps({{"action": req["action"], "resource": req.get("resource"), "handle": req.get("handle"), "at": time.time()}}) + "\n")
+    f.write(json.dumps({{"action": req["action"], "resource": req.get("resource"), "handle": handle, "at": time.time()}}) + "\n")
 if req["action"] == "create":
-    out = {{"handle": "h-" + req["rotation_id"][:8], "fields": {{"password": "{CANARY}-" + secrets.token_hex(12)}}}}
+    out = {{"handle": handle, "fields": {{"password": "{CANARY}-" + secrets.token_hex(12)}}}}
 elif req["action"] == "retire":
     out = {{}}
 else:

@@ -83,10 +83,15 @@ pub fn parse_body(bytes: &[u8]) -> Result<RotateBody, String> {
     };
     let reason = match object.get("reason") {
         None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(r)) => {
-            Some(r.trim().chars().take(MAX_REASON_CHARS).collect::<String>())
-                .filter(|r| !r.is_empty())
-        }
+        // Control characters become spaces: the reason goes into log lines.
+        Some(serde_json::Value::String(r)) => Some(
+            r.trim()
+                .chars()
+                .take(MAX_REASON_CHARS)
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect::<String>(),
+        )
+        .filter(|r| !r.trim().is_empty()),
         Some(other) => {
             return Err(format!("reason must be a string, not {}", json_kind(other)));
         }
@@ -122,8 +127,8 @@ fn accepted() -> Response {
 /// A refusal: logged with why, answered with a message that never holds the token.
 fn refuse(ids: &Ids, status: StatusCode, code: &str, message: &str) -> Response {
     warn!(
-        installation_id = ?ids.installation,
-        resource_id = ?ids.resource,
+        installation_id = %ids.installation,
+        resource_id = %ids.resource,
         status = status.as_u16(),
         "refused a rotate request: {message}"
     );
@@ -215,8 +220,8 @@ pub(super) async fn handle(
     let mut ledger = app.ledger.hold().await;
     if let Some(earlier) = ledger.find(&ids.installation, &ids.resource, &key, Utc::now()) {
         info!(
-            installation_id = ?ids.installation,
-            resource_id = ?ids.resource,
+            installation_id = %ids.installation,
+            resource_id = %ids.resource,
             idempotency_key = %key,
             first_answered_at = %earlier.answered_at.to_rfc3339(),
             "a rotate request sent again with the same Idempotency-Key: answered as the first time, and nothing more is rotated"
@@ -318,7 +323,7 @@ mod tests {
 
     #[test]
     fn bodies_that_parse() {
-        let cases: [(&str, Option<&str>, Option<Duration>); 9] = [
+        let cases: [(&str, Option<&str>, Option<Duration>); 10] = [
             ("", None, None),
             ("  \n", None, None),
             ("{}", None, None),
@@ -345,6 +350,8 @@ mod tests {
             ),
             // A key Vercel may add later is ignored.
             (r#"{"reason": "x", "somethingNew": true}"#, Some("x"), None),
+            // The reason is logged: no line breaks in it.
+            (r#"{"reason": "two\nlines"}"#, Some("two lines"), None),
         ];
         for (body, reason, grace) in cases {
             let parsed = parse_body(body.as_bytes()).unwrap_or_else(|e| panic!("{body}: {e}"));
