@@ -43,8 +43,9 @@
 //!   a run starts from (config plus persisted inventory), and the daemon's discovery task.
 //! - [`once`]: `run --once`: select, rotate concurrently, report; hand the request to the
 //!   daemon when it holds the state.
-//! - [`daemon`]: `run`: the scheduler loop, signals, reload, the control socket server, and
-//!   applying what discovery finds (`daemon/fleet.rs`).
+//! - [`daemon`]: `run`: the scheduler loop, signals, reload, the control socket server,
+//!   applying what discovery finds (`daemon/fleet.rs`) and answering Vercel's rotate requests
+//!   (`daemon/vercel.rs`).
 //! - [`summary`]: the `run --once` summary table and dry-run previews.
 //! - [`exit`]: the exit statuses.
 //! - [`state`]: the durable state: the record as data ([`state::record`]), the store trait,

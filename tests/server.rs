@@ -686,3 +686,29 @@ async fn a_port_in_use_is_a_clear_start_up_error() {
     );
     drop(taken);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_prints_the_server_section() {
+    let s = Scenario::new().await;
+    let config = s.write_config("24h");
+    let out = cli::run_async(
+        vec![
+            "--config".into(),
+            config.display().to_string(),
+            "check".into(),
+        ],
+        vec![],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", cli::stderr(&out));
+    let stdout = cli::stdout(&out);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("server:"))
+        .unwrap_or_else(|| panic!("no server line:\n{stdout}"));
+    assert!(line.contains("listens on 127.0.0.1:0"), "{line}");
+    assert!(line.contains(CLIENT_ID) && line.contains(ISSUER), "{line}");
+    assert!(line.contains(&s.issuer.jwks_url()), "{line}");
+    // `check` fetches nothing.
+    assert_eq!(s.issuer.fetches(), 0);
+}

@@ -9,7 +9,11 @@
 //! before its work. So a `kill -9` at any instant leaves state the next start finishes. The
 //! records the config no longer names are scheduled too, for their retirements.
 //!
-//! Signals: SIGTERM/SIGINT take no new work, give rotations in flight up to
+//! With `[server]`, the loop also answers the rotate requests the listener hands over
+//! (`daemon/vercel.rs`): the keys governing the resource get a forced turn with Vercel's
+//! delay as their grace, or join the one under way.
+//!
+//! Signals: SIGTERM/SIGINT take no new work, stop the listener, give rotations in flight up to
 //! [`DRAIN_TIMEOUT`] to reach their end (each step is recorded before its work, so one cut
 //! short is redone at the next start), flush the state and exit 0. SIGHUP re-reads the config:
 //! an invalid one is logged and the running one stays; a valid one replaces it for work not

@@ -128,7 +128,7 @@ impl Daemon {
         policies.sort();
         let grace = request
             .grace
-            .map(|g| crate::duration::format(g))
+            .map(crate::duration::format)
             .unwrap_or_else(|| "the policy's".to_owned());
         let (mut started, mut joined) = (Vec::new(), Vec::new());
         for job in governed {

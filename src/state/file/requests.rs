@@ -118,3 +118,74 @@ fn load(dir: &StateDir) -> Vec<AnsweredRequest> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use chrono::{TimeZone, Utc};
+
+    use crate::state::StateStore;
+    use crate::state::file::FileStore;
+
+    use super::*;
+
+    fn answered(key: &str) -> AnsweredRequest {
+        AnsweredRequest {
+            installation_id: "icfg_a".into(),
+            resource_id: "store_1".into(),
+            key: key.into(),
+            answered_at: Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).single().unwrap(),
+            status: 202,
+        }
+    }
+
+    #[tokio::test]
+    async fn answered_requests_survive_a_reopen_in_an_owner_only_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("state");
+        let store = FileStore::open(&dir).await.unwrap();
+        assert!(store.answered_requests().is_empty());
+        store
+            .put_answered_requests(vec![answered("k1"), answered("k2")])
+            .await
+            .unwrap();
+        assert_eq!(store.answered_requests().len(), 2);
+        drop(store);
+
+        let mode = std::fs::metadata(dir.join(REQUESTS))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // A write cut short by a crash leaves its temporary file: removed at open.
+        std::fs::write(dir.join(REQUESTS_TMP), "{").unwrap();
+        let store = FileStore::open(&dir).await.unwrap();
+        assert_eq!(
+            store.answered_requests(),
+            vec![answered("k1"), answered("k2")]
+        );
+        assert!(!dir.join(REQUESTS_TMP).exists());
+    }
+
+    #[tokio::test]
+    async fn a_damaged_or_newer_file_reads_as_empty_and_is_replaced_at_the_next_write() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("state");
+        drop(FileStore::open(&dir).await.unwrap());
+        for text in ["not json", r#"{"version": 99, "requests": []}"#] {
+            std::fs::write(dir.join(REQUESTS), text).unwrap();
+            std::fs::set_permissions(dir.join(REQUESTS), std::fs::Permissions::from_mode(0o600))
+                .unwrap();
+            let store = FileStore::open(&dir).await.unwrap();
+            assert!(store.answered_requests().is_empty(), "{text}");
+            store
+                .put_answered_requests(vec![answered("k")])
+                .await
+                .unwrap();
+            drop(store);
+            let store = FileStore::open(&dir).await.unwrap();
+            assert_eq!(store.answered_requests(), vec![answered("k")]);
+        }
+    }
+}
