@@ -389,7 +389,7 @@ async fn forged_and_misdirected_tokens_are_refused_and_rotate_nothing() {
     let mut tokens = Vec::new();
     for (name, token, want) in &cases {
         let (status, body) = daemon
-            .rotate(ACME, "store_a1", token.as_deref(), &json!({}), Some(name))
+            .rotate(ACME, "store_a1", token.as_deref(), &json!({}), None)
             .await;
         assert_eq!(status, *want, "{name}: {body}");
         let expected_code = if *want == 401 {
@@ -429,6 +429,19 @@ async fn forged_and_misdirected_tokens_are_refused_and_rotate_nothing() {
         assert_eq!(status, 400, "{body}: {answer}");
         assert_eq!(code(&answer), "bad_request", "{answer}");
     }
+
+    // A body past the cap is refused before it is parsed.
+    let (status, answer) = daemon
+        .rotate(
+            ACME,
+            "store_a1",
+            Some(&token),
+            &json!({"reason": "x".repeat(20_000)}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 413, "{answer}");
+    assert_eq!(code(&answer), "payload_too_large");
 
     // Nothing rotated, and the daemon is fine.
     assert_eq!(daemon.get("/healthz").await.0, 200);

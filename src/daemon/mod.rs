@@ -402,7 +402,7 @@ impl Daemon {
                     self.apply(batch, &mut wakes, &in_flight).await;
                 }
                 stream = listener.next() => self.spawn_control(stream, done_tx.clone()),
-                Some(request) = rotate_requests.recv() => {
+                Some(request) = rotate_requests.recv(), if self.listening.is_some() => {
                     self.answer_rotate_request(request, &mut wakes, &mut in_flight, done_tx.clone());
                 }
                 // Due keys wait for a slot, which a scheduled task or a handed-over
