@@ -21,6 +21,7 @@ use clap::{Parser, Subcommand};
 
 use crate::clock::SystemClock;
 use crate::config::{self, Config};
+use crate::credentials;
 use crate::daemon;
 use crate::discovery::{self, ListError};
 use crate::error::Classify;
@@ -104,7 +105,17 @@ pub const MANUAL: &[ManualSection] = &[
             ),
             (
                 "CREDENTIALS_DIRECTORY",
-                "Set by systemd's LoadCredential=: where token-credential names are read.",
+                "Set by systemd's LoadCredential=: where the names of *-credential keys \
+                 (token-credential, admin-url-credential) are read. When it is not set, `check` \
+                 reads each credential from the unit's LoadCredential= source instead, as \
+                 systemd will at the next start, and reports one it cannot find or read that \
+                 way as not verified (exit status unaffected).",
+            ),
+            (
+                credentials::host::UNIT_ENV,
+                "For `check` on the host: the unit file whose LoadCredential= lines say where \
+                 credentials are (its drop-ins in PATH.d/*.conf), instead of the installed \
+                 vercel-secret-rotator.service and its drop-ins.",
             ),
             (
                 "NOTIFY_SOCKET, WATCHDOG_USEC",
@@ -130,8 +141,11 @@ pub const MANUAL: &[ManualSection] = &[
             ),
             (
                 "/lib/systemd/system/vercel-secret-rotator.service",
-                "The systemd unit: `run` under DynamicUser=, sandboxed. Tokens reach it as \
-                 credentials (LoadCredential= in a drop-in, token-credential in the config).",
+                "The systemd unit: `run` under DynamicUser=, sandboxed. Tokens and providers' \
+                 admin URLs reach it as credentials (LoadCredential= in a drop-in; \
+                 token-credential, admin-url-credential in the config). `check` on the host \
+                 reads them from there, with the drop-ins in \
+                 /etc/systemd/system/vercel-secret-rotator.service.d/.",
             ),
         ],
     },
@@ -242,8 +256,7 @@ pub async fn execute(cli: Cli, out: &mut impl Write) -> u8 {
         Command::Status { json } => match status::read(&config) {
             Ok(snapshot) => match status::print(out, &config, &snapshot, json) {
                 Ok(()) => exit::OK,
-                // The reader went away (`status | head -1`): it had what it wanted.
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::OK,
+                Err(e) if reader_gone(&e) => exit::OK,
                 Err(e) => {
                     eprintln!("error: cannot write the status: {e}");
                     exit::ROTATION_FAILED
@@ -286,8 +299,11 @@ pub async fn execute(cli: Cli, out: &mut impl Write) -> u8 {
                     }
                 }
                 Ok(OnceOutcome::HandedOver(answer)) => {
-                    if let Err(e) = out.write_all(answer.output.as_bytes()) {
-                        eprintln!("error: cannot write the summary: {e}");
+                    match out.write_all(answer.output.as_bytes()) {
+                        Err(e) if !reader_gone(&e) => {
+                            eprintln!("error: cannot write the summary: {e}");
+                        }
+                        _ => {}
                     }
                     answer.exit
                 }
@@ -298,8 +314,11 @@ pub async fn execute(cli: Cli, out: &mut impl Write) -> u8 {
                         Ok(())
                     }
                     .and_then(|()| summary::print_summary(out, &reports));
-                    if let Err(e) = printed {
-                        eprintln!("error: cannot write the summary: {e}");
+                    match printed {
+                        Err(e) if !reader_gone(&e) => {
+                            eprintln!("error: cannot write the summary: {e}");
+                        }
+                        _ => {}
                     }
                     summary::exit_status(&reports)
                 }
@@ -308,13 +327,32 @@ pub async fn execute(cli: Cli, out: &mut impl Write) -> u8 {
     }
 }
 
+/// The reader of stdout went away (`check | head -1`): it had what it wanted, and that is
+/// no error of the command.
+fn reader_gone(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::BrokenPipe
+}
+
 /// `check`: the config is valid (it was loaded), every token source is readable, and each
 /// policy's next three due times; with `online`, what Vercel says of each token and resource.
+///
+/// Run on the host (no `$CREDENTIALS_DIRECTORY`), it reads each systemd credential from the
+/// file the unit's `LoadCredential=` names, as systemd will at the next start; one it cannot
+/// find or read that way is reported as not verified, which does not change the exit status.
 async fn check(config: &Config, online: bool, out: &mut impl Write) -> u8 {
     let mut status = exit::OK;
-    let (tokens, failures) = token::Tokens::read_all(config);
     let mut lines = Vec::new();
     lines.push(format!("config {}: valid", config.path.display()));
+    if config.uses_credentials()
+        && let Some(unit) = credentials::read_as_the_unit_would()
+    {
+        lines.push(format!(
+            "credentials: $CREDENTIALS_DIRECTORY is not set, so each is read from the unit's \
+             LoadCredential= source, as systemd will at the next start: {}",
+            unit.describe()
+        ));
+    }
+    let (tokens, failures) = token::Tokens::read_all(config);
     for (name, installation) in &config.installations {
         match failures.iter().find(|(n, _)| n == name) {
             None => lines.push(format!(
@@ -323,6 +361,15 @@ async fn check(config: &Config, online: bool, out: &mut impl Write) -> u8 {
                 token::describe(&installation.token),
                 token::readiness(&installation.token)
             )),
+            Some((_, e)) if e.is_unverified() => {
+                eprintln!("warning: installation {name}: {e}");
+                lines.push(format!(
+                    "installation {name} ({}): token from {}: NOT VERIFIED on this host \
+                     (not an error: see the warning)",
+                    installation.id,
+                    token::describe(&installation.token)
+                ));
+            }
             Some((_, e)) => {
                 status = exit::INVALID;
                 eprintln!("error: installation {name}: {e}");
@@ -347,6 +394,20 @@ async fn check(config: &Config, online: bool, out: &mut impl Write) -> u8 {
     for policy in &config.policies {
         // What the provider can check without changing anything: its admin connection, its
         // users. A provider that cannot do its job fails `check` here rather than at 3 a.m.
+        if let config::ProviderSpec::Shared(c) = &policy.provider {
+            for (what, source) in c.secret_sources() {
+                if let config::SecretSource::Credential(name) = source
+                    && let Some(declared) = credentials::whereabouts(name)
+                {
+                    lines.push(format!(
+                        "policy {}: provider {}: {what} from systemd credential {name}: on this \
+                         host {declared}",
+                        policy.name,
+                        policy.provider.kind()
+                    ));
+                }
+            }
+        }
         let provider = crate::providers::per_resource::for_check(config, policy);
         match provider.preflight().await {
             Ok(facts) => {
@@ -357,6 +418,15 @@ async fn check(config: &Config, online: bool, out: &mut impl Write) -> u8 {
                         policy.provider.kind()
                     ));
                 }
+            }
+            Err(e) if e.is_unverified() => {
+                eprintln!("warning: policy {}: {e}", policy.name);
+                lines.push(format!(
+                    "policy {}: provider {}: NOT VERIFIED on this host (not an error: see the \
+                     warning)",
+                    policy.name,
+                    policy.provider.kind()
+                ));
             }
             Err(e) => {
                 status = exit::INVALID;
@@ -400,13 +470,28 @@ async fn check(config: &Config, online: bool, out: &mut impl Write) -> u8 {
         }
     }
     if online {
-        let unreadable: BTreeSet<&str> = failures.iter().map(|(n, _)| n.as_str()).collect();
+        let unreadable: BTreeMap<&str, &str> = failures
+            .iter()
+            .map(|(n, e)| {
+                let why = if e.is_unverified() {
+                    "token not verified on this host"
+                } else {
+                    "token not readable"
+                };
+                (n.as_str(), why)
+            })
+            .collect();
         let tokens = std::sync::Arc::new(tokens);
         status = status.max(check_online(config, &tokens, &unreadable, &mut lines).await);
     }
     for line in lines {
-        if writeln!(out, "{line}").is_err() {
-            return exit::INVALID;
+        match writeln!(out, "{line}") {
+            Ok(()) => {}
+            Err(e) if reader_gone(&e) => return status,
+            Err(e) => {
+                eprintln!("error: cannot write check's report: {e}");
+                return exit::ROTATION_FAILED.max(status);
+            }
         }
     }
     status
@@ -468,7 +553,7 @@ async fn check_discovery(d: &config::Discovery, lines: &mut Vec<String>) -> u8 {
 async fn check_online(
     config: &Config,
     tokens: &std::sync::Arc<token::Tokens>,
-    unreadable: &BTreeSet<&str>,
+    unreadable: &BTreeMap<&str, &str>,
     lines: &mut Vec<String>,
 ) -> u8 {
     let client = match VercelClient::new(&config.vercel) {
@@ -487,7 +572,7 @@ async fn check_online(
     // `max-concurrent-requests` installations, not one per installation.
     let mut calls = tokio::task::JoinSet::new();
     for (name, installation) in &config.installations {
-        if unreadable.contains(name.as_str()) {
+        if unreadable.contains_key(name.as_str()) {
             continue;
         }
         let (client, tokens) = (client.clone(), tokens.clone());
@@ -513,8 +598,8 @@ async fn check_online(
     }
     for (name, installation) in &config.installations {
         let label = format!("installation {name} ({}): online:", installation.id);
-        if unreadable.contains(name.as_str()) {
-            lines.push(format!("{label} not checked (token not readable)"));
+        if let Some(why) = unreadable.get(name.as_str()) {
+            lines.push(format!("{label} not checked ({why})"));
             continue;
         }
         let Some(listed) = answers.remove(name) else {

@@ -115,7 +115,7 @@ impl Daemon {
             .values()
             .filter(|j| {
                 j.in_config
-                    && j.key.resource == request.resource_id
+                    && *j.key.resource == *request.resource_id
                     && j.installation.id == request.installation_id
             })
             .cloned()

@@ -485,9 +485,18 @@ fn record_error(key: &Key, step: &'static str, reason: String, fatal: bool) -> R
 
 /// What a configured job's record says about where its pushes go.
 fn stamp(job: &Job, record: &mut Record) {
-    record.installation.clone_from(&job.installation.name);
-    record.installation_id = Some(job.installation.id.clone());
-    record.secrets = job.secret_names();
+    // Only what changed is replaced: a record loaded from the state keeps the strings it
+    // shares with its neighbours (`state::intern`).
+    if *record.installation != *job.installation.name {
+        record.installation = job.installation.name.as_str().into();
+    }
+    if record.installation_id.as_deref() != Some(job.installation.id.as_str()) {
+        record.installation_id = Some(job.installation.id.as_str().into());
+    }
+    let secrets = job.secret_names();
+    if *record.secrets != *secrets {
+        record.secrets = secrets.into();
+    }
 }
 
 fn new_record(job: &Job, now: DateTime<Utc>) -> Record {

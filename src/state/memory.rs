@@ -151,7 +151,7 @@ mod tests {
         let at = Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).single().unwrap();
         let listed = resources
             .iter()
-            .map(|r| std::sync::Arc::new(ResourceInfo::configured(id, *r)))
+            .map(|r| std::sync::Arc::new(ResourceInfo::configured(id, r)))
             .collect();
         Listing::merge(None, id, at, listed)
     }
@@ -171,7 +171,7 @@ mod tests {
         assert_eq!(ids, ["icfg_a", "icfg_b"]);
 
         store.put_listing(listing("icfg_a", &["r3"])).await.unwrap();
-        assert_eq!(store.listings()[0].resources[0].id, "r3");
+        assert_eq!(&*store.listings()[0].resources[0].id, "r3");
         store.remove_listing("icfg_a").await.unwrap();
         store.remove_listing("icfg_a").await.unwrap();
         assert_eq!(store.listing_writes(), 4);
