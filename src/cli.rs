@@ -384,6 +384,12 @@ async fn check(config: &Config, online: bool, out: &mut impl Write) -> u8 {
     if let Some(d) = &config.discovery {
         status = status.max(check_discovery(d, &mut lines).await);
     }
+    if let Some(server) = &config.server {
+        lines.push(format!(
+            "server: listens on {} for Vercel's rotate requests (tokens for client id {} from issuer {}, keys from {}), /metrics and /healthz",
+            server.listen, server.client_id, server.issuer, server.jwks_url
+        ));
+    }
     let now = Utc::now();
     for policy in &config.policies {
         // What the provider can check without changing anything: its admin connection, its

@@ -46,8 +46,9 @@
 //!   a run starts from (config plus persisted inventory), and the daemon's discovery task.
 //! - [`once`]: `run --once`: select, rotate concurrently, report; hand the request to the
 //!   daemon when it holds the state.
-//! - [`daemon`]: `run`: the scheduler loop, signals, reload, the control socket server, and
-//!   applying what discovery finds (`daemon/fleet.rs`).
+//! - [`daemon`]: `run`: the scheduler loop, signals, reload, the control socket server,
+//!   applying what discovery finds (`daemon/fleet.rs`) and answering Vercel's rotate requests
+//!   (`daemon/vercel.rs`).
 //! - [`summary`]: the `run --once` summary table and dry-run previews.
 //! - [`exit`]: the exit statuses.
 //! - [`state`]: the durable state: the record as data ([`state::record`]), the store trait,
@@ -55,6 +56,9 @@
 //!   (snapshot + group-committed journal, lock), [`state::memory`] an in-memory one. It
 //!   imports nothing of the protocol above it.
 //! - [`control`]: the daemon's owner-only unix socket for `run --once` hand-offs.
+//! - [`server`]: the `[server]` HTTP listener: Vercel's rotate requests (token verified
+//!   against Vercel's keys, idempotency keys kept in the state), handed to the daemon over a
+//!   channel; `/metrics` and `/healthz` from the daemon's probe.
 //! - [`status`]: `status`: the state as a table or JSON.
 //! - [`table`]: plain-text tables (the `run --once` summary, `status`).
 //! - [`clock`]: "now", from one place, so tests can run the scheduler on tokio's paused clock.
@@ -89,6 +93,7 @@ pub mod resource;
 pub mod rotation;
 pub mod schedule;
 pub mod secret;
+pub mod server;
 pub mod state;
 pub mod status;
 pub mod summary;

@@ -24,6 +24,7 @@ mod process_hardening;
 mod providers;
 mod redis;
 mod resilience;
+mod server;
 mod state_file;
 mod state_owner;
 mod templates;

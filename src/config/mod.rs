@@ -12,6 +12,7 @@ mod mask;
 mod provider;
 mod raw;
 mod scope;
+mod server;
 mod types;
 mod validate;
 
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 pub use discovery::DEFAULT_EVERY;
 pub use scope::{InstallationScope, ResourceScope, ResourceSelector};
+pub use server::{DEFAULT_ISSUER, DEFAULT_JWKS_URL};
 pub use types::*;
 
 /// One thing wrong with a config, located as precisely as the TOML allows.

@@ -22,6 +22,17 @@ pub struct RawConfig {
     #[serde(default)]
     pub policies: Vec<Spanned<RawPolicy>>,
     pub discovery: Option<Spanned<RawDiscovery>>,
+    pub server: Option<Spanned<RawServer>>,
+}
+
+/// `[server]`: the HTTP listener for Vercel's rotate requests, metrics and health.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawServer {
+    pub listen: Spanned<String>,
+    pub client_id: Spanned<String>,
+    pub jwks_url: Option<Spanned<String>>,
+    pub issuer: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

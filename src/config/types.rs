@@ -25,6 +25,22 @@ pub struct Config {
     pub policies: Vec<Policy>,
     /// `[discovery]`: installations found at run time; `None` when the config has none.
     pub discovery: Option<Discovery>,
+    /// `[server]`: the HTTP listener; `None` when the config has none (nothing listens).
+    pub server: Option<ServerSettings>,
+}
+
+/// `[server]`: one HTTP listener for Vercel's rotate requests, `/metrics` and `/healthz`.
+/// TLS ends at the partner's proxy in front of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// Where to listen. Port 0 takes a free port, which the daemon logs when it starts.
+    pub listen: std::net::SocketAddr,
+    /// The integration's client id (`oac_...`): the audience Vercel's tokens must name.
+    pub client_id: String,
+    /// Where Vercel publishes the keys its tokens are signed with (a JWKS).
+    pub jwks_url: Url,
+    /// The issuer Vercel's tokens must name, compared as written.
+    pub issuer: String,
 }
 
 impl Config {

@@ -274,6 +274,11 @@ pub(super) fn validate(
         .as_ref()
         .and_then(|d| super::discovery::validate(&mut v, d, canonical_at(written, &["discovery"])));
 
+    let server = raw
+        .server
+        .as_ref()
+        .and_then(|s| super::server::validate(&mut v, s));
+
     match vercel {
         Some(vercel) if v.problems.is_empty() => Ok(Config {
             path: path.to_owned(),
@@ -282,6 +287,7 @@ pub(super) fn validate(
             installations,
             policies,
             discovery,
+            server,
         }),
         _ => Err(ConfigError::Invalid {
             path: path.to_owned(),
@@ -451,7 +457,7 @@ pub(super) fn check_api_url(text: &str, allow_insecure: bool) -> Result<Url, Str
     }
 }
 
-fn is_loopback(url: &Url) -> bool {
+pub(super) fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
         Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),

@@ -9,13 +9,18 @@
 //! before its work. So a `kill -9` at any instant leaves state the next start finishes. The
 //! records the config no longer names are scheduled too, for their retirements.
 //!
-//! Signals: SIGTERM/SIGINT take no new work, give rotations in flight up to
+//! With `[server]`, the loop also answers the rotate requests the listener hands over
+//! (`daemon/vercel.rs`): the keys governing the resource get a forced turn with Vercel's
+//! delay as their grace, or join the one under way.
+//!
+//! Signals: SIGTERM/SIGINT take no new work, stop the listener, give rotations in flight up to
 //! [`DRAIN_TIMEOUT`] to reach their end (each step is recorded before its work, so one cut
 //! short is redone at the next start), flush the state and exit 0. SIGHUP re-reads the config:
 //! an invalid one is logged and the running one stays; a valid one replaces it for work not
 //! yet started, leaving rotations in flight alone.
 
 mod fleet;
+mod vercel;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -39,6 +44,7 @@ use crate::rotation::executor::Executor;
 use crate::rotation::locks::KeyLocks;
 use crate::rotation::push::{Pusher, VercelPusher};
 use crate::rotation::{Job, RotationReport, Turn};
+use crate::server::RotateRequest;
 use crate::state::{self, Key, StateStore};
 use crate::summary;
 use crate::systemd::Notifier;
@@ -160,6 +166,7 @@ pub async fn run(config_path: &Path, triggers: Triggers, clock: Arc<dyn Clock>) 
 /// Runs the daemon on `parts` until a stop signal (or a store that can no longer record).
 pub async fn serve(config_path: &Path, config: Config, triggers: Triggers, parts: Parts) -> u8 {
     let state_dir = config.state.dir.clone();
+    let server_settings = config.server.clone();
     let locks = Arc::new(KeyLocks::default());
     let fleet = crate::discovery::fleet::load(&config, &parts.store.listings());
     let (updates_tx, updates_rx) = mpsc::unbounded_channel();
@@ -170,6 +177,11 @@ pub async fn serve(config_path: &Path, config: Config, triggers: Triggers, parts
             return exit::INVALID;
         }
     };
+    let (listening, rotate_requests) =
+        match vercel::start(server_settings.as_ref(), &parts.store, &triggers.shutdown).await {
+            Ok(started) => started,
+            Err(status) => return status,
+        };
     let listener = match control::Server::bind(&state_dir) {
         Ok(l) => l,
         Err(e) => {
@@ -177,6 +189,9 @@ pub async fn serve(config_path: &Path, config: Config, triggers: Triggers, parts
                 "error: cannot create the control socket in {}: {e}",
                 state_dir.display()
             );
+            if let Some(listening) = listening {
+                listening.stop().await;
+            }
             return exit::ROTATION_FAILED;
         }
     };
@@ -192,8 +207,12 @@ pub async fn serve(config_path: &Path, config: Config, triggers: Triggers, parts
         notifier: Notifier::from_env(),
         config_path: config_path.to_owned(),
         state_dir,
+        listening,
+        vercel_turns: HashSet::new(),
     };
-    daemon.serve(triggers, listener, updates_rx).await
+    daemon
+        .serve(triggers, listener, updates_rx, rotate_requests)
+        .await
 }
 
 /// Builds a generation from a config: pusher made, jobs made from the config and the fleet
@@ -248,6 +267,10 @@ struct Daemon {
     notifier: Notifier,
     config_path: PathBuf,
     state_dir: PathBuf,
+    /// The `[server]` listener, while it runs.
+    listening: Option<vercel::Listening>,
+    /// Keys with a turn Vercel asked for in flight: another request joins it.
+    vercel_turns: HashSet<Key>,
 }
 
 /// The schedule: the next wake of every key not in flight, earliest first.
@@ -292,6 +315,7 @@ impl Daemon {
         triggers: Triggers,
         mut listener: control::Server,
         mut updates: mpsc::UnboundedReceiver<Update>,
+        mut rotate_requests: mpsc::Receiver<RotateRequest>,
     ) -> u8 {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Key>();
         let mut in_flight: HashSet<Key> = HashSet::new();
@@ -358,6 +382,7 @@ impl Daemon {
                 _ = triggers.shutdown.cancelled() => break,
                 Some(key) = done_rx.recv() => {
                     in_flight.remove(&key);
+                    self.vercel_turns.remove(&key);
                     self.refresh(&mut wakes, &in_flight, key);
                 }
                 _ = triggers.reload.notified() => {
@@ -377,6 +402,9 @@ impl Daemon {
                     self.apply(batch, &mut wakes, &in_flight).await;
                 }
                 stream = listener.next() => self.spawn_control(stream, done_tx.clone()),
+                Some(request) = rotate_requests.recv(), if self.listening.is_some() => {
+                    self.answer_rotate_request(request, &mut wakes, &mut in_flight, done_tx.clone());
+                }
                 // Due keys wait for a slot, which a scheduled task or a handed-over
                 // `run --once` frees; the loop then takes it.
                 Ok(_) = limit.acquire(), if waiting_for_slot => {}
@@ -385,6 +413,12 @@ impl Daemon {
         }
 
         self.notifier.stopping();
+        // Rotate requests not yet answered get a 503 (Vercel sends them again); the listener
+        // stops before the rotations in flight are waited for.
+        drop(rotate_requests);
+        if let Some(listening) = self.listening.take() {
+            listening.stop().await;
+        }
         info!(
             in_flight = in_flight.len(),
             "stopping: no new work; waiting for rotations in flight"
@@ -550,6 +584,9 @@ impl Daemon {
                 // The fleet keeps what discovery knows; the new config decides which of it
                 // is served (a policy added with `installations = "*"` serves every listing
                 // already known, without waiting for the next pass).
+                if config.server.as_ref() != self.listening.as_ref().map(|l| &l.settings) {
+                    warn!("[server] changed: that takes a restart; the listener keeps its settings until then");
+                }
                 let fleet = rebase_fleet(&self.fleet, &config);
                 let generation = build(config, &parts, &self.locks, &fleet, &self.updates)?;
                 Ok((generation, fleet))

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 
-use super::{Key, Listing, Record, StateError, StateStore};
+use super::{AnsweredRequest, Key, Listing, Record, StateError, StateStore};
 
 #[derive(Default)]
 pub struct MemoryStore {
@@ -17,6 +17,7 @@ pub struct MemoryStore {
     listings: Mutex<BTreeMap<String, Arc<Listing>>>,
     /// Listing writes that changed something, for tests of "an equal listing writes nothing".
     listing_writes: AtomicU64,
+    answered: Mutex<Vec<AnsweredRequest>>,
     /// Set by tests to make every later write fail as a stopped writer does.
     broken: Mutex<Option<String>>,
 }
@@ -111,6 +112,22 @@ impl StateStore for MemoryStore {
         Ok(())
     }
 
+    fn answered_requests(&self) -> Vec<AnsweredRequest> {
+        self.answered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    async fn put_answered_requests(
+        &self,
+        requests: Vec<AnsweredRequest>,
+    ) -> Result<(), StateError> {
+        self.writable()?;
+        *self.answered.lock().unwrap_or_else(PoisonError::into_inner) = requests;
+        Ok(())
+    }
+
     async fn flush(&self) -> Result<(), StateError> {
         self.writable()
     }
@@ -134,7 +151,7 @@ mod tests {
         let at = Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).single().unwrap();
         let listed = resources
             .iter()
-            .map(|r| std::sync::Arc::new(ResourceInfo::configured(id, *r)))
+            .map(|r| std::sync::Arc::new(ResourceInfo::configured(id, r)))
             .collect();
         Listing::merge(None, id, at, listed)
     }

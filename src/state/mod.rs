@@ -10,7 +10,8 @@
 //!
 //! Beside the records, the store keeps the fleet inventory: per installation, what Vercel
 //! last listed ([`inventory::Listing`]), so the last known resources survive a restart and a
-//! failed listing changes nothing.
+//! failed listing changes nothing; and the rotate requests Vercel sent lately, by
+//! idempotency key ([`requests`]), so one sent again starts no second rotation.
 //!
 //! This module sits below the rotation protocol: it imports nothing of it.
 
@@ -18,6 +19,7 @@ pub mod file;
 pub mod inventory;
 pub mod memory;
 pub mod record;
+pub mod requests;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -27,6 +29,7 @@ use async_trait::async_trait;
 
 pub use inventory::{Listing, ListingFailure};
 pub use record::{Failure, Key, Record, Retirement, Step, Stopped};
+pub use requests::AnsweredRequest;
 
 /// The version of the on-disk format this build reads and writes. A newer one stops the
 /// start with an error; it is never reset or downgraded silently.
@@ -167,6 +170,11 @@ pub trait StateStore: Send + Sync {
     /// Forgets an installation's listing (nothing of it is needed any more); durable when it
     /// returns. Forgetting one that is not there is no error.
     async fn remove_listing(&self, installation_id: &str) -> Result<(), StateError>;
+    /// The rotate requests answered lately, as last written ([`requests`]).
+    fn answered_requests(&self) -> Vec<AnsweredRequest>;
+    /// Replaces the answered rotate requests with `requests`; durable when it returns.
+    async fn put_answered_requests(&self, requests: Vec<AnsweredRequest>)
+    -> Result<(), StateError>;
     /// Makes everything durable and compacts; called at shutdown.
     async fn flush(&self) -> Result<(), StateError>;
     /// Why the store has stopped accepting changes, once it has (every later write fails

@@ -1,6 +1,7 @@
 //! The local state store: one owner-only directory holding a snapshot (`state.json`), an
 //! append-only journal (`journal.jsonl`), the lock (`lock`) that keeps a second daemon out,
-//! and the fleet inventory (`inventory/`, one file per installation).
+//! the fleet inventory (`inventory/`, one file per installation) and the rotate requests
+//! answered lately (`requests.json`).
 //!
 //! Owns the on-disk format, loading it (strictly: damage stops the start, it is never reset),
 //! the group-committing writer thread, compaction, and the lock. This file holds the store and
@@ -14,6 +15,7 @@
 //! state.json     {"version": 1, "records": [Record, ...]}
 //! journal.jsonl  {"v":1,"put":Record}\n   or   {"v":1,"remove":Key}\n   one per line
 //! lock           the holder's PID and "\n"
+//! requests.json  the rotate requests answered lately (`requests.rs`)
 //! ```
 //!
 //! The state is the snapshot (missing: empty) with the journal replayed over it in order. The
@@ -56,6 +58,7 @@
 mod dir;
 mod format;
 mod inventory;
+mod requests;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -74,7 +77,8 @@ use tracing::{debug, error, warn};
 use self::dir::{Access, StateDir, io_error};
 use self::format::{EntryOut, Loaded, SnapshotOut};
 use self::inventory::Inventory;
-use super::{Key, Listing, Record, StateError, StateStore};
+use self::requests::Requests;
+use super::{AnsweredRequest, Key, Listing, Record, StateError, StateStore};
 
 const SNAPSHOT: &str = "state.json";
 const SNAPSHOT_TMP: &str = "state.json.tmp";
@@ -111,6 +115,8 @@ pub struct FileStore {
     fatal: Arc<OnceLock<String>>,
     /// The listings, written apart from the journal.
     inventory: Inventory,
+    /// The rotate requests answered lately, in a file of their own.
+    requests: Requests,
     /// Holds the flock. Declared after `writer`, which `Drop` joins first, so the lock is
     /// released only once no write is in flight.
     _lock: File,
@@ -301,6 +307,20 @@ impl StateStore for FileStore {
         self.inventory.remove(installation_id).await
     }
 
+    fn answered_requests(&self) -> Vec<AnsweredRequest> {
+        self.requests.get()
+    }
+
+    async fn put_answered_requests(
+        &self,
+        requests: Vec<AnsweredRequest>,
+    ) -> Result<(), StateError> {
+        if self.fatal.get().is_some() {
+            return Err(StateError::WriterGone);
+        }
+        self.requests.put(requests).await
+    }
+
     async fn flush(&self) -> Result<(), StateError> {
         self.submit(Command::Flush).await
     }
@@ -334,6 +354,7 @@ fn open_blocking(path: &Path) -> Result<FileStore, StateError> {
     // A compaction cut short by a crash; the next one writes it afresh.
     dir.remove(SNAPSHOT_TMP)?;
     let inventory = Inventory::open(&dir)?;
+    let requests = Requests::open(&dir)?;
     // The journal and the lock file may have just been created: their names must survive a
     // crash as much as what is later written into them.
     dir.sync()?;
@@ -343,7 +364,7 @@ fn open_blocking(path: &Path) -> Result<FileStore, StateError> {
         journal_lines = loaded.journal_lines,
         "state loaded"
     );
-    start(dir, lock, journal, loaded, inventory)
+    start(dir, lock, journal, loaded, inventory, requests)
 }
 
 /// Starts the writer over what was loaded; the store holds `lock` until it is dropped.
@@ -353,6 +374,7 @@ fn start(
     journal: File,
     loaded: Loaded,
     inventory: Inventory,
+    requests: Requests,
 ) -> Result<FileStore, StateError> {
     let records = Arc::new(RwLock::new(loaded.records));
     let commits = Arc::new(AtomicU64::new(0));
@@ -381,6 +403,7 @@ fn start(
         commits,
         fatal,
         inventory,
+        requests,
         _lock: lock,
     })
 }
@@ -768,7 +791,8 @@ mod tests {
         let journal = File::open(&journal_path).unwrap();
         let loaded = format::load(&dir, Some(&journal)).unwrap();
         let inventory = Inventory::open(&dir).unwrap();
-        let store = start(dir, lock, journal, loaded, inventory).unwrap();
+        let requests = Requests::open(&dir).unwrap();
+        let store = start(dir, lock, journal, loaded, inventory, requests).unwrap();
 
         match runtime.block_on(store.put(record("b", Step::Due))) {
             Err(StateError::Io { path, .. }) => assert_eq!(path, journal_path),
