@@ -156,6 +156,7 @@ impl Rig {
                 })
             }),
             clock: Arc::new(self.clock),
+            metrics: Arc::default(),
         };
         let config = config::load(&self.path).unwrap();
         daemon::serve(&self.path, config, self.triggers.clone(), parts).await

@@ -13,6 +13,8 @@
 //! - [`push`]: the [`Pusher`] trait the executor pushes through (Vercel, or a dry run's
 //!   preview), and rendering secrets from a credential.
 //! - [`batch`]: running many keys' turns at once, within a bound.
+//! - `observe`: what a turn tells of each rotation event: a log line with its message id, a
+//!   history entry, the metrics.
 //!
 //! The record it works on is data in [`crate::state`], below this module.
 
@@ -20,6 +22,7 @@ pub mod batch;
 pub mod executor;
 pub mod locks;
 pub mod machine;
+mod observe;
 pub mod push;
 
 use std::sync::Arc;
