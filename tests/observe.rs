@@ -64,7 +64,7 @@ else:
             r#"[vercel]
 api-url = "{url}"
 request-timeout = "2s"
-retry-deadline = "2s"
+retry-deadline = "3s"
 
 [state]
 dir = "{state}"
@@ -192,13 +192,17 @@ async fn history_lists_rotations_and_retirements_with_trigger_and_rotation_id() 
         assert_eq!(fingerprints[0], fingerprints[1]);
         assert_eq!(fingerprints[0].len(), 8, "{fingerprints:?}");
     }
-    // What was retired is what the first rotation made (the second replaced it).
+    // What the first rotation made was retired (the second replaced it, a grace period
+    // before the third); what the third made, Vercel holds, is never retired. (The second's
+    // may be too, if the third turn outlasted its grace.)
+    let handle = |i: usize| format!("key-{}", &rotations[i][..8]);
     let retired: Vec<&str> = store_a
         .iter()
         .filter(|e| field(e, "event") == "retired")
         .map(|e| field(e, "handle"))
         .collect();
-    assert_eq!(retired, [format!("key-{}", &rotations[0][..8])]);
+    assert_eq!(retired.first(), Some(&handle(0).as_str()), "{store_a:#?}");
+    assert!(!retired.contains(&handle(2).as_str()), "{store_a:#?}");
 
     // --policy NAME/RESOURCE: that resource only; NAME: all of the policy's.
     let only_b = s.history(&config, &["--policy", "orders/store_b"]).await;
@@ -243,7 +247,7 @@ async fn history_lists_rotations_and_retirements_with_trigger_and_rotation_id() 
         .find(|l| l.contains(" retired "))
         .unwrap_or_else(|| panic!("no retired row:\n{table}"));
     assert!(
-        retired_row.contains(&format!("handle key-{}", &rotations[0][..8])),
+        retired_row.contains(&format!("handle {}", handle(0))),
         "{retired_row}"
     );
     assert!(
