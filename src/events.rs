@@ -92,10 +92,11 @@ impl std::fmt::Display for EventKind {
 }
 
 /// What started a turn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Trigger {
-    /// The schedule's due time came.
+    /// The schedule's due time came (or a restart found it due).
+    #[default]
     Schedule,
     /// `run --once` (direct or handed to the daemon).
     Manual,
@@ -106,7 +107,8 @@ pub enum Trigger {
 }
 
 impl Trigger {
-    pub fn name(self) -> &'static str {
+    /// The name the history and logs use.
+    pub fn as_str(self) -> &'static str {
         match self {
             Trigger::Schedule => "schedule",
             Trigger::Manual => "manual",
@@ -118,7 +120,7 @@ impl Trigger {
 
 impl std::fmt::Display for Trigger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
+        f.write_str(self.as_str())
     }
 }
 

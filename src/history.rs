@@ -106,7 +106,7 @@ pub fn print(out: &mut impl Write, entries: &[HistoryEntry], json: bool) -> std:
                 e.policy.clone(),
                 e.resource.clone(),
                 e.event.name().to_owned(),
-                dash(e.trigger.map(Trigger::name)),
+                dash(e.trigger.map(Trigger::as_str)),
                 dash(e.rotation_id.as_deref()),
                 dash(e.fingerprint.as_deref()),
                 if detail.is_empty() { "-".into() } else { detail },

@@ -22,7 +22,7 @@ use crate::rotation::batch::run_bounded;
 use crate::rotation::executor::Executor;
 use crate::rotation::locks::KeyLocks;
 use crate::rotation::push::{PreviewPusher, VercelPusher};
-use crate::rotation::{Job, RotationReport};
+use crate::rotation::{Job, RotationReport, Turn};
 use crate::state::memory::MemoryStore;
 use crate::state::{self, Listing, StateError};
 use crate::token::{self, Tokens};
@@ -195,7 +195,7 @@ async fn tend_all(
     let jobs = jobs.into_iter().map(Arc::new).collect();
     run_bounded(jobs, &limit, |job| {
         let executor = executor.clone();
-        async move { executor.tend(&job, true).await }
+        async move { executor.tend(&job, Turn::manual()).await }
     })
     .await
 }

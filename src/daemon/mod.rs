@@ -44,7 +44,7 @@ use crate::rotation::batch::run_bounded;
 use crate::rotation::executor::Executor;
 use crate::rotation::locks::KeyLocks;
 use crate::rotation::push::{Pusher, VercelPusher};
-use crate::rotation::{Job, RotationReport};
+use crate::rotation::{Job, RotationReport, Turn};
 use crate::state::{self, Key, Record, StateStore};
 use crate::summary;
 use crate::systemd::Notifier;
@@ -538,7 +538,7 @@ impl Daemon {
                 slot: Some(slot),
                 done,
             };
-            executor.tend(&job, false).await;
+            executor.tend(&job, Turn::scheduled()).await;
         });
     }
 
@@ -575,7 +575,7 @@ impl Daemon {
                         slot: None,
                         done,
                     };
-                    executor.tend(&job, true).await
+                    executor.tend(&job, Turn::manual()).await
                 }
             })
             .await;

@@ -26,7 +26,7 @@ use super::locks::KeyLocks;
 use super::machine::{self, Action, Event, Fault, Finished, Rules, Transition, Write};
 use super::observe::Observer;
 use super::push::{self, Delivery, Pusher};
-use super::{Job, Rotated, RotationError, RotationReport};
+use super::{Job, Rotated, RotationError, RotationReport, Turn};
 use crate::clock::Clock;
 use crate::error::Classify;
 use crate::fault;
@@ -110,10 +110,11 @@ impl Executor {
         machine::next_wake(record, &self.rules(job, "", None, 0.0))
     }
 
-    /// One turn of one key: everything due for it now; with `force`, a rotation whatever the
-    /// schedule says (a `run --once`). Returns the report of the rotation, if one ran (or was
-    /// held back, for a forced turn).
-    pub async fn tend(&self, job: &Job, force: bool) -> Option<RotationReport> {
+    /// One turn of one key: everything due for it now; with `turn.force`, a rotation whatever
+    /// the schedule says (a `run --once`, Vercel's request). Returns the report of the
+    /// rotation, if one ran (or was held back, for a forced turn).
+    pub async fn tend(&self, job: &Job, turn: Turn) -> Option<RotationReport> {
+        let force = turn.force;
         let _turn = self.locks.lock(&job.key).await;
         let report = |result| {
             Some(RotationReport {
@@ -134,8 +135,8 @@ impl Executor {
             store: self.store.as_ref(),
             metrics: self.metrics.as_deref(),
             job,
-            trigger: trigger_of(force, &record),
-            reason: None,
+            trigger: trigger_of(&turn, &record),
+            reason: turn.reason.as_deref(),
         };
         if tell.trigger == Trigger::Vercel {
             tell.requested_by_vercel(self.clock.now()).await;
@@ -149,7 +150,10 @@ impl Executor {
         let mut result = None;
         // The rotation in progress (or just finished), for the events that name it.
         let mut rotation_id = rotation_of(&record.step).map(str::to_owned);
-        let mut event = Event::Wake { force };
+        let mut event = Event::Wake {
+            force,
+            grace: turn.grace.filter(|_| force).map(delta),
+        };
         loop {
             let told = Told::of(&event);
             let previewed = matches!(event, Event::Previewed);
@@ -535,15 +539,15 @@ impl Told {
     }
 }
 
-/// What started a turn: a forced one is `run --once`'s; one whose record waits for a retry
-/// is the retry; else the schedule.
-fn trigger_of(force: bool, record: &Record) -> Trigger {
-    if force {
-        Trigger::Manual
-    } else if record.retry_at.is_some() || record.step.unfinished().is_some() {
-        Trigger::Retry
-    } else {
-        Trigger::Schedule
+/// What started a turn, as the history tells it: the turn's own trigger, except that a
+/// scheduled turn of a record that waits for a retry (or holds an unfinished rotation) is the
+/// retry.
+fn trigger_of(turn: &Turn, record: &Record) -> Trigger {
+    match turn.trigger {
+        Trigger::Schedule if record.retry_at.is_some() || record.step.unfinished().is_some() => {
+            Trigger::Retry
+        }
+        trigger => trigger,
     }
 }
 

@@ -74,6 +74,9 @@ pub enum Event {
     /// The key's turn: its due time came, a restart, or (`force`) a `run --once`.
     Wake {
         force: bool,
+        /// The grace the rotation a forced wake starts gets instead of the policy's (Vercel's
+        /// `delayOldSecretsExpirationHours`); kept in the record until its push.
+        grace: Option<TimeDelta>,
     },
     /// `create` made a credential live.
     Created {
@@ -169,7 +172,7 @@ pub fn advance(record: &Record, event: Event, rules: &Rules) -> Transition {
     let mut r = record.clone();
     let now = rules.now;
     match event {
-        Event::Wake { force } => wake(r, force, rules),
+        Event::Wake { force, grace } => wake(r, force, grace, rules),
         Event::Created { handle, supersedes } => {
             let Step::Creating {
                 rotation_id,
@@ -183,7 +186,8 @@ pub fn advance(record: &Record, event: Event, rules: &Rules) -> Transition {
             {
                 // The earlier try's credential may have reached Vercel: it gets the grace a
                 // replaced credential gets.
-                schedule_retirement(&mut r, earlier, now + rules.grace);
+                let due = now + grace_of(&r, rules);
+                schedule_retirement(&mut r, earlier, due);
             }
             // The provider reused a handle that was waiting to retire (the idle user of a
             // pair): `create` replaced its old credential, and retiring it would cut off the
@@ -222,7 +226,9 @@ pub fn advance(record: &Record, event: Event, rules: &Rules) -> Transition {
             else {
                 return unexpected(r, rules);
             };
-            let retire_at = now + rules.grace;
+            let retire_at = now + grace_of(&r, rules);
+            // Every credential this rotation replaces now has its retirement time.
+            r.requested_grace_ms = None;
             let replaced = r.current_handle.replace(handle.clone()).or(supersedes);
             if let Some(old) = replaced
                 && old != handle
@@ -298,7 +304,7 @@ pub fn advance(record: &Record, event: Event, rules: &Rules) -> Transition {
 
 /// The start of a key's turn: finish what reached Vercel, start or redo the rotation if it is
 /// due (or forced), then retire what is due.
-fn wake(mut r: Record, force: bool, rules: &Rules) -> Transition {
+fn wake(mut r: Record, force: bool, grace: Option<TimeDelta>, rules: &Rules) -> Transition {
     let now = rules.now;
     match r.step.clone() {
         Step::Pushed { at, handle, .. } if rules.in_config => {
@@ -332,6 +338,10 @@ fn wake(mut r: Record, force: bool, rules: &Rules) -> Transition {
     let stopped = is_stopped(&r, rules.digest);
     if let Some(rotation_id) = r.step.unfinished().map(str::to_owned) {
         if force || (!stopped && r.retry_at.is_none_or(|t| t <= now)) {
+            if force {
+                // A new request for this rotation: its grace, not an earlier request's.
+                r.requested_grace_ms = grace.map(millis);
+            }
             let earlier = r.step.attempt_handle().map(str::to_owned);
             let previous_handle = r.current_handle.clone();
             r.step = Step::Creating {
@@ -361,6 +371,7 @@ fn wake(mut r: Record, force: bool, rules: &Rules) -> Transition {
             rotation_id: rules.fresh_id.to_owned(),
             earlier: None,
         };
+        r.requested_grace_ms = grace.filter(|_| force).map(millis);
         r.next_due = None;
         return act(
             r,
@@ -423,6 +434,18 @@ fn record_before_preview(r: &Record) -> Step {
 }
 
 /// After a rotation: idle, next due from the schedule.
+/// The grace of the credentials the rotation in flight replaces: what Vercel asked for with
+/// it, or the policy's.
+fn grace_of(r: &Record, rules: &Rules) -> TimeDelta {
+    r.requested_grace_ms
+        .map(|ms| TimeDelta::milliseconds(i64::try_from(ms).unwrap_or(i64::MAX)))
+        .unwrap_or(rules.grace)
+}
+
+fn millis(grace: TimeDelta) -> u64 {
+    u64::try_from(grace.num_milliseconds()).unwrap_or(0)
+}
+
 fn settle(r: &mut Record, rules: &Rules) {
     r.step = Step::Idle;
     r.next_due = rules.next_due;
@@ -448,6 +471,9 @@ fn fail(r: &mut Record, fault: &Fault, rules: &Rules) {
         // `creating` (the provider failed) and a push that may have applied stay as they
         // are: the retry redoes `create` with the same id.
         _ => {}
+    }
+    if r.step.unfinished().is_none() {
+        r.requested_grace_ms = None;
     }
     r.consecutive_failures = r.consecutive_failures.saturating_add(1);
     r.last_error = Some(Failure {

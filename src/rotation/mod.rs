@@ -26,6 +26,7 @@ mod observe;
 pub mod push;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
@@ -38,6 +39,48 @@ use crate::vercel::VercelError;
 
 pub use crate::state::{Key, Step};
 pub use push::Pusher;
+
+/// Why a key's turn runs: for the logs and the history (one type with [`crate::events`]).
+pub use crate::events::Trigger;
+
+/// What one turn of one key is asked for.
+#[derive(Debug, Clone, Default)]
+pub struct Turn {
+    /// Rotate whatever the schedule says.
+    pub force: bool,
+    pub trigger: Trigger,
+    /// The grace of the credentials this rotation replaces, instead of the policy's (Vercel's
+    /// `delayOldSecretsExpirationHours`). Only with `force`.
+    pub grace: Option<Duration>,
+    /// Why it was asked for (Vercel's `reason`): logged, kept in the history, never a value.
+    pub reason: Option<Arc<str>>,
+}
+
+impl Turn {
+    /// A due time came: whatever is due, nothing forced.
+    pub fn scheduled() -> Turn {
+        Turn::default()
+    }
+
+    /// `run --once`: a rotation now.
+    pub fn manual() -> Turn {
+        Turn {
+            force: true,
+            trigger: Trigger::Manual,
+            ..Turn::default()
+        }
+    }
+
+    /// Vercel's rotate request: a rotation now, with its grace and reason.
+    pub fn vercel(grace: Option<Duration>, reason: Option<Arc<str>>) -> Turn {
+        Turn {
+            force: true,
+            trigger: Trigger::Vercel,
+            grace,
+            reason,
+        }
+    }
+}
 
 /// One (policy, resource) to tend, with what it needs from the config.
 #[derive(Clone)]

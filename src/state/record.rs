@@ -246,6 +246,11 @@ pub struct Record {
     /// After a permanent failure: the rotation stays stopped until the policy's config
     /// changes (its digest differs from the one recorded here).
     pub stopped: Option<Stopped>,
+    /// The grace Vercel asked for with the rotation in flight (its
+    /// `delayOldSecretsExpirationHours`), in milliseconds, instead of the policy's: kept here so
+    /// a restart mid-rotation still honours it; cleared at the push.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_grace_ms: Option<u64>,
 }
 
 impl Record {
@@ -272,6 +277,7 @@ impl Record {
             last_error: None,
             retry_at: None,
             stopped: None,
+            requested_grace_ms: None,
         }
     }
 

@@ -156,8 +156,14 @@ fn check(what: &str, t: &Transition, want: &Want) {
 
 #[test]
 fn wake_starts_redoes_or_finishes_rotations() {
-    let wake = Event::Wake { force: false };
-    let forced = Event::Wake { force: true };
+    let wake = Event::Wake {
+        force: false,
+        grace: None,
+    };
+    let forced = Event::Wake {
+        force: true,
+        grace: None,
+    };
     let stopped = |digest: &str| {
         let mut r = record();
         r.next_due = Some(now() - hours(1));
@@ -349,7 +355,10 @@ fn wake_starts_redoes_or_finishes_rotations() {
 
 #[test]
 fn retirements_never_touch_the_rotation() {
-    let wake = Event::Wake { force: false };
+    let wake = Event::Wake {
+        force: false,
+        grace: None,
+    };
     let past = now() - hours(1);
     // Issue 10, item 1: a retirement due while a rotation is unfinished (its push may have
     // applied, its retry not yet due) runs beside it; the step, its id and its handle stay.
@@ -546,7 +555,14 @@ fn a_first_rotation_promises_no_retirement() {
     // A crash after that push: the repeated reminder promises nothing either.
     let mut crashed = with_step(pushed("h1"));
     crashed.current_handle = Some("h1".into());
-    let t = advance(&crashed, Event::Wake { force: false }, &rules());
+    let t = advance(
+        &crashed,
+        Event::Wake {
+            force: false,
+            grace: None,
+        },
+        &rules(),
+    );
     assert_eq!(t.action, Some(Action::Remind { retire_at: None }));
 
     // The second rotation replaces h1: its retirement is promised at the push plus the grace.
@@ -645,7 +661,14 @@ fn the_first_push_of_a_pair_gives_the_other_user_its_grace() {
     assert_eq!(t.record.retirements[0].due, grace_end);
     // A forced rotation right after is held back until b's grace is over.
     let t = advance(&t.record, Event::Reminded, &alternating);
-    let t = advance(&t.record, Event::Wake { force: true }, &alternating);
+    let t = advance(
+        &t.record,
+        Event::Wake {
+            force: true,
+            grace: None,
+        },
+        &alternating,
+    );
     assert_eq!(t.action, None);
     assert_eq!(t.finished, Some(Finished::Held { until: grace_end }));
     // Once it is over: b retires in the same turn as... no: the rotation comes first and
@@ -654,7 +677,14 @@ fn the_first_push_of_a_pair_gives_the_other_user_its_grace() {
         now: grace_end + TimeDelta::seconds(1),
         ..alternating
     };
-    let t = advance(&t.record, Event::Wake { force: true }, &later);
+    let t = advance(
+        &t.record,
+        Event::Wake {
+            force: true,
+            grace: None,
+        },
+        &later,
+    );
     assert_eq!(t.action, create("fresh", Some("a")));
 }
 
@@ -730,7 +760,14 @@ fn failures_keep_or_retire_what_was_made() {
     // An idle rotation that failed waits for its retry, not the missed due time.
     let mut r = record();
     r.next_due = Some(now - hours(1));
-    let t = advance(&r, Event::Wake { force: false }, &rules());
+    let t = advance(
+        &r,
+        Event::Wake {
+            force: false,
+            grace: None,
+        },
+        &rules(),
+    );
     let t = advance(
         &t.record,
         Event::Created {
@@ -784,15 +821,32 @@ fn records_the_config_no_longer_names_only_finish_and_retire() {
     };
     let mut r = record();
     r.next_due = Some(now() - hours(1));
-    let t = advance(&r, Event::Wake { force: true }, &gone);
+    let t = advance(
+        &r,
+        Event::Wake {
+            force: true,
+            grace: None,
+        },
+        &gone,
+    );
     assert_eq!(t.action, None, "never a rotation");
     retiring(&mut r, "h-old", now() - hours(1));
-    let t = advance(&r, Event::Wake { force: false }, &gone);
+    let t = advance(
+        &r,
+        Event::Wake {
+            force: false,
+            grace: None,
+        },
+        &gone,
+    );
     assert_eq!(t.action, retire("h-old"));
     // What reached Vercel is current; no reminder for a policy that is gone.
     let t = advance(
         &with_step(pushed("h1")),
-        Event::Wake { force: false },
+        Event::Wake {
+            force: false,
+            grace: None,
+        },
         &gone,
     );
     assert_eq!(t.record.step, Step::Idle);
@@ -801,7 +855,10 @@ fn records_the_config_no_longer_names_only_finish_and_retire() {
     // An unfinished rotation is left for `status` (or a successor's push) to resolve.
     let t = advance(
         &with_step(pushing("h1")),
-        Event::Wake { force: true },
+        Event::Wake {
+            force: true,
+            grace: None,
+        },
         &gone,
     );
     assert_eq!(t.record.step, pushing("h1"));
@@ -1072,7 +1129,7 @@ mod world {
             crash_after: &mut Option<usize>,
         ) -> bool {
             let mut memory = disk.clone();
-            let mut event = Event::Wake { force };
+            let mut event = Event::Wake { force, grace: None };
             let mut pending = None;
             loop {
                 let rules = Rules {
@@ -1156,4 +1213,111 @@ fn nothing_is_orphaned_whatever_the_crash_and_the_push_outcome() {
         }
     }
     assert_eq!(runs, 2 * 7 * 12);
+}
+
+#[test]
+fn a_requested_grace_survives_a_failed_try_and_sets_the_retirement_time() {
+    let requested = TimeDelta::minutes(5);
+    let forced = Event::Wake {
+        force: true,
+        grace: Some(requested),
+    };
+    let t = advance(&record(), forced, &rules());
+    assert_eq!(
+        t.write,
+        Write::Durable,
+        "the request is on disk before create"
+    );
+    assert_eq!(t.record.requested_grace_ms, Some(300_000));
+
+    // The provider fails transiently: the rotation stays in `creating` and keeps its grace.
+    let fault = Fault {
+        message: "db down".into(),
+        transient: true,
+        may_have_applied: false,
+    };
+    let t = advance(&t.record, Event::Failed(fault), &rules());
+    assert_eq!(t.record.requested_grace_ms, Some(300_000));
+
+    // The retry (a scheduled wake, not a new request) goes on with the same grace.
+    let mut later = rules();
+    later.now = now() + hours(2);
+    let t = advance(
+        &t.record,
+        Event::Wake {
+            force: false,
+            grace: None,
+        },
+        &later,
+    );
+    assert!(matches!(t.record.step, Step::Creating { .. }));
+    assert_eq!(t.record.requested_grace_ms, Some(300_000));
+    let t = advance(
+        &t.record,
+        Event::Created {
+            handle: "h1".into(),
+            supersedes: None,
+        },
+        &later,
+    );
+    let t = advance(&t.record, Event::Prepared, &later);
+    let t = advance(
+        &t.record,
+        Event::Pushed {
+            fingerprint: "f1".into(),
+        },
+        &later,
+    );
+    let old = t
+        .record
+        .retirements
+        .iter()
+        .find(|x| x.handle == "h0")
+        .unwrap();
+    assert_eq!(old.due, later.now + requested, "not the policy's hour");
+    assert_eq!(t.record.requested_grace_ms, None, "cleared at the push");
+}
+
+#[test]
+fn a_manual_run_replaces_an_earlier_requests_grace_and_a_plain_one_uses_the_policys() {
+    let t = advance(
+        &record(),
+        Event::Wake {
+            force: true,
+            grace: Some(TimeDelta::minutes(5)),
+        },
+        &rules(),
+    );
+    let t = advance(
+        &t.record,
+        Event::Wake {
+            force: true,
+            grace: None,
+        },
+        &rules(),
+    );
+    assert_eq!(t.record.requested_grace_ms, None);
+    let t = advance(
+        &t.record,
+        Event::Created {
+            handle: "h1".into(),
+            supersedes: None,
+        },
+        &rules(),
+    );
+    let t = advance(&t.record, Event::Prepared, &rules());
+    let t = advance(
+        &t.record,
+        Event::Pushed {
+            fingerprint: "f1".into(),
+        },
+        &rules(),
+    );
+    let old = t
+        .record
+        .retirements
+        .iter()
+        .find(|x| x.handle == "h0")
+        .unwrap();
+    assert_eq!(old.due, now() + hours(1));
 }
