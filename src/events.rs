@@ -165,7 +165,6 @@ pub fn one_line(text: &str) -> Cow<'_, str> {
 ///
 /// The rest is what `tracing`'s macros take (fields, then the message). tracing fixes a
 /// call site's level at compile time, so each severity is its own call site.
-#[macro_export]
 macro_rules! rotation_event {
     ($severity:expr, $kind:expr, $($rest:tt)+) => {{
         let kind: $crate::events::EventKind = $kind;
@@ -182,6 +181,8 @@ macro_rules! rotation_event {
         }
     }};
 }
+
+pub(crate) use rotation_event;
 
 #[cfg(test)]
 mod tests {

@@ -21,6 +21,7 @@
 //! A leaf: imports nothing of the crate, so the Vercel client and the protocol may use it.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -135,9 +136,12 @@ impl ResourceGauges {
     }
 }
 
+/// Series encoded per hold of the lock: a scrape of 100,000 resources never keeps the
+/// daemon's loop (which sets gauges after every turn) waiting for more than one such slice.
+const ENCODE_SLICE: usize = 1024;
+
 impl Collector for ResourceGauges {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let gauges = self.lock();
         let families: [(&str, &str, fn(&Times) -> f64); 2] = [
             (
                 LAST_SUCCESS,
@@ -150,14 +154,38 @@ impl Collector for ResourceGauges {
                 |t| t.next_due,
             ),
         ];
+        let policies: Vec<Arc<str>> = self.lock().keys().cloned().collect();
         for (name, help, value) in families {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-            for (policy, resources) in gauges.iter() {
-                for (resource, times) in resources {
-                    let labels = [("policy", &**policy), ("resource", &**resource)];
-                    family
-                        .encode_family(&labels)?
-                        .encode_gauge(&value(times))?;
+            for policy in &policies {
+                // Slice by slice, each resuming after the last resource encoded.
+                let mut after: Option<Box<str>> = None;
+                loop {
+                    let gauges = self.lock();
+                    let Some(resources) = gauges.get(policy) else {
+                        break;
+                    };
+                    let from = match &after {
+                        Some(last) => Bound::Excluded(last),
+                        None => Bound::Unbounded,
+                    };
+                    let mut encoded = 0;
+                    let mut last = None;
+                    for (resource, times) in resources
+                        .range::<Box<str>, _>((from, Bound::Unbounded))
+                        .take(ENCODE_SLICE)
+                    {
+                        let labels = [("policy", &**policy), ("resource", &**resource)];
+                        family
+                            .encode_family(&labels)?
+                            .encode_gauge(&value(times))?;
+                        encoded += 1;
+                        last = Some(resource);
+                    }
+                    if encoded < ENCODE_SLICE {
+                        break;
+                    }
+                    after = last.cloned();
                 }
             }
         }
@@ -561,6 +589,26 @@ mod tests {
             )),
             4.0
         );
+    }
+
+    /// A scrape is encoded a slice at a time (the lock is let go in between): every series
+    /// once, in order, however many slices it takes.
+    #[test]
+    fn many_resources_are_each_encoded_once() {
+        let metrics = Metrics::new();
+        let n = 2 * ENCODE_SLICE + 7;
+        for i in 0..n {
+            metrics.set_resource("big", &format!("r{i:05}"), Some(at(i as i64)), None);
+        }
+        metrics.set_resource("small", "only", Some(at(1)), None);
+        let families = scrape(&metrics);
+        let last = &families[LAST_SUCCESS];
+        assert_eq!(last.iter_samples().count(), n + 1);
+        for i in [0, ENCODE_SLICE - 1, ENCODE_SLICE, n - 1] {
+            let labels = [("policy", "big"), ("resource", &*format!("r{i:05}"))];
+            assert_eq!(number(sample(last, &labels)), i as f64, "{labels:?}");
+        }
+        assert_eq!(families[NEXT_DUE].iter_samples().count(), n + 1);
     }
 
     /// Label values are escaped: a resource id may hold a quote or a backslash.

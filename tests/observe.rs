@@ -362,3 +362,132 @@ value = "{password}"
     assert_eq!(failed.len(), 1, "{history:?}");
     assert!(field(failed[0], "error").contains("404"), "{history:?}");
 }
+
+/// A pusher that accepts every push and banner: the executor's view of a healthy Vercel.
+struct Accepting;
+
+#[async_trait::async_trait]
+impl vercel_secret_rotator::rotation::push::Pusher for Accepting {
+    async fn push(
+        &self,
+        _job: &vercel_secret_rotator::rotation::Job,
+        _secrets: &[vercel_secret_rotator::vercel::PushSecret],
+    ) -> Result<
+        vercel_secret_rotator::rotation::push::Delivery,
+        vercel_secret_rotator::rotation::RotationError,
+    > {
+        Ok(vercel_secret_rotator::rotation::push::Delivery::Sent)
+    }
+
+    async fn notify(
+        &self,
+        _job: &vercel_secret_rotator::rotation::Job,
+        _n: &vercel_secret_rotator::vercel::Notification,
+    ) -> Result<(), vercel_secret_rotator::rotation::RotationError> {
+        Ok(())
+    }
+}
+
+/// A rotation Vercel asked for: its request, with the reason, opens the history, and every
+/// event of it says `vercel`; the metrics count it and the retirement it leaves pending.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_vercel_requested_rotation_is_told_with_its_reason() {
+    use std::sync::Arc;
+    use vercel_secret_rotator::clock::SystemClock;
+    use vercel_secret_rotator::jobs::{self, Fleet, Providers};
+    use vercel_secret_rotator::metrics::Metrics;
+    use vercel_secret_rotator::rotation::executor::Executor;
+    use vercel_secret_rotator::rotation::locks::KeyLocks;
+    use vercel_secret_rotator::rotation::{Trigger, Turn};
+    use vercel_secret_rotator::state::memory::MemoryStore;
+    use vercel_secret_rotator::state::{HistoryFilter, StateStore};
+
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"[state]
+dir = "{state}"
+
+[installations.acme]
+id = "{ACME}"
+token-env = "OBSERVE_TEST_TOKEN_UNUSED"
+
+[[policies]]
+name = "p"
+installation = "acme"
+resources = ["store_v"]
+every = "30d"
+provider = {{ kind = "random", length = 24 }}
+
+[[policies.secrets]]
+name = "P"
+value = "{{password}}"
+"#,
+            state = dir.path().join("state").display()
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let config =
+        vercel_secret_rotator::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let fleet = Fleet::from_config(&config);
+    let jobs = jobs::select(&config, &fleet, &[], Providers::Live).unwrap_or_else(|e| panic!("{e}"));
+    let store = Arc::new(MemoryStore::new());
+    let metrics = Arc::new(Metrics::new());
+    metrics.set_policies(["p"]);
+    let executor = Executor::new(
+        store.clone(),
+        Arc::new(Accepting),
+        Arc::new(SystemClock),
+        Arc::new(KeyLocks::default()),
+    )
+    .with_metrics(metrics.clone());
+    let reason: Arc<str> = Arc::from("a key leaked\ninto a build log");
+    for _ in 0..2 {
+        let turn = Turn::vercel(Some(Duration::from_secs(3600)), Some(reason.clone()));
+        let report = executor.tend(&jobs[0], turn).await;
+        assert!(
+            report.as_ref().is_some_and(|r| r.result.is_ok()),
+            "{report:?}"
+        );
+    }
+
+    let history = store
+        .history(&HistoryFilter::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let events: Vec<&str> = history.iter().map(|e| e.event.name()).collect();
+    assert_eq!(
+        events,
+        [
+            "requested_by_vercel",
+            "started",
+            "pushed",
+            "succeeded",
+            "requested_by_vercel",
+            "started",
+            "pushed",
+            "succeeded"
+        ]
+    );
+    assert!(history.iter().all(|e| e.trigger == Some(Trigger::Vercel)));
+    // Kept on one line.
+    assert_eq!(
+        history[0].reason.as_deref(),
+        Some("a key leaked into a build log")
+    );
+
+    let scrape = metrics.encode();
+    assert!(
+        scrape.contains(
+            "vercel_secret_rotator_rotations_total{policy=\"p\",outcome=\"success\"} 2\n"
+        ),
+        "{scrape}"
+    );
+    // The second rotation replaced the first one's credential: it waits out the hour.
+    assert!(
+        scrape.contains("vercel_secret_rotator_retirements_pending 1\n"),
+        "{scrape}"
+    );
+}

@@ -18,9 +18,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use rand::Rng;
 use tracing::{debug, error, info, warn};
 
-use crate::events::{EventKind, Severity, Trigger};
+use crate::events::{EventKind, Severity, Trigger, rotation_event};
 use crate::metrics::Metrics;
-use crate::rotation_event;
 
 use super::locks::KeyLocks;
 use super::machine::{self, Action, Event, Fault, Finished, Rules, Transition, Write};

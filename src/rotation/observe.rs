@@ -14,9 +14,8 @@ use tracing::warn;
 
 use super::{Job, RotationError};
 use crate::error::Classify;
-use crate::events::{EventKind, Severity, Trigger, one_line};
+use crate::events::{EventKind, Severity, Trigger, one_line, rotation_event};
 use crate::metrics::{Metrics, Outcome};
-use crate::rotation_event;
 use crate::state::{HistoryEntry, Record, StateStore};
 
 /// A retirement that has failed this many times in a row is logged at ERROR: by then
