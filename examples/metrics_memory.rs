@@ -33,7 +33,10 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
         // SAFETY: forwarded unchanged to the system allocator.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -77,12 +80,7 @@ fn main() {
     // Updating every resource again allocates nothing that stays.
     for i in 0..n {
         let policy = &policies[i % policies.len()];
-        metrics.set_resource(
-            policy,
-            &format!("store_{i:018}"),
-            at(1_760_100_000),
-            None,
-        );
+        metrics.set_resource(policy, &format!("store_{i:018}"), at(1_760_100_000), None);
     }
     let after_update = live() - before;
 
@@ -92,7 +90,10 @@ fn main() {
     let lines = text.lines().count();
     drop(text);
 
-    println!("resources:                {n} over {} policies", policies.len());
+    println!(
+        "resources:                {n} over {} policies",
+        policies.len()
+    );
     println!("metrics, empty:           {} KiB", empty / 1024);
     println!(
         "metrics, {n} resources: {:.1} MiB ({per:.0} bytes per resource, both gauges)",
@@ -103,10 +104,7 @@ fn main() {
         after_update as f64 / (1024.0 * 1024.0)
     );
     println!("setting all:              {}", ms(filled));
-    println!(
-        "one scrape:               {lines} lines in {}",
-        ms(encoded)
-    );
+    println!("one scrape:               {lines} lines in {}", ms(encoded));
 }
 
 fn ms(d: Duration) -> String {

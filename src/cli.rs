@@ -100,6 +100,11 @@ pub const MANUAL: &[ManualSection] = &[
                 "The log level and filters (tracing's EnvFilter syntax); default info.",
             ),
             (
+                "JOURNAL_STREAM",
+                "Set by systemd when stderr goes to the journal: logs then go to journald \
+                 natively, each field its own journal field (MESSAGE_ID, POLICY, RESOURCE, ...).",
+            ),
+            (
                 "STATE_DIRECTORY",
                 "Set by systemd's StateDirectory=: the state directory when the config has no \
                  [state] dir (else ./state).",
@@ -127,8 +132,9 @@ pub const MANUAL: &[ManualSection] = &[
             (
                 "/var/lib/vercel-secret-rotator",
                 "The state under systemd (StateDirectory=): handles, timestamps and \
-                 fingerprints, never a secret value; the lock; the control socket `run --once` \
-                 hands requests to the daemon through.",
+                 fingerprints, never a secret value; the rotation history `history` prints \
+                 (history.jsonl, the last 100,000 events); the lock; the control socket \
+                 `run --once` hands requests to the daemon through.",
             ),
             (
                 "/lib/systemd/system/vercel-secret-rotator.service",

@@ -201,7 +201,8 @@ mod tests {
             );
             assert!(seen.insert(id), "{kind}: id used twice");
         }
-        let names: std::collections::BTreeSet<_> = EventKind::ALL.iter().map(|k| k.name()).collect();
+        let names: std::collections::BTreeSet<_> =
+            EventKind::ALL.iter().map(|k| k.name()).collect();
         assert_eq!(names.len(), EventKind::ALL.len());
     }
 

@@ -109,7 +109,11 @@ pub fn print(out: &mut impl Write, entries: &[HistoryEntry], json: bool) -> std:
                 dash(e.trigger.map(Trigger::as_str)),
                 dash(e.rotation_id.as_deref()),
                 dash(e.fingerprint.as_deref()),
-                if detail.is_empty() { "-".into() } else { detail },
+                if detail.is_empty() {
+                    "-".into()
+                } else {
+                    detail
+                },
             ]
         })
         .collect();
@@ -156,13 +160,22 @@ mod tests {
         assert_eq!(lines.len(), 3, "{text}");
         assert!(lines[0].starts_with("TIME"), "{text}");
         assert!(
-            lines[1].contains("retired") && lines[1].contains("schedule") && lines[1].ends_with("handle user_b"),
+            lines[1].contains("retired")
+                && lines[1].contains("schedule")
+                && lines[1].ends_with("handle user_b"),
             "{text}"
         );
-        assert!(lines[2].contains("failed") && lines[2].ends_with("boom"), "{text}");
+        assert!(
+            lines[2].contains("failed") && lines[2].ends_with("boom"),
+            "{text}"
+        );
 
         let mut out = Vec::new();
         print(&mut out, &[], false).unwrap();
-        assert!(String::from_utf8(out).unwrap().starts_with("no rotation events"));
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .starts_with("no rotation events")
+        );
     }
 }

@@ -21,8 +21,8 @@
 //! A leaf: imports nothing of the crate, so the Vercel client and the protocol may use it.
 
 use std::collections::BTreeMap;
-use std::ops::Bound;
 use std::fmt::Write as _;
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -122,17 +122,25 @@ struct Times {
     next_due: f64,
 }
 
-/// The per-resource gauges: policy (shared) -> resource -> times. Sorted, so a scrape lists
-/// each policy's resources in order.
+/// Policy (shared) -> resource -> times. Sorted, so a scrape lists each policy's resources
+/// in order, and can resume after the last one it encoded.
+type ByPolicy = BTreeMap<Arc<str>, BTreeMap<Box<str>, Times>>;
+
+/// One of the two per-resource gauge families: name, help, which time it shows.
+type GaugeFamily = (&'static str, &'static str, fn(&Times) -> f64);
+
+/// The per-resource gauges.
 #[derive(Debug, Default)]
 struct ResourceGauges {
-    by_policy: Mutex<BTreeMap<Arc<str>, BTreeMap<Box<str>, Times>>>,
+    by_policy: Mutex<ByPolicy>,
 }
 
 impl ResourceGauges {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Arc<str>, BTreeMap<Box<str>, Times>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ByPolicy> {
         // Every change is one insert or remove: a panic elsewhere leaves the map usable.
-        self.by_policy.lock().unwrap_or_else(PoisonError::into_inner)
+        self.by_policy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -142,7 +150,7 @@ const ENCODE_SLICE: usize = 1024;
 
 impl Collector for ResourceGauges {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let families: [(&str, &str, fn(&Times) -> f64); 2] = [
+        let families: [GaugeFamily; 2] = [
             (
                 LAST_SUCCESS,
                 "When each resource's last rotation succeeded (Unix seconds; 0: never)",
@@ -176,9 +184,7 @@ impl Collector for ResourceGauges {
                         .take(ENCODE_SLICE)
                     {
                         let labels = [("policy", &**policy), ("resource", &**resource)];
-                        family
-                            .encode_family(&labels)?
-                            .encode_gauge(&value(times))?;
+                        family.encode_family(&labels)?.encode_gauge(&value(times))?;
                         encoded += 1;
                         last = Some(resource);
                     }
@@ -236,9 +242,10 @@ impl Metrics {
             "Requests sent to the Vercel API (each attempt), by endpoint and status code (`error`: no answer)",
             requests.clone(),
         );
-        let durations = Family::<EndpointLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-            duration_histogram,
-        );
+        let durations =
+            Family::<EndpointLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                duration_histogram,
+            );
         registry.register(
             "vercel_secret_rotator_vercel_request_duration_seconds",
             "How long each request to the Vercel API took, by endpoint",
@@ -260,8 +267,7 @@ impl Metrics {
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail; a metric's encoder cannot either.
-        if prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry).is_err()
-        {
+        if prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry).is_err() {
             let _ = writeln!(out, "# encoding failed");
         }
         out
@@ -619,6 +625,9 @@ mod tests {
         metrics.set_resource("p", id, Some(at(5)), None);
         let families = scrape(&metrics);
         let last = &families[LAST_SUCCESS];
-        assert_eq!(number(sample(last, &[("policy", "p"), ("resource", id)])), 5.0);
+        assert_eq!(
+            number(sample(last, &[("policy", "p"), ("resource", id)])),
+            5.0
+        );
     }
 }

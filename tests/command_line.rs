@@ -1,5 +1,5 @@
 //! The command line's small promises, through the binary: `--version`, the config from
-//! `VERCEL_SECRET_ROTATOR_CONFIG`, `status` quiet on a closed pipe, durations printed as a
+//! `VERCEL_SECRET_ROTATOR_CONFIG`, `status` and `history` quiet on a closed pipe, durations printed as a
 //! config writes them, and the shipped example leaving the state directory to systemd.
 
 use std::path::Path;
@@ -84,32 +84,35 @@ fn the_config_path_comes_from_the_environment_unless_given() {
     assert_eq!(out.status.code(), Some(0), "{}", cli::stderr(&out));
 }
 
-/// `status | head -1`: the reader is gone before `status` writes. That is not an error.
+/// `status | head -1` and `history | head -1`: the reader is gone before the command writes.
+/// That is not an error.
 #[test]
-fn status_is_quiet_when_its_reader_has_gone() {
+fn status_and_history_are_quiet_when_their_reader_has_gone() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let config = write_config(dir.path(), "every = \"7d\"");
-    for json in [false, true] {
-        let (reader, writer) = std::io::pipe().unwrap_or_else(|e| panic!("{e}"));
-        // Closed before the binary starts: its first write fails with EPIPE, every time.
-        drop(reader);
-        let mut cmd = cli::bin();
-        cmd.args(["--config", &config, "status"]);
-        if json {
-            cmd.arg("--json");
+    for command in ["status", "history"] {
+        for json in [false, true] {
+            let (reader, writer) = std::io::pipe().unwrap_or_else(|e| panic!("{e}"));
+            // Closed before the binary starts: its first write fails with EPIPE, every time.
+            drop(reader);
+            let mut cmd = cli::bin();
+            cmd.args(["--config", &config, command]);
+            if json {
+                cmd.arg("--json");
+            }
+            let out = cmd
+                .stdout(Stdio::from(writer))
+                .stderr(Stdio::piped())
+                .output()
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{command} json {json}: {}",
+                cli::stderr(&out)
+            );
+            assert_eq!(cli::stderr(&out), "", "{command} json {json}");
         }
-        let out = cmd
-            .stdout(Stdio::from(writer))
-            .stderr(Stdio::piped())
-            .output()
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "json {json}: {}",
-            cli::stderr(&out)
-        );
-        assert_eq!(cli::stderr(&out), "", "json {json}");
     }
 }
 

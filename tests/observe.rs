@@ -162,7 +162,14 @@ async fn history_lists_rotations_and_retirements_with_trigger_and_rotation_id() 
         assert_eq!(field(entry, "policy"), "orders");
         assert_eq!(field(entry, "trigger"), "manual", "{entry}");
         // Every key is there, `null` where the event has nothing.
-        for key in ["time", "rotation_id", "fingerprint", "handle", "error", "reason"] {
+        for key in [
+            "time",
+            "rotation_id",
+            "fingerprint",
+            "handle",
+            "error",
+            "reason",
+        ] {
             assert!(entry.get(key).is_some(), "{key} missing: {entry}");
         }
     }
@@ -227,7 +234,11 @@ async fn history_lists_rotations_and_retirements_with_trigger_and_rotation_id() 
     assert!(recent.iter().all(|e| field(e, "error") != "long ago"));
     let bad = s.run(&config, &["history", "--since", "lately"]).await;
     assert_exit(&bad, 2);
-    assert!(cli::stderr(&bad).contains("is not a duration"), "{}", cli::stderr(&bad));
+    assert!(
+        cli::stderr(&bad).contains("is not a duration"),
+        "{}",
+        cli::stderr(&bad)
+    );
 
     // The table: a header, a row per event, oldest first.
     let out = s
@@ -251,9 +262,9 @@ async fn history_lists_rotations_and_retirements_with_trigger_and_rotation_id() 
         "{retired_row}"
     );
     assert!(
-        lines.iter().any(|l| l.contains(" succeeded ")
-            && l.contains("manual")
-            && l.contains(rotations[2])),
+        lines
+            .iter()
+            .any(|l| l.contains(" succeeded ") && l.contains("manual") && l.contains(rotations[2])),
         "{table}"
     );
     outputs.push_str(&table);
@@ -266,7 +277,10 @@ async fn history_lists_rotations_and_retirements_with_trigger_and_rotation_id() 
         .get("PASSWORD")
         .map(|p| p.value.clone())
         .unwrap_or_default();
-    assert!(pushed.starts_with(CANARY), "the provider's value was pushed");
+    assert!(
+        pushed.starts_with(CANARY),
+        "the provider's value was pushed"
+    );
     let file = std::fs::read_to_string(&history_file).unwrap_or_default();
     for (what, text) in [("history file", &file), ("output", &outputs)] {
         assert!(!text.contains(CANARY), "a value reached the {what}");
@@ -315,7 +329,9 @@ value = "{password}"
     let find = |kind: EventKind, resource: &str| -> &Value {
         lines
             .iter()
-            .find(|l| field(l, "message_id") == kind.message_id() && field(l, "resource") == resource)
+            .find(|l| {
+                field(l, "message_id") == kind.message_id() && field(l, "resource") == resource
+            })
             .unwrap_or_else(|| panic!("no {kind} line for {resource}:\n{stderr}"))
     };
 
@@ -334,15 +350,24 @@ value = "{password}"
     assert_eq!(field(succeeded, "fingerprint").len(), 8, "{succeeded}");
     let started = find(EventKind::Started, "store_a");
     assert_eq!(field(started, "level"), "INFO");
-    assert_eq!(field(started, "rotation_id"), field(succeeded, "rotation_id"));
+    assert_eq!(
+        field(started, "rotation_id"),
+        field(succeeded, "rotation_id")
+    );
     let pushed = find(EventKind::Pushed, "store_a");
-    assert_eq!(field(pushed, "fingerprint"), field(succeeded, "fingerprint"));
+    assert_eq!(
+        field(pushed, "fingerprint"),
+        field(succeeded, "fingerprint")
+    );
 
     // The reminder is no warning: every success has one.
     let reminder = find(EventKind::RedeployReminder, "store_a");
     assert_eq!(field(reminder, "level"), "INFO", "{reminder}");
     assert_eq!(field(reminder, "policy"), "orders");
-    assert!(field(reminder, "message").contains("redeploy"), "{reminder}");
+    assert!(
+        field(reminder, "message").contains("redeploy"),
+        "{reminder}"
+    );
 
     // Nothing of a success is logged above INFO.
     let loud: Vec<&Value> = lines
@@ -429,10 +454,10 @@ value = "{{password}}"
         ),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let config =
-        vercel_secret_rotator::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let config = vercel_secret_rotator::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     let fleet = Fleet::from_config(&config);
-    let jobs = jobs::select(&config, &fleet, &[], Providers::Live).unwrap_or_else(|e| panic!("{e}"));
+    let jobs =
+        jobs::select(&config, &fleet, &[], Providers::Live).unwrap_or_else(|e| panic!("{e}"));
     let store = Arc::new(MemoryStore::new());
     let metrics = Arc::new(Metrics::new());
     metrics.set_policies(["p"]);

@@ -183,8 +183,12 @@ impl Executor {
                     result = work.error.take().map(Err);
                 }
                 Told::Pushed(fingerprint) => {
-                    tell.pushed(now, rotation_id.as_deref().unwrap_or_default(), &fingerprint)
-                        .await;
+                    tell.pushed(
+                        now,
+                        rotation_id.as_deref().unwrap_or_default(),
+                        &fingerprint,
+                    )
+                    .await;
                 }
                 Told::Retired(handle) => {
                     tell.retired(now, &handle, !work.nothing_to_retire).await;

@@ -171,8 +171,7 @@ impl Observer<'_> {
             );
         } else if let Some(retry) = record.retry_at {
             let wait = (retry - now).to_std().unwrap_or_default();
-            let retry_in =
-                crate::duration::format(std::time::Duration::from_secs(wait.as_secs()));
+            let retry_in = crate::duration::format(std::time::Duration::from_secs(wait.as_secs()));
             rotation_event!(
                 Severity::Warn,
                 EventKind::Failed,
@@ -252,7 +251,13 @@ impl Observer<'_> {
     }
 
     /// Retiring an old credential failed `attempts` times in a row; it is retried.
-    pub async fn retire_failed(&self, now: DateTime<Utc>, handle: &str, error: &str, attempts: u32) {
+    pub async fn retire_failed(
+        &self,
+        now: DateTime<Utc>,
+        handle: &str,
+        error: &str,
+        attempts: u32,
+    ) {
         let text = one_line(error).into_owned();
         let severity = if attempts >= RETIRE_ATTEMPTS_BEFORE_ERROR {
             Severity::Error

@@ -93,8 +93,7 @@ impl HistoryFilter {
     pub fn matches(&self, entry: &HistoryEntry) -> bool {
         let key = self.keys.is_empty()
             || self.keys.iter().any(|(policy, resource)| {
-                *policy == entry.policy
-                    && resource.as_ref().is_none_or(|r| *r == entry.resource)
+                *policy == entry.policy && resource.as_ref().is_none_or(|r| *r == entry.resource)
             });
         key && self.since.is_none_or(|since| entry.time >= since)
     }

@@ -133,7 +133,11 @@ impl StateStore for MemoryStore {
 
     async fn history(&self, filter: &HistoryFilter) -> Result<Vec<HistoryEntry>, StateError> {
         let history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
-        Ok(history.iter().filter(|e| filter.matches(e)).cloned().collect())
+        Ok(history
+            .iter()
+            .filter(|e| filter.matches(e))
+            .cloned()
+            .collect())
     }
 
     fn fatal(&self) -> Option<String> {

@@ -261,11 +261,17 @@ mod tests {
         file.append(&dir, &[entry(0), entry(1)]).unwrap();
         drop(file);
         let path = tmp.path().join("state").join(HISTORY);
-        let mut raw = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let mut raw = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         raw.write_all(br#"{"time":"2023-11-"#).unwrap();
         drop(raw);
         let (all, skipped) = read(&dir, &HistoryFilter::default(), 100).unwrap();
-        assert_eq!((resources(&all), skipped), (vec!["r0".into(), "r1".into()], 0));
+        assert_eq!(
+            (resources(&all), skipped),
+            (vec!["r0".into(), "r1".into()], 0)
+        );
 
         let mut file = HistoryFile::open(&dir, 100).unwrap();
         file.append(&dir, &[entry(2)]).unwrap();
@@ -282,13 +288,19 @@ mod tests {
         file.append(&dir, &[entry(0)]).unwrap();
         drop(file);
         let path = tmp.path().join("state").join(HISTORY);
-        let mut raw = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let mut raw = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         raw.write_all(b"not json\n").unwrap();
         drop(raw);
         let mut file = HistoryFile::open(&dir, 100).unwrap();
         file.append(&dir, &[entry(1)]).unwrap();
         let (all, skipped) = read(&dir, &HistoryFilter::default(), 100).unwrap();
-        assert_eq!((resources(&all), skipped), (vec!["r0".into(), "r1".into()], 1));
+        assert_eq!(
+            (resources(&all), skipped),
+            (vec!["r0".into(), "r1".into()], 1)
+        );
     }
 
     #[test]

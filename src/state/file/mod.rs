@@ -350,8 +350,7 @@ impl StateStore for FileStore {
 
     async fn history(&self, filter: &HistoryFilter) -> Result<Vec<HistoryEntry>, StateError> {
         let (dir, filter) = (self.dir_path.clone(), filter.clone());
-        match tokio::task::spawn_blocking(move || FileStore::read_history(&dir, &filter)).await
-        {
+        match tokio::task::spawn_blocking(move || FileStore::read_history(&dir, &filter)).await {
             Ok(result) => result,
             Err(e) => Err(StateError::Io {
                 path: self.dir_path.clone(),
@@ -547,7 +546,10 @@ impl Writer {
         }
         // The history never holds the records back: a failed append is logged and dropped.
         if let Err(e) = self.history.append(&self.dir, &events) {
-            warn!(entries = events.len(), "could not append to the rotation history (the rotations are unaffected): {e}");
+            warn!(
+                entries = events.len(),
+                "could not append to the rotation history (the rotations are unaffected): {e}"
+            );
         }
 
         if !changes.is_empty() {
