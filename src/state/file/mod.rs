@@ -544,13 +544,6 @@ impl Writer {
                 Command::Flush(ack) => flushes.push(ack),
             }
         }
-        // The history never holds the records back: a failed append is logged and dropped.
-        if let Err(e) = self.history.append(&self.dir, &events) {
-            warn!(
-                entries = events.len(),
-                "could not append to the rotation history (the rotations are unaffected): {e}"
-            );
-        }
 
         if !changes.is_empty() {
             match self.append(&changes) {
@@ -597,6 +590,15 @@ impl Writer {
                     }
                 }
             }
+        }
+
+        // After the records' callers have heard: the history never holds them back, and a
+        // failed append is logged and dropped.
+        if let Err(e) = self.history.append(&self.dir, &events) {
+            warn!(
+                entries = events.len(),
+                "could not append to the rotation history (the rotations are unaffected): {e}"
+            );
         }
 
         if flushes.is_empty() && !self.compaction_due() {
