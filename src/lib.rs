@@ -47,10 +47,11 @@
 //!   applying what discovery finds (`daemon/fleet.rs`).
 //! - [`summary`]: the `run --once` summary table and dry-run previews.
 //! - [`exit`]: the exit statuses.
-//! - [`state`]: the durable state: the record as data ([`state::record`]), the store trait,
-//!   the factory that opens the configured store; [`state::file`] is the local store
-//!   (snapshot + group-committed journal, lock), [`state::memory`] an in-memory one. It
-//!   imports nothing of the protocol above it.
+//! - [`state`]: the durable state: the record as data ([`state::record`]), the bounded
+//!   rotation history ([`state::history`]), the store trait, the factory that opens the
+//!   configured store; [`state::file`] is the local store (snapshot + group-committed
+//!   journal, history file, lock), [`state::memory`] an in-memory one. It imports nothing of
+//!   the protocol above it.
 //! - [`control`]: the daemon's owner-only unix socket for `run --once` hand-offs.
 //! - [`status`]: `status`: the state as a table or JSON.
 //! - [`history`]: `history`: the state's rotation history as a table or JSON.
