@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -16,9 +17,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResourceInfo {
     /// Vercel's `integrationConfigurationId` (`icfg_...`) of its installation.
-    pub installation_id: String,
-    /// The partner's id (`partnerId`): the `{resourceId}` of the secrets PUT.
-    pub id: String,
+    pub installation_id: Arc<str>,
+    /// The partner's id (`partnerId`): the `{resourceId}` of the secrets PUT. Shared with
+    /// the jobs' keys.
+    pub id: Arc<str>,
     /// Vercel's own id (`internalId`).
     pub internal_id: Option<String>,
     pub name: Option<String>,
@@ -134,7 +136,7 @@ impl fmt::Display for MetadataValue {
 
 impl ResourceInfo {
     /// A resource a policy lists by id: nothing is known of it beyond the two ids.
-    pub fn configured(installation_id: impl Into<String>, id: impl Into<String>) -> ResourceInfo {
+    pub fn configured(installation_id: &str, id: &str) -> ResourceInfo {
         ResourceInfo {
             installation_id: installation_id.into(),
             id: id.into(),

@@ -109,8 +109,8 @@ pub fn print(
     {
         let Some(r) = records.get(key) else {
             rows.push([
-                key.policy.clone(),
-                key.resource.clone(),
+                key.policy.to_string(),
+                key.resource.to_string(),
                 "new".into(),
                 "-".into(),
                 "(first due once the daemon sees it)".into(),
@@ -146,8 +146,8 @@ pub fn print(
             .or_else(|| r.last_error.as_ref().map(|e| e.message.clone()))
             .unwrap_or_else(|| "-".into());
         rows.push([
-            key.policy.clone(),
-            key.resource.clone(),
+            key.policy.to_string(),
+            key.resource.to_string(),
             step,
             time(r.last_success),
             next,

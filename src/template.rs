@@ -75,8 +75,8 @@ impl Variable {
     /// Its value for `resource`, or why there is none.
     fn value<'a>(&self, resource: &'a ResourceInfo) -> Result<Cow<'a, str>, UnboundVariable> {
         let known = match self {
-            Variable::InstallationId => Some(Cow::Borrowed(resource.installation_id.as_str())),
-            Variable::ResourceId => Some(Cow::Borrowed(resource.id.as_str())),
+            Variable::InstallationId => Some(Cow::Borrowed(&*resource.installation_id)),
+            Variable::ResourceId => Some(Cow::Borrowed(&*resource.id)),
             Variable::ResourceInternalId => resource.internal_id.as_deref().map(Cow::Borrowed),
             Variable::ResourceName => resource.name.as_deref().map(Cow::Borrowed),
             Variable::ResourceProductId => resource.product_id.as_deref().map(Cow::Borrowed),
@@ -103,8 +103,8 @@ impl Variable {
             };
             UnboundVariable {
                 variable: self.to_string(),
-                resource: resource.id.clone(),
-                installation: resource.installation_id.clone(),
+                resource: resource.id.to_string(),
+                installation: resource.installation_id.to_string(),
                 why,
             }
         })

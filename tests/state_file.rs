@@ -27,10 +27,7 @@ fn at(minute: i64) -> DateTime<Utc> {
 }
 
 fn key(resource: &str) -> Key {
-    Key {
-        policy: "orders-db".to_owned(),
-        resource: resource.to_owned(),
-    }
+    Key::new("orders-db", resource)
 }
 
 fn record(resource: &str, step: Step) -> Record {

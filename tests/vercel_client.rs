@@ -1391,9 +1391,9 @@ async fn listing_parses_every_metadata_kind_and_ignores_unknown_fields() {
     // A status outside today's enum is kept as written; no metadata is an empty map.
     assert_eq!(listed[1].status.as_deref(), Some("hibernating"));
     assert!(listed[1].metadata.is_empty());
-    let info = listed[0].clone().into_info(ACME);
-    assert_eq!(info.installation_id, ACME);
-    assert_eq!(info.id, "store_a1");
+    let info = listed[0].clone().into_info(&ACME.into());
+    assert_eq!(&*info.installation_id, ACME);
+    assert_eq!(&*info.id, "store_a1");
     assert_eq!(info.internal_id.as_deref(), Some("res_1"));
     assert!(info.is_discovered());
 }

@@ -173,8 +173,8 @@ pub(super) fn render(
     match config {
         Some(config) if v.problems.is_empty() => Ok(config),
         _ => Err(ResourceTemplateError::Invalid {
-            resource: resource.id.clone(),
-            installation: resource.installation_id.clone(),
+            resource: resource.id.to_string(),
+            installation: resource.installation_id.to_string(),
             problems: describe(&v.problems),
         }),
     }

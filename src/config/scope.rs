@@ -99,7 +99,8 @@ impl ResourceScope {
     pub fn matches(&self, resource: &ResourceInfo) -> bool {
         match self {
             ResourceScope::Listed(ids) => {
-                ids.contains(&resource.id) && resource.status.as_deref() != Some(UNINSTALLED)
+                ids.iter().any(|id| **id == *resource.id)
+                    && resource.status.as_deref() != Some(UNINSTALLED)
             }
             ResourceScope::Selected(selector) => selector.matches(resource),
         }

@@ -180,10 +180,11 @@ impl Daemon {
                 .jobs
                 .values()
                 .filter(|j| !j.in_config)
-                .map(|j| (j.installation.id.clone(), j.key.resource.clone()))
+                .map(|j| (j.installation.id.clone(), j.key.resource.to_string()))
                 .collect();
-            self.fleet
-                .prune_departed(|r| needed.contains(&(r.installation_id.clone(), r.id.clone())));
+            self.fleet.prune_departed(|r| {
+                needed.contains(&(r.installation_id.to_string(), r.id.to_string()))
+            });
         }
         info!(
             installations = changed.len(),

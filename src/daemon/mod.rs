@@ -701,12 +701,7 @@ async fn handed_over(
         .collect();
     // In config order, as a direct `run --once` reports them.
     targets.sort_by(|a, b| {
-        let rank = |j: &Job| {
-            order
-                .get(j.key.policy.as_str())
-                .copied()
-                .unwrap_or(usize::MAX)
-        };
+        let rank = |j: &Job| order.get(&*j.key.policy).copied().unwrap_or(usize::MAX);
         rank(a).cmp(&rank(b)).then_with(|| a.key.cmp(&b.key))
     });
     if selectors.is_empty() {

@@ -64,7 +64,7 @@ pub fn listing_of(fleet: &Fleet, id: &str) -> Listing {
         .unwrap_or_default();
     let mut departed: Vec<Arc<ResourceInfo>> = fleet
         .departed_resources()
-        .filter(|r| r.installation_id == id)
+        .filter(|r| &*r.installation_id == id)
         .cloned()
         .collect();
     departed.sort_by(|a, b| a.id.cmp(&b.id));

@@ -84,10 +84,8 @@ pub struct VercelLister {
 impl Lister for VercelLister {
     async fn list(&self, installation: &Installation) -> Result<Vec<ResourceInfo>, ListError> {
         let listed = list_resources(&self.client, &self.tokens, installation).await?;
-        Ok(listed
-            .into_iter()
-            .map(|r| r.into_info(&installation.id))
-            .collect())
+        let id: std::sync::Arc<str> = installation.id.as_str().into();
+        Ok(listed.into_iter().map(|r| r.into_info(&id)).collect())
     }
 
     fn forget(&self, installation_id: &str) {

@@ -38,6 +38,8 @@ pub enum Claim {
 /// every installation it serves.
 pub struct PolicyJobs {
     policy: Arc<Policy>,
+    /// The policy's name, shared by its jobs' keys.
+    name: Arc<str>,
     providers: Providers,
     /// The provider (and its backend's semaphore) every resource shares, when the provider
     /// table is not templated.
@@ -67,6 +69,7 @@ impl PolicyJobs {
             ProviderSpec::PerResource(_) => None,
         };
         PolicyJobs {
+            name: policy.name.as_str().into(),
             policy,
             providers,
             shared,
@@ -100,7 +103,7 @@ impl InstallationJobs<'_> {
     /// claims.
     pub fn job(&self, resource: Arc<ResourceInfo>) -> (Job, Vec<Claim>) {
         let key = Key {
-            policy: self.jobs.policy.name.clone(),
+            policy: self.jobs.name.clone(),
             resource: resource.id.clone(),
         };
         self.job_keyed(key, resource, true)
@@ -123,7 +126,7 @@ impl InstallationJobs<'_> {
             claims.extend(users);
             claims.extend(self.jobs.contested.iter().map(|name| Claim::Secret {
                 installation_id: self.installation.id.clone(),
-                resource: resource.id.clone(),
+                resource: resource.id.to_string(),
                 name: name.clone(),
             }));
         }

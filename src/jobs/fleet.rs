@@ -34,7 +34,7 @@ pub struct Fleet {
     members: BTreeMap<String, Member>,
     /// (installation id, resource id) of resources that left: their records' retirements
     /// render their providers with what was known of them.
-    departed: HashMap<(String, String), Arc<ResourceInfo>>,
+    departed: HashMap<(Arc<str>, Arc<str>), Arc<ResourceInfo>>,
 }
 
 impl Fleet {
@@ -101,13 +101,12 @@ impl Fleet {
         if let Some(old) = &member.listed {
             for r in old.iter() {
                 if !resources.iter().any(|n| n.id == r.id) {
-                    self.departed
-                        .insert((id.to_owned(), r.id.clone()), r.clone());
+                    self.departed.insert((id.into(), r.id.clone()), r.clone());
                 }
             }
         }
         for r in &resources {
-            self.departed.remove(&(id.to_owned(), r.id.clone()));
+            self.departed.remove(&(Arc::from(id), r.id.clone()));
         }
         member.listed = Some(resources.into());
         member.listed_at = Some(at);
@@ -145,8 +144,7 @@ impl Fleet {
         };
         if let Some(old) = &member.listed {
             for r in old.iter() {
-                self.departed
-                    .insert((id.to_owned(), r.id.clone()), r.clone());
+                self.departed.insert((id.into(), r.id.clone()), r.clone());
             }
         }
         if member.configured {
@@ -191,7 +189,7 @@ impl Fleet {
     /// What was known of a resource that left.
     pub fn departed(&self, installation_id: &str, resource: &str) -> Option<&Arc<ResourceInfo>> {
         self.departed
-            .get(&(installation_id.to_owned(), resource.to_owned()))
+            .get(&(Arc::from(installation_id), Arc::from(resource)))
     }
 
     pub fn departed_resources(&self) -> impl Iterator<Item = &Arc<ResourceInfo>> {

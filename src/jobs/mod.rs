@@ -236,10 +236,8 @@ fn duplicate(job: &Job, other: &str) {
 pub fn keys(config: &Config, fleet: &Fleet) -> std::collections::BTreeSet<Key> {
     let mut keys = std::collections::BTreeSet::new();
     for policy in &config.policies {
-        let key = |resource: &str| Key {
-            policy: policy.name.clone(),
-            resource: resource.to_owned(),
-        };
+        let name: Arc<str> = policy.name.as_str().into();
+        let key = |resource: &str| Key::new(name.clone(), resource);
         if let Some((_, ids)) = policy.configured() {
             keys.extend(ids.iter().map(|id| key(id)));
             continue;
@@ -313,11 +311,11 @@ pub fn check_resources<'a>(
         let Some(resource) = &sel.resource else {
             continue;
         };
-        let mut of_policy = keys.clone().filter(|k| k.policy == sel.policy);
-        if of_policy.clone().any(|k| k.resource == *resource) {
+        let mut of_policy = keys.clone().filter(|k| *k.policy == *sel.policy);
+        if of_policy.clone().any(|k| *k.resource == **resource) {
             continue;
         }
-        let mut known: Vec<&str> = of_policy.by_ref().map(|k| k.resource.as_str()).collect();
+        let mut known: Vec<&str> = of_policy.by_ref().map(|k| &*k.resource).collect();
         known.sort_unstable();
         let more = known.len().saturating_sub(KNOWN_SHOWN);
         known.truncate(KNOWN_SHOWN);
@@ -343,7 +341,7 @@ pub fn check_resources<'a>(
 pub fn is_selected(selectors: &[Selector], key: &Key) -> bool {
     selectors.is_empty()
         || selectors.iter().any(|s| {
-            s.policy == key.policy && s.resource.as_deref().is_none_or(|r| r == key.resource)
+            *s.policy == *key.policy && s.resource.as_deref().is_none_or(|r| r == &*key.resource)
         })
 }
 
@@ -425,7 +423,7 @@ pub fn orphan_job(config: &Config, fleet: &Fleet, jobs: &[Job], record: &Record)
         jobs.iter().position(|j| {
             j.in_config
                 && j.installation.id == *id
-                && j.resource() == record.key.resource
+                && j.resource() == &*record.key.resource
                 && j.secret_names().iter().any(|n| record.secrets.contains(n))
         })
     });
@@ -442,7 +440,10 @@ pub fn orphan_job(config: &Config, fleet: &Fleet, jobs: &[Job], record: &Record)
             let id = installation_id.as_ref()?;
             Some(Arc::new(config.discovery.as_ref()?.installation_by_id(id)?))
         });
-    let same_name = config.policies.iter().find(|p| p.name == record.key.policy);
+    let same_name = config
+        .policies
+        .iter()
+        .find(|p| *p.name == *record.key.policy);
     let source = match (same_name, successor) {
         (Some(policy), _) => installation.map(|i| (Arc::new(policy.clone()), i)),
         (None, Some(i)) => Some((jobs[i].policy.clone(), jobs[i].installation.clone())),

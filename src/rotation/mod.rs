@@ -120,7 +120,7 @@ impl Job {
         Target {
             policy: self.policy.name.clone(),
             installation: self.installation.name.clone(),
-            resource: self.key.resource.clone(),
+            resource: self.key.resource.to_string(),
             installation_id: self.installation.id.clone(),
             resource_info: self.discovered.clone(),
         }

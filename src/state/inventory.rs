@@ -65,8 +65,8 @@ impl Listing {
     ) -> Listing {
         let departed = match previous {
             Some(previous) => {
-                let listed: HashSet<&str> = now_listed.iter().map(|r| r.id.as_str()).collect();
-                previous.all_known(|r| !listed.contains(r.id.as_str()))
+                let listed: HashSet<&str> = now_listed.iter().map(|r| &*r.id).collect();
+                previous.all_known(|r| !listed.contains(&*r.id))
             }
             None => Vec::new(),
         };
@@ -106,7 +106,7 @@ impl Listing {
         // Departed first, then listed over them: the listed details are the newer.
         for resource in self.departed.iter().chain(&self.resources) {
             if wanted(resource) {
-                by_id.insert(resource.id.as_str(), resource);
+                by_id.insert(&*resource.id, resource);
             }
         }
         by_id.into_values().cloned().collect()
@@ -140,7 +140,7 @@ mod tests {
             .iter()
             .map(|r| {
                 (
-                    r.id.as_str(),
+                    &*r.id,
                     r.metadata
                         .get("v")
                         .map(ToString::to_string)
@@ -249,7 +249,7 @@ mod tests {
     fn retain_departed_prunes_only_departed() {
         let first = Listing::merge(None, "icfg_1", at(1), vec![res("a", "1"), res("b", "1")]);
         let mut second = Listing::merge(Some(&first), "icfg_1", at(2), vec![res("c", "2")]);
-        second.retain_departed(|r| r.id == "b");
+        second.retain_departed(|r| &*r.id == "b");
         assert_eq!(ids(&second.departed), [("b", "1".into())]);
         assert_eq!(ids(&second.resources), [("c", "2".into())]);
         second.retain_departed(|_| false);

@@ -179,7 +179,7 @@ mod tests {
         assert_eq!(ids, ["icfg_a", "icfg_b"]);
 
         store.put_listing(listing("icfg_a", &["r3"])).await.unwrap();
-        assert_eq!(store.listings()[0].resources[0].id, "r3");
+        assert_eq!(&*store.listings()[0].resources[0].id, "r3");
         store.remove_listing("icfg_a").await.unwrap();
         store.remove_listing("icfg_a").await.unwrap();
         assert_eq!(store.listing_writes(), 4);

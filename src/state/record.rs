@@ -8,15 +8,29 @@
 //!
 //! Handles, ids, timestamps, fingerprints and scrubbed error text only: never a value.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// One (policy, resource): the unit of rotation.
+///
+/// Shared strings: a fleet's 100,000 keys are each held by the store, the jobs and the
+/// schedule, and a copy must not be two more allocations each time.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Key {
-    pub policy: String,
-    pub resource: String,
+    pub policy: Arc<str>,
+    pub resource: Arc<str>,
+}
+
+impl Key {
+    pub fn new(policy: impl Into<Arc<str>>, resource: impl Into<Arc<str>>) -> Key {
+        Key {
+            policy: policy.into(),
+            resource: resource.into(),
+        }
+    }
 }
 
 impl std::fmt::Display for Key {

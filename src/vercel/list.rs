@@ -34,10 +34,11 @@ pub struct ListedResource {
 
 impl ListedResource {
     /// What the rest of the daemon knows of it, for templates and provider requests.
-    pub fn into_info(self, installation_id: &str) -> ResourceInfo {
+    /// `installation_id` is shared by every resource of the listing.
+    pub fn into_info(self, installation_id: &std::sync::Arc<str>) -> ResourceInfo {
         ResourceInfo {
-            installation_id: installation_id.to_owned(),
-            id: self.partner_id,
+            installation_id: installation_id.clone(),
+            id: self.partner_id.into(),
             internal_id: Some(self.internal_id),
             name: Some(self.name),
             product_id: Some(self.product_id),

@@ -228,15 +228,7 @@ pub(super) mod tests {
             .with_ymd_and_hms(2025, 1, 2, 3, 4, 5)
             .single()
             .unwrap_or_default();
-        let mut record = Record::new(
-            Key {
-                policy: "db".to_owned(),
-                resource: resource.to_owned(),
-            },
-            "acme".to_owned(),
-            at,
-            at,
-        );
+        let mut record = Record::new(Key::new("db", resource), "acme".to_owned(), at, at);
         record.step = step;
         record
     }

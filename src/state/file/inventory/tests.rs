@@ -346,7 +346,7 @@ async fn a_link_in_place_of_an_inventory_file_is_never_followed() {
             .is_file()
     );
     assert_eq!(std::fs::read(&elsewhere).unwrap(), planted);
-    assert_eq!(store.listings()[0].resources[0].id, "r2");
+    assert_eq!(&*store.listings()[0].resources[0].id, "r2");
 }
 
 #[tokio::test]
@@ -528,7 +528,7 @@ async fn twenty_thousand_listings_load_at_open() {
         let id = format!("icfg_{i:05}");
         assert_eq!(l.installation_id, id);
         assert_eq!(l.resources.len(), 5);
-        assert_eq!(l.resources[4].installation_id, id);
+        assert_eq!(&*l.resources[4].installation_id, id);
     }
     println!(
         "opened a store with {INSTALLATIONS} inventory files ({} bytes each, 5 resources) in {elapsed:?}, {cpu_spent:?} of CPU, resident memory grown by {rss_grown} KiB ({} bytes a resource) ({} build)",
