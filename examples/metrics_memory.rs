@@ -1,6 +1,8 @@
 //! What the metrics cost at fleet scale: the heap held by the per-resource gauges of N
 //! resources (default 100,000, over 10 policies, ids as long as Vercel's partner ids tend to
-//! be), and the size and time of one scrape. A benchmark, not a test: CI only builds it.
+//! be), and the size and time of one scrape. The ids are made first, as the daemon's keys
+//! hold them already: the gauges share them (as the daemon's do), so what is counted is what
+//! the metrics add. A benchmark, not a test: CI only builds it.
 //!
 //! ```sh
 //! cargo run --example metrics_memory            # N = 100000
@@ -8,6 +10,7 @@
 //! ```
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -54,21 +57,23 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(100_000);
-    let policies: Vec<String> = (0..10).map(|i| format!("policy-{i}")).collect();
+    let policies: Vec<Arc<str>> = (0..10).map(|i| Arc::from(format!("policy-{i}"))).collect();
+    // A 24-character id, like `store_2bH7kq9XWmP4rT8yLc`.
+    let ids: Vec<Arc<str>> = (0..n)
+        .map(|i| Arc::from(format!("store_{i:018}")))
+        .collect();
     let at = |s: i64| DateTime::<Utc>::from_timestamp(s, 0);
 
     let before = live();
     let metrics = Metrics::new();
-    metrics.set_policies(policies.iter().map(String::as_str));
+    metrics.set_policies(policies.iter().map(|p| &**p));
     let empty = live() - before;
     let start = Instant::now();
     for i in 0..n {
         let policy = &policies[i % policies.len()];
-        // A 24-character id, like `store_2bH7kq9XWmP4rT8yLc`.
-        let resource = format!("store_{i:018}");
         metrics.set_resource(
-            policy,
-            &resource,
+            policy.clone(),
+            ids[i].clone(),
             at(1_760_000_000 + i as i64),
             at(1_770_000_000 + i as i64),
         );
@@ -80,7 +85,7 @@ fn main() {
     // Updating every resource again allocates nothing that stays.
     for i in 0..n {
         let policy = &policies[i % policies.len()];
-        metrics.set_resource(policy, &format!("store_{i:018}"), at(1_760_100_000), None);
+        metrics.set_resource(policy.clone(), ids[i].clone(), at(1_760_100_000), None);
     }
     let after_update = live() - before;
 

@@ -13,7 +13,8 @@
 //! executor): no global registry, so tests and `run --once` each have their own.
 //!
 //! Cost at scale: the only per-resource series are the two timestamp gauges, kept in one
-//! compact map of our own (policy name shared, one `Box<str>` per resource id and two `f64`s)
+//! compact map of our own (policy name shared, the resource id shared with the caller's key,
+//! two `f64`s)
 //! rather than two `prometheus-client` families, which would hold each label set twice and an
 //! `Arc` per series. Counters and the histogram have no per-resource label: their series are
 //! bounded by the policies and the three endpoints. `examples/metrics_memory.rs` measures it.
@@ -124,7 +125,7 @@ struct Times {
 
 /// Policy (shared) -> resource -> times. Sorted, so a scrape lists each policy's resources
 /// in order, and can resume after the last one it encoded.
-type ByPolicy = BTreeMap<Arc<str>, BTreeMap<Box<str>, Times>>;
+type ByPolicy = BTreeMap<Arc<str>, BTreeMap<Arc<str>, Times>>;
 
 /// One of the two per-resource gauge families: name, help, which time it shows.
 type GaugeFamily = (&'static str, &'static str, fn(&Times) -> f64);
@@ -167,7 +168,7 @@ impl Collector for ResourceGauges {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
             for policy in &policies {
                 // Slice by slice, each resuming after the last resource encoded.
-                let mut after: Option<Box<str>> = None;
+                let mut after: Option<Arc<str>> = None;
                 loop {
                     let gauges = self.lock();
                     let Some(resources) = gauges.get(policy) else {
@@ -180,7 +181,7 @@ impl Collector for ResourceGauges {
                     let mut encoded = 0;
                     let mut last = None;
                     for (resource, times) in resources
-                        .range::<Box<str>, _>((from, Bound::Unbounded))
+                        .range::<Arc<str>, _>((from, Bound::Unbounded))
                         .take(ENCODE_SLICE)
                     {
                         let labels = [("policy", &**policy), ("resource", &**resource)];
@@ -309,24 +310,28 @@ impl Metrics {
             .inc();
     }
 
-    /// Sets (creating them) one resource's two gauges.
-    pub fn set_resource(
+    /// Sets (creating them) one resource's two gauges. Given the `Arc<str>` of the daemon's
+    /// key, a new series shares it: the id is not copied.
+    pub fn set_resource<P, R>(
         &self,
-        policy: &str,
-        resource: &str,
+        policy: P,
+        resource: R,
         last_success: Option<DateTime<Utc>>,
         next_due: Option<DateTime<Utc>>,
-    ) {
+    ) where
+        P: AsRef<str> + Into<Arc<str>>,
+        R: AsRef<str> + Into<Arc<str>>,
+    {
         let times = Times {
             last_success: last_success.map_or(0.0, seconds),
             next_due: next_due.map_or(f64::INFINITY, seconds),
         };
         let mut gauges = self.resources.lock();
-        let resources = match gauges.get_mut(policy) {
+        let resources = match gauges.get_mut(policy.as_ref()) {
             Some(resources) => resources,
-            None => gauges.entry(Arc::from(policy)).or_default(),
+            None => gauges.entry(policy.into()).or_default(),
         };
-        match resources.get_mut(resource) {
+        match resources.get_mut(resource.as_ref()) {
             Some(t) => *t = times,
             None => {
                 resources.insert(resource.into(), times);
@@ -346,7 +351,7 @@ impl Metrics {
     }
 
     /// Keeps the gauges of the resources `keep` says yes to, and removes the others.
-    pub fn retain_resources(&self, mut keep: impl FnMut(&str, &str) -> bool) {
+    pub fn retain_resources(&self, mut keep: impl FnMut(&Arc<str>, &Arc<str>) -> bool) {
         let mut gauges = self.resources.lock();
         gauges.retain(|policy, resources| {
             resources.retain(|resource, _| keep(policy, resource));
@@ -525,7 +530,7 @@ mod tests {
 
         // A resource that leaves loses its series; a policy that leaves, its counters.
         metrics.remove_resource("orders-db", "store_a");
-        metrics.retain_resources(|policy, _| policy != "cache");
+        metrics.retain_resources(|policy, _| &**policy != "cache");
         metrics.set_policies(["orders-db"]);
         let families = scrape(&metrics);
         let last = &families[LAST_SUCCESS];
@@ -604,7 +609,7 @@ mod tests {
         let metrics = Metrics::new();
         let n = 2 * ENCODE_SLICE + 7;
         for i in 0..n {
-            metrics.set_resource("big", &format!("r{i:05}"), Some(at(i as i64)), None);
+            metrics.set_resource("big", format!("r{i:05}"), Some(at(i as i64)), None);
         }
         metrics.set_resource("small", "only", Some(at(1)), None);
         let families = scrape(&metrics);

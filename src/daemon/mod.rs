@@ -476,9 +476,10 @@ impl Daemon {
         } else {
             record.retry_at.or(record.next_due)
         };
+        // The key's own ids: a new series shares them.
         self.metrics.set_resource(
-            &record.key.policy,
-            &record.key.resource,
+            record.key.policy.clone(),
+            record.key.resource.clone(),
             record.last_success,
             next,
         );
@@ -490,11 +491,7 @@ impl Daemon {
         // The governed resources' gauges, afresh: one a reload or discovery removed goes.
         let jobs = &self.generation.jobs;
         self.metrics.retain_resources(|policy, resource| {
-            // Built only for the lookup; a resource that stays costs no allocation kept.
-            let key = Key {
-                policy: policy.to_owned(),
-                resource: resource.to_owned(),
-            };
+            let key = Key::new(policy.clone(), resource.clone());
             jobs.get(&key).is_some_and(|j| j.in_config)
         });
         // One walk over the records: `sync` made a record for every configured job before

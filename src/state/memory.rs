@@ -159,7 +159,7 @@ mod tests {
         let at = Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).single().unwrap();
         let listed = resources
             .iter()
-            .map(|r| std::sync::Arc::new(ResourceInfo::configured(id, *r)))
+            .map(|r| std::sync::Arc::new(ResourceInfo::configured(id, r)))
             .collect();
         Listing::merge(None, id, at, listed)
     }

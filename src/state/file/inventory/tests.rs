@@ -21,7 +21,7 @@ fn listing(id: &str, resources: &[&str], hour: u32) -> Listing {
     let listed = resources
         .iter()
         .map(|r| {
-            let mut info = ResourceInfo::configured(id, *r);
+            let mut info = ResourceInfo::configured(id, r);
             info.name = Some(format!("name of {r}"));
             info.status = Some("ready".to_owned());
             info.metadata
