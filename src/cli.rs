@@ -22,6 +22,7 @@ use clap::{Parser, Subcommand};
 
 use crate::clock::SystemClock;
 use crate::config::{self, Config};
+use crate::credentials;
 use crate::daemon;
 use crate::discovery::{self, ListError};
 use crate::error::Classify;
@@ -111,7 +112,17 @@ pub const MANUAL: &[ManualSection] = &[
             ),
             (
                 "CREDENTIALS_DIRECTORY",
-                "Set by systemd's LoadCredential=: where token-credential names are read.",
+                "Set by systemd's LoadCredential=: where the names of *-credential keys \
+                 (token-credential, admin-url-credential) are read. When it is not set, `check` \
+                 reads each credential from the unit's LoadCredential= source instead, as \
+                 systemd will at the next start, and reports one it cannot find or read that \
+                 way as not verified (exit status unaffected).",
+            ),
+            (
+                credentials::host::UNIT_ENV,
+                "For `check` on the host: the unit file whose LoadCredential= lines say where \
+                 credentials are (its drop-ins in PATH.d/*.conf), instead of the installed \
+                 vercel-secret-rotator.service and its drop-ins.",
             ),
             (
                 "NOTIFY_SOCKET, WATCHDOG_USEC",
@@ -138,8 +149,11 @@ pub const MANUAL: &[ManualSection] = &[
             ),
             (
                 "/lib/systemd/system/vercel-secret-rotator.service",
-                "The systemd unit: `run` under DynamicUser=, sandboxed. Tokens reach it as \
-                 credentials (LoadCredential= in a drop-in, token-credential in the config).",
+                "The systemd unit: `run` under DynamicUser=, sandboxed. Tokens and providers' \
+                 admin URLs reach it as credentials (LoadCredential= in a drop-in; \
+                 token-credential, admin-url-credential in the config). `check` on the host \
+                 reads them from there, with the drop-ins in \
+                 /etc/systemd/system/vercel-secret-rotator.service.d/.",
             ),
         ],
     },
@@ -268,8 +282,7 @@ pub async fn execute(cli: Cli, out: &mut impl Write) -> u8 {
         Command::Status { json } => match status::read(&config) {
             Ok(snapshot) => match status::print(out, &config, &snapshot, json) {
                 Ok(()) => exit::OK,
-                // The reader went away (`status | head -1`): it had what it wanted.
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::OK,
+                Err(e) if reader_gone(&e) => exit::OK,
                 Err(e) => {
                     eprintln!("error: cannot write the status: {e}");
                     exit::ROTATION_FAILED
@@ -338,8 +351,11 @@ pub async fn execute(cli: Cli, out: &mut impl Write) -> u8 {
                     }
                 }
                 Ok(OnceOutcome::HandedOver(answer)) => {
-                    if let Err(e) = out.write_all(answer.output.as_bytes()) {
-                        eprintln!("error: cannot write the summary: {e}");
+                    match out.write_all(answer.output.as_bytes()) {
+                        Err(e) if !reader_gone(&e) => {
+                            eprintln!("error: cannot write the summary: {e}");
+                        }
+                        _ => {}
                     }
                     answer.exit
                 }
@@ -350,8 +366,11 @@ pub async fn execute(cli: Cli, out: &mut impl Write) -> u8 {
                         Ok(())
                     }
                     .and_then(|()| summary::print_summary(out, &reports));
-                    if let Err(e) = printed {
-                        eprintln!("error: cannot write the summary: {e}");
+                    match printed {
+                        Err(e) if !reader_gone(&e) => {
+                            eprintln!("error: cannot write the summary: {e}");
+                        }
+                        _ => {}
                     }
                     summary::exit_status(&reports)
                 }
@@ -360,13 +379,32 @@ pub async fn execute(cli: Cli, out: &mut impl Write) -> u8 {
     }
 }
 
+/// The reader of stdout went away (`check | head -1`): it had what it wanted, and that is
+/// no error of the command.
+fn reader_gone(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::BrokenPipe
+}
+
 /// `check`: the config is valid (it was loaded), every token source is readable, and each
 /// policy's next three due times; with `online`, what Vercel says of each token and resource.
+///
+/// Run on the host (no `$CREDENTIALS_DIRECTORY`), it reads each systemd credential from the
+/// file the unit's `LoadCredential=` names, as systemd will at the next start; one it cannot
+/// find or read that way is reported as not verified, which does not change the exit status.
 async fn check(config: &Config, online: bool, out: &mut impl Write) -> u8 {
     let mut status = exit::OK;
-    let (tokens, failures) = token::Tokens::read_all(config);
     let mut lines = Vec::new();
     lines.push(format!("config {}: valid", config.path.display()));
+    if config.uses_credentials()
+        && let Some(unit) = credentials::read_as_the_unit_would()
+    {
+        lines.push(format!(
+            "credentials: $CREDENTIALS_DIRECTORY is not set, so each is read from the unit's \
+             LoadCredential= source, as systemd will at the next start: {}",
+            unit.describe()
+        ));
+    }
+    let (tokens, failures) = token::Tokens::read_all(config);
     for (name, installation) in &config.installations {
         match failures.iter().find(|(n, _)| n == name) {
             None => lines.push(format!(
@@ -375,6 +413,15 @@ async fn check(config: &Config, online: bool, out: &mut impl Write) -> u8 {
                 token::describe(&installation.token),
                 token::readiness(&installation.token)
             )),
+            Some((_, e)) if e.is_unverified() => {
+                eprintln!("warning: installation {name}: {e}");
+                lines.push(format!(
+                    "installation {name} ({}): token from {}: NOT VERIFIED on this host \
+                     (not an error: see the warning)",
+                    installation.id,
+                    token::describe(&installation.token)
+                ));
+            }
             Some((_, e)) => {
                 status = exit::INVALID;
                 eprintln!("error: installation {name}: {e}");
@@ -393,6 +440,20 @@ async fn check(config: &Config, online: bool, out: &mut impl Write) -> u8 {
     for policy in &config.policies {
         // What the provider can check without changing anything: its admin connection, its
         // users. A provider that cannot do its job fails `check` here rather than at 3 a.m.
+        if let config::ProviderSpec::Shared(c) = &policy.provider {
+            for (what, source) in c.secret_sources() {
+                if let config::SecretSource::Credential(name) = source
+                    && let Some(declared) = credentials::whereabouts(name)
+                {
+                    lines.push(format!(
+                        "policy {}: provider {}: {what} from systemd credential {name}: on this \
+                         host {declared}",
+                        policy.name,
+                        policy.provider.kind()
+                    ));
+                }
+            }
+        }
         let provider = crate::providers::per_resource::for_check(config, policy);
         match provider.preflight().await {
             Ok(facts) => {
@@ -403,6 +464,15 @@ async fn check(config: &Config, online: bool, out: &mut impl Write) -> u8 {
                         policy.provider.kind()
                     ));
                 }
+            }
+            Err(e) if e.is_unverified() => {
+                eprintln!("warning: policy {}: {e}", policy.name);
+                lines.push(format!(
+                    "policy {}: provider {}: NOT VERIFIED on this host (not an error: see the \
+                     warning)",
+                    policy.name,
+                    policy.provider.kind()
+                ));
             }
             Err(e) => {
                 status = exit::INVALID;
@@ -446,13 +516,28 @@ async fn check(config: &Config, online: bool, out: &mut impl Write) -> u8 {
         }
     }
     if online {
-        let unreadable: BTreeSet<&str> = failures.iter().map(|(n, _)| n.as_str()).collect();
+        let unreadable: BTreeMap<&str, &str> = failures
+            .iter()
+            .map(|(n, e)| {
+                let why = if e.is_unverified() {
+                    "token not verified on this host"
+                } else {
+                    "token not readable"
+                };
+                (n.as_str(), why)
+            })
+            .collect();
         let tokens = std::sync::Arc::new(tokens);
         status = status.max(check_online(config, &tokens, &unreadable, &mut lines).await);
     }
     for line in lines {
-        if writeln!(out, "{line}").is_err() {
-            return exit::INVALID;
+        match writeln!(out, "{line}") {
+            Ok(()) => {}
+            Err(e) if reader_gone(&e) => return status,
+            Err(e) => {
+                eprintln!("error: cannot write check's report: {e}");
+                return exit::ROTATION_FAILED.max(status);
+            }
         }
     }
     status
@@ -514,7 +599,7 @@ async fn check_discovery(d: &config::Discovery, lines: &mut Vec<String>) -> u8 {
 async fn check_online(
     config: &Config,
     tokens: &std::sync::Arc<token::Tokens>,
-    unreadable: &BTreeSet<&str>,
+    unreadable: &BTreeMap<&str, &str>,
     lines: &mut Vec<String>,
 ) -> u8 {
     let client = match VercelClient::new(&config.vercel) {
@@ -533,7 +618,7 @@ async fn check_online(
     // `max-concurrent-requests` installations, not one per installation.
     let mut calls = tokio::task::JoinSet::new();
     for (name, installation) in &config.installations {
-        if unreadable.contains(name.as_str()) {
+        if unreadable.contains_key(name.as_str()) {
             continue;
         }
         let (client, tokens) = (client.clone(), tokens.clone());
@@ -559,8 +644,8 @@ async fn check_online(
     }
     for (name, installation) in &config.installations {
         let label = format!("installation {name} ({}): online:", installation.id);
-        if unreadable.contains(name.as_str()) {
-            lines.push(format!("{label} not checked (token not readable)"));
+        if let Some(why) = unreadable.get(name.as_str()) {
+            lines.push(format!("{label} not checked ({why})"));
             continue;
         }
         let Some(listed) = answers.remove(name) else {

@@ -10,6 +10,9 @@
 //! - [`cli`]: the command line (clap) and what each command does; `main.rs` only wires it.
 //! - [`config`]: the TOML config, read in two steps: raw serde structs, then validation into
 //!   checked types that the rest of the crate uses.
+//! - [`credentials`]: reading every secret file and systemd credential (tokens, admin URLs,
+//!   bearer tokens) into a `SecretString`: owner-only files, `$CREDENTIALS_DIRECTORY`, and for
+//!   `check` on the host the files the unit's `LoadCredential=` lines name ([`credentials::host`]).
 //! - [`token`]: each installation's Vercel token, into a `SecretString`: read from a file, an
 //!   environment variable or a systemd credential, or asked of a token command and cached
 //!   until near its end ([`token::cache`], keyed by installation id).
@@ -74,6 +77,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod credentials;
 pub mod daemon;
 pub mod discovery;
 pub mod duration;
@@ -82,6 +86,7 @@ pub mod events;
 pub mod exit;
 pub mod fault;
 pub mod history;
+pub mod intern;
 pub mod jobs;
 pub mod logging;
 pub mod metrics;

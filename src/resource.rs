@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResourceInfo {
     /// Vercel's `integrationConfigurationId` (`icfg_...`) of its installation.
+    #[serde(deserialize_with = "crate::intern::string")]
     pub installation_id: Arc<str>,
     /// The partner's id (`partnerId`): the `{resourceId}` of the secrets PUT. Shared with
     /// the jobs' keys.

@@ -1,6 +1,7 @@
 //! The command line's small promises, through the binary: `--version`, the config from
-//! `VERCEL_SECRET_ROTATOR_CONFIG`, `status` and `history` quiet on a closed pipe, durations printed as a
-//! config writes them, and the shipped example leaving the state directory to systemd.
+//! `VERCEL_SECRET_ROTATOR_CONFIG`, commands (`history` too) quiet on a closed pipe, durations
+//! printed as a config writes them, and the shipped example leaving the state directory to
+//! systemd.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -84,35 +85,46 @@ fn the_config_path_comes_from_the_environment_unless_given() {
     assert_eq!(out.status.code(), Some(0), "{}", cli::stderr(&out));
 }
 
-/// `status | head -1` and `history | head -1`: the reader is gone before the command writes.
-/// That is not an error.
+/// Runs the binary with `args` (and `ACME_TOKEN` set) writing to a pipe whose reader has
+/// gone, as `... | head -1` does to it: closed before the binary starts, so its first write
+/// fails with EPIPE, every time.
+fn run_with_reader_gone(args: &[&str]) -> std::process::Output {
+    let (reader, writer) = std::io::pipe().unwrap_or_else(|e| panic!("{e}"));
+    drop(reader);
+    cli::bin()
+        .args(args)
+        .env("ACME_TOKEN", "tok-CANARY-pipe")
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `status | head -1`, `history | head -1`, `check | head -1` and
+/// `run --once --dry-run | head -1`: the reader is gone before the command writes. That is not an error: no broken-pipe message, and the exit
+/// status is the command's.
 #[test]
-fn status_and_history_are_quiet_when_their_reader_has_gone() {
+fn commands_are_quiet_when_their_reader_has_gone() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let config = write_config(dir.path(), "every = \"7d\"");
-    for command in ["status", "history"] {
-        for json in [false, true] {
-            let (reader, writer) = std::io::pipe().unwrap_or_else(|e| panic!("{e}"));
-            // Closed before the binary starts: its first write fails with EPIPE, every time.
-            drop(reader);
-            let mut cmd = cli::bin();
-            cmd.args(["--config", &config, command]);
-            if json {
-                cmd.arg("--json");
-            }
-            let out = cmd
-                .stdout(Stdio::from(writer))
-                .stderr(Stdio::piped())
-                .output()
-                .unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(
-                out.status.code(),
-                Some(0),
-                "{command} json {json}: {}",
-                cli::stderr(&out)
-            );
-            assert_eq!(cli::stderr(&out), "", "{command} json {json}");
-        }
+    for command in [
+        &["status"][..],
+        &["status", "--json"][..],
+        &["history"][..],
+        &["history", "--json"][..],
+        &["check"][..],
+        &["run", "--once", "--dry-run"][..],
+    ] {
+        let mut args = vec!["--config", config.as_str()];
+        args.extend_from_slice(command);
+        let out = run_with_reader_gone(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{command:?}: {}",
+            cli::stderr(&out)
+        );
+        assert_eq!(cli::stderr(&out), "", "{command:?}");
     }
 }
 

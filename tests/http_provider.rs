@@ -24,7 +24,7 @@ use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use url::Url;
-use vercel_secret_rotator::config::HttpConfig;
+use vercel_secret_rotator::config::{HttpConfig, SecretSource};
 use vercel_secret_rotator::error::Classify;
 use vercel_secret_rotator::providers::http::HttpProvider;
 use vercel_secret_rotator::providers::{Outcome, Provider, ProviderError};
@@ -186,7 +186,7 @@ fn provider_with(
 ) -> HttpProvider {
     HttpProvider::new(HttpConfig {
         url,
-        token_file: token_file.map(Path::to_owned),
+        token: token_file.map(|p| SecretSource::File(p.to_owned())),
         timeout,
         fields: fields.map(|f| f.iter().map(|s| s.to_string()).collect()),
     })

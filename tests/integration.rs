@@ -10,6 +10,7 @@ mod command_line;
 mod config_fixtures;
 mod config_fuzz;
 mod control;
+mod credentials;
 mod daemon;
 mod daemon_clock;
 mod fleet;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
-use vercel_secret_rotator::config::DatabaseConfig;
+use vercel_secret_rotator::config::{DatabaseConfig, SecretSource};
 use vercel_secret_rotator::providers::mysql::MysqlProvider;
 use vercel_secret_rotator::providers::{Credential, Outcome, Provider, ProviderError, Target};
 use vercel_secret_rotator::secret::{ExposeSecret, SecretString};
@@ -38,7 +38,7 @@ fn target() -> Target {
 
 fn provider(admin_url_file: &Path, users: [&str; 2], timeout: Duration) -> MysqlProvider {
     MysqlProvider::new(DatabaseConfig {
-        admin_url_file: admin_url_file.to_owned(),
+        admin_url: SecretSource::File(admin_url_file.to_owned()),
         users: users.map(str::to_owned),
         host: None,
         port: None,

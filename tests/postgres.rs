@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tempfile::TempDir;
-use vercel_secret_rotator::config::DatabaseConfig;
+use vercel_secret_rotator::config::{DatabaseConfig, SecretSource};
 use vercel_secret_rotator::providers::postgres::PostgresProvider;
 use vercel_secret_rotator::providers::{Credential, Outcome, Provider, ProviderError, Target};
 use vercel_secret_rotator::secret::{ExposeSecret, Fields, SecretString};
@@ -48,7 +48,7 @@ fn write_file(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
 
 fn provider_with(admin_url_file: &Path, users: [&str; 2], timeout: Duration) -> PostgresProvider {
     PostgresProvider::new(DatabaseConfig {
-        admin_url_file: admin_url_file.to_owned(),
+        admin_url: SecretSource::File(admin_url_file.to_owned()),
         users: users.map(str::to_owned),
         host: None,
         port: None,

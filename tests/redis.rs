@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
-use vercel_secret_rotator::config::RedisConfig;
+use vercel_secret_rotator::config::{RedisConfig, SecretSource};
 use vercel_secret_rotator::error::Classify;
 use vercel_secret_rotator::providers::redis::RedisProvider;
 use vercel_secret_rotator::providers::{Credential, Outcome, Provider, ProviderError, Target};
@@ -48,7 +48,7 @@ fn target() -> Target {
 
 fn provider(admin_url_file: &Path, user: &str, timeout: Duration) -> RedisProvider {
     RedisProvider::new(RedisConfig {
-        admin_url_file: admin_url_file.to_owned(),
+        admin_url: SecretSource::File(admin_url_file.to_owned()),
         user: user.to_owned(),
         host: None,
         port: None,

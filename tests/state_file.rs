@@ -88,18 +88,18 @@ fn every_step() -> Vec<Record> {
                 r.last_success = Some(at(-10_000));
                 r.fingerprint = Some("deadbeef".to_owned());
                 r.consecutive_failures = 3;
-                r.last_error = Some(Failure {
+                r.last_error = Some(Box::new(Failure {
                     at: at(2),
                     step: "pushing".to_owned(),
                     message: "Vercel answered 503".to_owned(),
                     transient: true,
-                });
+                }));
                 r.retry_at = Some(at(30));
-                r.stopped = Some(Stopped {
+                r.stopped = Some(Box::new(Stopped {
                     at: at(3),
                     reason: "Vercel answered 403".to_owned(),
                     policy_digest: "sha256:0123".to_owned(),
-                });
+                }));
             }
             r
         })

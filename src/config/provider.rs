@@ -19,7 +19,7 @@ use super::raw::*;
 use super::types::*;
 use super::validate::{
     DEFAULT_COMMAND_TIMEOUT, DEFAULT_RANDOM_LENGTH, MAX_ENV_VALUE_LEN, MIN_ENTROPY_BITS, Validator,
-    check_api_url, parse_duration,
+    check_api_url, is_credential_name, not_a_credential_name, parse_duration,
 };
 use super::{Problem, Source};
 use crate::resource::ResourceInfo;
@@ -337,9 +337,18 @@ fn validate_provider(
                     None
                 }
             };
+            let token = secret_source(
+                v,
+                &pkey,
+                span.clone(),
+                "token",
+                [h.token_file.as_ref(), h.token_credential.as_ref()],
+                Need::Optional,
+                strings,
+            );
             ProviderConfig::Http(HttpConfig {
                 url: url?,
-                token_file: h.token_file.as_ref().map(PathBuf::from),
+                token: token?,
                 timeout,
                 fields: h.fields.clone(),
             })
@@ -379,8 +388,17 @@ fn validate_provider(
                     None
                 }
             };
+            let admin_url = secret_source(
+                v,
+                &pkey,
+                span.clone(),
+                "admin-url",
+                [d.admin_url_file.as_ref(), d.admin_url_credential.as_ref()],
+                Need::Required,
+                strings,
+            );
             let config = DatabaseConfig {
-                admin_url_file: PathBuf::from(&d.admin_url_file),
+                admin_url: admin_url??,
                 users: users?,
                 host: d.host.clone(),
                 port,
@@ -413,8 +431,17 @@ fn validate_provider(
                     "holds whitespace, which Redis ACL user names cannot",
                 );
             }
+            let admin_url = secret_source(
+                v,
+                &pkey,
+                span.clone(),
+                "admin-url",
+                [r.admin_url_file.as_ref(), r.admin_url_credential.as_ref()],
+                Need::Required,
+                strings,
+            );
             ProviderConfig::Redis(RedisConfig {
-                admin_url_file: PathBuf::from(&r.admin_url_file),
+                admin_url: admin_url??,
                 user: r.user.clone(),
                 host: r.host.clone(),
                 port,
@@ -423,6 +450,67 @@ fn validate_provider(
         }
     };
     (v.problems.len() == before).then_some(provider)
+}
+
+/// Whether a provider must have the secret [`secret_source`] checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    Required,
+    Optional,
+}
+
+/// Where a provider's secret is kept: exactly one of `{stem}-file` and `{stem}-credential`
+/// (`written`, in that order). `Ok(None)`: neither, for an optional one; `None`: a problem
+/// was reported. A value with a brace is a template, whose rendering is checked per resource.
+fn secret_source(
+    v: &mut Validator,
+    pkey: &str,
+    span: Option<Range<usize>>,
+    stem: &str,
+    written: [Option<&String>; 2],
+    need: Need,
+    strings: Strings,
+) -> Option<Option<SecretSource>> {
+    let deferred = strings == Strings::DeferBraced;
+    let braced = |s: &str| deferred && (s.contains('{') || s.contains('}'));
+    let (file_key, credential_key) = (format!("{stem}-file"), format!("{stem}-credential"));
+    match written {
+        [Some(_), Some(_)] => {
+            v.problem(
+                span,
+                pkey,
+                format!("sets both {file_key} and {credential_key}: set exactly one"),
+            );
+            None
+        }
+        [None, None] if need == Need::Required => {
+            v.problem(
+                span,
+                pkey,
+                format!(
+                    "has neither {file_key} nor {credential_key}: set exactly one (a file only \
+                     its owner may read, or the name of a systemd credential from the unit's \
+                     LoadCredential=)"
+                ),
+            );
+            None
+        }
+        [None, None] => Some(None),
+        [Some(file), None] if file.trim().is_empty() => {
+            v.problem(span, format!("{pkey}.{file_key}"), "is empty");
+            None
+        }
+        [Some(file), None] => Some(Some(SecretSource::File(PathBuf::from(file)))),
+        [None, Some(name)] if !braced(name) && !is_credential_name(name) => {
+            v.problem(
+                span,
+                format!("{pkey}.{credential_key}"),
+                not_a_credential_name(name),
+            );
+            None
+        }
+        [None, Some(name)] => Some(Some(SecretSource::Credential(name.clone()))),
+    }
 }
 
 fn check_field_list(v: &mut Validator, key: &str, span: Option<Range<usize>>, fields: &[String]) {

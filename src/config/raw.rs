@@ -104,16 +104,20 @@ pub enum RawProvider {
 pub struct RawHttp {
     pub url: String,
     pub token_file: Option<String>,
+    /// A systemd credential name, instead of `token-file`.
+    pub token_credential: Option<String>,
     pub timeout: Option<String>,
     pub fields: Option<Vec<String>>,
     pub max_concurrent_per_target: Option<i64>,
 }
 
-/// `postgres` and `mysql`: two alternating users, administered through `admin-url-file`.
+/// `postgres` and `mysql`: two alternating users, administered through the URL in
+/// `admin-url-file` or `admin-url-credential` (exactly one; checked in `config::provider`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawDatabase {
-    pub admin_url_file: String,
+    pub admin_url_file: Option<String>,
+    pub admin_url_credential: Option<String>,
     pub users: Vec<String>,
     pub host: Option<String>,
     pub port: Option<i64>,
@@ -125,7 +129,8 @@ pub struct RawDatabase {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawRedis {
-    pub admin_url_file: String,
+    pub admin_url_file: Option<String>,
+    pub admin_url_credential: Option<String>,
     pub user: String,
     pub host: Option<String>,
     pub port: Option<i64>,
@@ -168,9 +173,17 @@ impl RawProvider {
                 if let Some(t) = &mut h.token_file {
                     out.push(("token-file", t));
                 }
+                if let Some(t) = &mut h.token_credential {
+                    out.push(("token-credential", t));
+                }
             }
             RawProvider::Postgres(d) | RawProvider::Mysql(d) => {
-                out.push(("admin-url-file", &mut d.admin_url_file));
+                if let Some(f) = &mut d.admin_url_file {
+                    out.push(("admin-url-file", f));
+                }
+                if let Some(c) = &mut d.admin_url_credential {
+                    out.push(("admin-url-credential", c));
+                }
                 out.extend(d.users.iter_mut().map(|s| ("users", s)));
                 if let Some(h) = &mut d.host {
                     out.push(("host", h));
@@ -180,7 +193,12 @@ impl RawProvider {
                 }
             }
             RawProvider::Redis(r) => {
-                out.push(("admin-url-file", &mut r.admin_url_file));
+                if let Some(f) = &mut r.admin_url_file {
+                    out.push(("admin-url-file", f));
+                }
+                if let Some(c) = &mut r.admin_url_credential {
+                    out.push(("admin-url-credential", c));
+                }
                 out.push(("user", &mut r.user));
                 if let Some(h) = &mut r.host {
                     out.push(("host", h));
@@ -188,6 +206,16 @@ impl RawProvider {
             }
         }
         out
+    }
+
+    /// Whether a secret of the table comes from a systemd credential (`*-credential`).
+    pub fn uses_credential(&self) -> bool {
+        match self {
+            RawProvider::Random(_) | RawProvider::Command(_) => false,
+            RawProvider::Http(h) => h.token_credential.is_some(),
+            RawProvider::Postgres(d) | RawProvider::Mysql(d) => d.admin_url_credential.is_some(),
+            RawProvider::Redis(r) => r.admin_url_credential.is_some(),
+        }
     }
 
     /// `max-concurrent-per-target` as written, for the kinds that have it.

@@ -27,6 +27,17 @@ pub struct Config {
     pub discovery: Option<Discovery>,
 }
 
+impl Config {
+    /// Whether any secret comes from a systemd credential: a token, or a provider's admin URL
+    /// or bearer token.
+    pub fn uses_credentials(&self) -> bool {
+        self.installations
+            .values()
+            .any(|i| matches!(i.token, TokenSource::Credential(_)))
+            || self.policies.iter().any(|p| p.provider.uses_credential())
+    }
+}
+
 /// `[discovery]`: where installations beyond the configured tables come from, how their
 /// tokens are had, and how often they and their resources are looked at again.
 #[derive(Debug, Clone)]
@@ -197,6 +208,17 @@ impl ProviderSpec {
         }
     }
 
+    /// Whether a secret of the provider comes from a systemd credential.
+    pub fn uses_credential(&self) -> bool {
+        match self {
+            ProviderSpec::Shared(c) => c
+                .secret_sources()
+                .iter()
+                .any(|(_, s)| matches!(s, SecretSource::Credential(_))),
+            ProviderSpec::PerResource(t) => t.raw.uses_credential(),
+        }
+    }
+
     /// Whether each resource gets a provider of its own.
     pub fn is_per_resource(&self) -> bool {
         matches!(self, ProviderSpec::PerResource(_))
@@ -348,8 +370,8 @@ impl ProviderConfig {
     }
 
     /// What [`Policy::max_concurrent_per_target`] caps calls against: the admin connection's
-    /// file (`postgres`, `mysql`, `redis`), the command line (`command`), the URL (`http`).
-    /// Resources on one server share one rendered `admin-url-file`.
+    /// file or credential (`postgres`, `mysql`, `redis`), the command line (`command`), the
+    /// URL (`http`). Resources on one server share one rendered `admin-url-file`.
     pub fn target_key(&self) -> Option<String> {
         match self {
             ProviderConfig::Random(_) => None,
@@ -358,11 +380,23 @@ impl ProviderConfig {
                 c.command.program, c.command.args
             )),
             ProviderConfig::Http(c) => Some(format!("url {}", c.url)),
-            ProviderConfig::Postgres(c) | ProviderConfig::Mysql(c) => {
-                Some(format!("admin-url-file {}", c.admin_url_file.display()))
+            ProviderConfig::Postgres(DatabaseConfig { admin_url, .. })
+            | ProviderConfig::Mysql(DatabaseConfig { admin_url, .. })
+            | ProviderConfig::Redis(RedisConfig { admin_url, .. }) => {
+                Some(format!("admin URL from {}", admin_url.describe()))
             }
-            ProviderConfig::Redis(c) => {
-                Some(format!("admin-url-file {}", c.admin_url_file.display()))
+        }
+    }
+
+    /// The secrets the provider reads, each with what it is (`admin URL`, `bearer token`).
+    pub fn secret_sources(&self) -> Vec<(&'static str, &SecretSource)> {
+        match self {
+            ProviderConfig::Random(_) | ProviderConfig::Command(_) => Vec::new(),
+            ProviderConfig::Http(c) => c.token.iter().map(|s| ("bearer token", s)).collect(),
+            ProviderConfig::Postgres(DatabaseConfig { admin_url, .. })
+            | ProviderConfig::Mysql(DatabaseConfig { admin_url, .. })
+            | ProviderConfig::Redis(RedisConfig { admin_url, .. }) => {
+                vec![("admin URL", admin_url)]
             }
         }
     }
@@ -452,12 +486,42 @@ pub const DATABASE_FIELDS: [&str; 5] = ["username", "password", "host", "port", 
 /// The fields the `redis` provider yields.
 pub const REDIS_FIELDS: [&str; 4] = ["username", "password", "host", "port"];
 
+/// Where a provider keeps a secret it needs (an admin URL, a bearer token): exactly one of
+/// its `*-file` and `*-credential` keys.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SecretSource {
+    /// A file only its owner may read (`admin-url-file`, `token-file`).
+    File(PathBuf),
+    /// A systemd credential name (`admin-url-credential`, `token-credential`): a file in
+    /// `$CREDENTIALS_DIRECTORY`, put there by the unit's `LoadCredential=`.
+    Credential(String),
+}
+
+impl SecretSource {
+    /// The source for messages: `file /etc/x.url`, `systemd credential pg-admin`.
+    pub fn describe(&self) -> String {
+        match self {
+            SecretSource::File(p) => format!("file {}", p.display()),
+            SecretSource::Credential(name) => format!("systemd credential {name}"),
+        }
+    }
+
+    /// The config key that set it, given the key's stem (`admin-url`, `token`).
+    pub fn key(&self, stem: &str) -> String {
+        match self {
+            SecretSource::File(_) => format!("{stem}-file"),
+            SecretSource::Credential(_) => format!("{stem}-credential"),
+        }
+    }
+}
+
 /// `http`: the partner's own API makes the credential (the command protocol over HTTPS).
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     pub url: Url,
-    /// Bearer token for `url`, from a 0600 file; none: no Authorization header.
-    pub token_file: Option<PathBuf>,
+    /// Bearer token for `url`, from a 0600 file or a systemd credential; none: no
+    /// Authorization header.
+    pub token: Option<SecretSource>,
     pub timeout: Duration,
     /// Field names the API promises to return; lets `check` validate templates.
     pub fields: Option<Vec<String>>,
@@ -467,8 +531,9 @@ pub struct HttpConfig {
 /// working while the other gets the new password.
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
-    /// A 0600 file holding the admin connection URL (it holds a password).
-    pub admin_url_file: PathBuf,
+    /// Where the admin connection URL is kept (it holds a password): a 0600 file or a
+    /// systemd credential.
+    pub admin_url: SecretSource,
     /// Exactly two, different.
     pub users: [String; 2],
     /// What the pushed `host`, `port` and `database` fields say; default: the admin URL's.
@@ -508,8 +573,9 @@ impl DatabaseConfig {
 /// `redis`: one ACL user holding several passwords at once.
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
-    /// A 0600 file holding the admin connection URL (`redis://` or `rediss://`).
-    pub admin_url_file: PathBuf,
+    /// Where the admin connection URL (`redis://` or `rediss://`) is kept: a 0600 file or a
+    /// systemd credential.
+    pub admin_url: SecretSource,
     pub user: String,
     pub host: Option<String>,
     pub port: Option<u16>,

@@ -83,6 +83,18 @@ impl Validator<'_> {
     }
 }
 
+/// Whether `name` can name a systemd credential: a file name in `$CREDENTIALS_DIRECTORY`.
+pub(super) fn is_credential_name(name: &str) -> bool {
+    !(name.is_empty() || name.contains('/') || name == "." || name == "..")
+}
+
+/// The problem with a `*-credential` value that [`is_credential_name`] refuses.
+pub(super) fn not_a_credential_name(name: &str) -> String {
+    format!(
+        "\"{name}\" is not a credential name (a file name in $CREDENTIALS_DIRECTORY, without `/`)"
+    )
+}
+
 /// Parses `30s`, `10m`, `24h`, `30d`, `1h 30m` ([`crate::duration::parse`]).
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     crate::duration::parse(text)
@@ -170,10 +182,12 @@ pub(super) fn validate(
                     format!("\"{var}\" is not an environment variable name"),
                 );
             }
-            Some(TokenSource::Credential(cred))
-                if cred.is_empty() || cred.contains('/') || cred == "." || cred == ".." =>
-            {
-                v.problem(span.clone(), format!("{key}.token-credential"), format!("\"{cred}\" is not a credential name (a file name in $CREDENTIALS_DIRECTORY, without `/`)"));
+            Some(TokenSource::Credential(cred)) if !is_credential_name(cred) => {
+                v.problem(
+                    span.clone(),
+                    format!("{key}.token-credential"),
+                    not_a_credential_name(cred),
+                );
             }
             Some(TokenSource::File(p)) if p.as_os_str().is_empty() => {
                 v.problem(span.clone(), format!("{key}.token-file"), "is empty");
@@ -195,8 +209,8 @@ pub(super) fn validate(
 
     let mut policies = Vec::new();
     let mut names: HashMap<String, usize> = HashMap::new();
-    // (admin-url-file, users sorted) -> the (policy, resource) whose two users they are.
-    let mut user_pairs: HashMap<(PathBuf, Vec<String>), (String, String)> = HashMap::new();
+    // (admin URL source, users sorted) -> the (policy, resource) whose two users they are.
+    let mut user_pairs: HashMap<(SecretSource, Vec<String>), (String, String)> = HashMap::new();
     // (installation id, resource, secret name) -> the policy that owns it.
     let mut owners: HashMap<(String, String, String), String> = HashMap::new();
     for (index, raw_policy) in raw.policies.iter().enumerate() {
@@ -283,7 +297,7 @@ fn check_user_pairs(
     raw: &RawPolicy,
     policy: &Policy,
     installation: &Installation,
-    pairs: &mut HashMap<(PathBuf, Vec<String>), (String, String)>,
+    pairs: &mut HashMap<(SecretSource, Vec<String>), (String, String)>,
 ) {
     let span = Some(raw.provider.span());
     let Some((_, resources)) = policy.configured() else {
@@ -305,20 +319,21 @@ fn check_user_pairs(
         };
         let mut users = d.users.to_vec();
         users.sort();
-        let pair = (d.admin_url_file.clone(), users);
+        let pair = (d.admin_url.clone(), users);
         let Some((other_policy, other_resource)) =
             pairs.insert(pair, (policy.name.clone(), resource.clone()))
         else {
             continue;
         };
         let users = d.users.join(", ");
+        let through = d.admin_url.key("admin-url");
         let message = if other_policy == policy.name {
             format!(
-                "resources \"{other_resource}\" and \"{resource}\" would share the users {users} (through the same admin-url-file), but a postgres or mysql policy's two users take turns for one resource only: template them per resource (users = [\"{{resource.id}}_a\", \"{{resource.id}}_b\"]) or give each resource its own policy and its own pair of users"
+                "resources \"{other_resource}\" and \"{resource}\" would share the users {users} (through the same {through}), but a postgres or mysql policy's two users take turns for one resource only: template them per resource (users = [\"{{resource.id}}_a\", \"{{resource.id}}_b\"]) or give each resource its own policy and its own pair of users"
             )
         } else {
             format!(
-                "the same users {users} (through the same admin-url-file) are rotated by policy \"{other_policy}\" for resource \"{other_resource}\": each pair of users serves one resource"
+                "the same users {users} (through the same {through}) are rotated by policy \"{other_policy}\" for resource \"{other_resource}\": each pair of users serves one resource"
             )
         };
         let span = if other_policy == policy.name {

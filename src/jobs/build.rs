@@ -4,13 +4,12 @@
 //! semaphore of its backend.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 use tokio::sync::Semaphore;
 
 use super::Providers;
-use crate::config::{Installation, Policy, ProviderConfig, ProviderSpec};
+use crate::config::{Installation, Policy, ProviderConfig, ProviderSpec, SecretSource};
 use crate::providers::{self, Provider, dry_run::DryRunProvider, per_resource::Unrenderable};
 use crate::resource::ResourceInfo;
 use crate::rotation::Job;
@@ -24,7 +23,7 @@ type ProviderAndLimit = (Arc<dyn Provider>, Option<Arc<Semaphore>>);
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Claim {
     Users {
-        admin_url_file: PathBuf,
+        admin_url: SecretSource,
         users: Vec<String>,
     },
     Secret {
@@ -183,7 +182,7 @@ fn users_claim(config: &ProviderConfig) -> Option<Claim> {
     let mut users = d.users.to_vec();
     users.sort();
     Some(Claim::Users {
-        admin_url_file: d.admin_url_file.clone(),
+        admin_url: d.admin_url.clone(),
         users,
     })
 }
@@ -209,9 +208,10 @@ impl Claims {
         });
         if let Some((claim, holder)) = conflict {
             let reason = match claim {
-                Claim::Users { users, .. } => format!(
-                    "the users {} (through the same admin-url-file) already serve {holder}: each pair of users serves one resource; template the users per resource (users = [\"{{resource.id}}_a\", \"{{resource.id}}_b\"])",
-                    users.join(", ")
+                Claim::Users { users, admin_url } => format!(
+                    "the users {} (through the same {}) already serve {holder}: each pair of users serves one resource; template the users per resource (users = [\"{{resource.id}}_a\", \"{{resource.id}}_b\"])",
+                    users.join(", "),
+                    admin_url.key("admin-url")
                 ),
                 Claim::Secret { name, resource, .. } => format!(
                     "secret {name} of resource \"{resource}\" is also pushed by policy \"{}\" ({holder}): each secret of a resource belongs to one policy",

@@ -412,12 +412,16 @@ pub enum Orphan {
 /// resource's). Its installation is the fleet's, the config's or, for a departed discovered
 /// one, rebuilt from `[discovery]`; its resource is what was known of it when it left.
 pub fn orphan_job(config: &Config, fleet: &Fleet, jobs: &[Job], record: &Record) -> Orphan {
-    let installation_id = record.installation_id.clone().or_else(|| {
-        config
-            .installations
-            .get(&record.installation)
-            .map(|i| i.id.clone())
-    });
+    let installation_id: Option<String> = record
+        .installation_id
+        .as_deref()
+        .map(str::to_owned)
+        .or_else(|| {
+            config
+                .installations
+                .get(&*record.installation)
+                .map(|i| i.id.clone())
+        });
     // The job that pushes the same secret names to the same resource.
     let successor = installation_id.as_ref().and_then(|id| {
         jobs.iter().position(|j| {
@@ -433,7 +437,7 @@ pub fn orphan_job(config: &Config, fleet: &Fleet, jobs: &[Job], record: &Record)
         .or_else(|| {
             config
                 .installations
-                .get(&record.installation)
+                .get(&*record.installation)
                 .map(|i| Arc::new(i.clone()))
         })
         .or_else(|| {

@@ -94,6 +94,7 @@ impl Provider for DryRunProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::SecretSource;
     use crate::secret::ExposeSecret;
 
     fn target() -> Target {
@@ -130,7 +131,7 @@ mod tests {
     fn a_stand_in_alternates_as_the_real_provider_does() {
         use crate::config::{DatabaseConfig, ProviderConfig, RandomConfig};
         let database = DatabaseConfig {
-            admin_url_file: "/etc/admin.url".into(),
+            admin_url: SecretSource::File("/etc/admin.url".into()),
             users: ["a".into(), "b".into()],
             host: None,
             port: None,

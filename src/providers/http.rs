@@ -20,9 +20,10 @@
 //!   Proxies follow [`crate::net`]: never for an `http://` (loopback) `url`, where a proxy
 //!   would see the token and the values in clear; `HTTPS_PROXY` (tunnelled, TLS end to end)
 //!   for an `https://` one.
-//! - **The token** is read from `token-file` (0600, as every secret file) at each call, so a
-//!   token the partner rotates on disk is picked up without a reload. It travels only in an
-//!   `Authorization: Bearer` header marked sensitive. No `token-file`: no header.
+//! - **The token** is read from `token-file` (0600, as every secret file) or `token-credential`
+//!   (a systemd credential) at each call, so a token the partner rotates on disk is picked up
+//!   without a reload. It travels only in an `Authorization: Bearer` header marked sensitive.
+//!   Neither key: no header.
 //! - **Bodies** are read up to [`BODY_CAP`] (1 MiB): past it the reading stops and the
 //!   connection is dropped. The bytes are held in a zeroizing buffer.
 //! - **Errors** never hold the token, a value or a body. A non-2xx answer's body may lend its
@@ -30,7 +31,6 @@
 //!   and of every value the request carried, with control characters flattened, cut to
 //!   [`MESSAGE_CAP`] characters.
 
-use std::path::Path;
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -41,8 +41,8 @@ use zeroize::Zeroizing;
 
 use super::protocol::{self, Channel, Request, SecretBuf};
 use super::{Credential, Outcome, Provider, ProviderError, Target};
-use crate::config::HttpConfig;
-use crate::token::{self, TokenError};
+use crate::config::{HttpConfig, SecretSource};
+use crate::token::TokenError;
 
 /// The most body one answer may have. An answer is a handle and a few fields; an API sending
 /// more is broken, and the daemon must not buffer an unbounded amount for it.
@@ -98,14 +98,20 @@ impl HttpProvider {
         }
     }
 
-    /// The token from `token-file`, read now, and its `Bearer` header value, marked
-    /// sensitive; `None` without a `token-file`. Errors name the file, never the token.
-    fn authorization(&self) -> Result<Option<(SecretString, HeaderValue)>, TokenError> {
-        let Some(path) = &self.config.token_file else {
+    /// The token from `token-file` or `token-credential`, read now, and its `Bearer` header
+    /// value, marked sensitive; `None` without either. Errors name the file or credential,
+    /// never the token.
+    fn authorization(
+        &self,
+        action: &'static str,
+    ) -> Result<Option<(SecretString, HeaderValue)>, ProviderError> {
+        const CONTEXT: &str = "cannot use the bearer token: ";
+        let Some(source) = &self.config.token else {
             return Ok(None);
         };
-        let token = token::read_secret_file(path)?;
-        let value = bearer(&token, path)?;
+        let token = super::read_secret(KIND, action, source, CONTEXT)?;
+        let value = bearer(&token, source)
+            .map_err(|e| self.error(action, false, format!("{CONTEXT}{e}")))?;
         Ok(Some((token, value)))
     }
 
@@ -120,9 +126,7 @@ impl HttpProvider {
                 format!("could not set up the HTTP client: {detail}"),
             )
         })?;
-        let authorization = self
-            .authorization()
-            .map_err(|e| self.error(action, false, format!("cannot use the bearer token: {e}")))?;
+        let authorization = self.authorization(action)?;
         let encoded = request.encode().map_err(|e| {
             self.error(
                 action,
@@ -360,13 +364,11 @@ impl Provider for HttpProvider {
                 format!("could not set up the HTTP client: {detail}"),
             ));
         }
-        let token = match &self.config.token_file {
+        let token = match &self.config.token {
             None => "no token-file, so no Authorization header".to_owned(),
-            Some(path) => {
-                self.authorization().map_err(|e| {
-                    self.error(ACTION, false, format!("cannot use the bearer token: {e}"))
-                })?;
-                format!("bearer token from file {}: readable", path.display())
+            Some(source) => {
+                self.authorization(ACTION)?;
+                format!("bearer token from {}: readable", source.describe())
             }
         };
         Ok(vec![format!(
@@ -378,10 +380,10 @@ impl Provider for HttpProvider {
 
 /// `Bearer <token>` as a sensitive header value, so that `http` and reqwest print it as
 /// `Sensitive` in any Debug. A token a header cannot carry is refused without showing it.
-fn bearer(token: &SecretString, path: &Path) -> Result<HeaderValue, TokenError> {
+fn bearer(token: &SecretString, source: &SecretSource) -> Result<HeaderValue, TokenError> {
     let token = token.expose_secret();
     let refused = || TokenError::BadCharacters {
-        source_name: format!("file {}", path.display()),
+        source_name: source.describe(),
     };
     if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(refused());
@@ -545,7 +547,7 @@ mod tests {
 
     #[test]
     fn bearer_is_sensitive_and_refuses_what_a_header_cannot_carry() {
-        let path = Path::new("/etc/acme.token");
+        let path = &SecretSource::File("/etc/acme.token".into());
         let value = bearer(&s("tok-canary-123"), path).unwrap();
         assert!(value.is_sensitive());
         assert_eq!(value.to_str().unwrap(), "Bearer tok-canary-123");

@@ -23,10 +23,11 @@ use async_trait::async_trait;
 
 pub use crate::child::Stderr;
 use crate::child::stderr_suffix;
-use crate::config::ProviderConfig;
+use crate::config::{ProviderConfig, SecretSource};
+use crate::credentials::{self, ReadError};
 use crate::error::{Classify, Persistence};
 use crate::resource::ResourceInfo;
-use crate::secret::Fields;
+use crate::secret::{Fields, SecretString};
 
 /// Which rotation a provider call is for. Sent to external programs as-is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,6 +165,16 @@ pub enum ProviderError {
     /// resource lacks, or renders into an invalid table. Nothing was called.
     #[error("{reason}")]
     Resource { reason: String },
+    /// `check` on the host could not verify a secret the provider needs: a systemd
+    /// credential it cannot find or read as systemd would. Nothing was called. Only `check`
+    /// meets this (elsewhere a missing credential is a `Backend` error).
+    #[error("{kind} provider, {action}: {source}")]
+    Unverified {
+        kind: &'static str,
+        action: &'static str,
+        #[source]
+        source: ReadError,
+    },
     /// A backend the provider talks to itself (a database, the partner's API) failed or
     /// refused. `reason` never holds a value, a password or an admin URL: providers build it
     /// from error kinds and codes, or scrub it.
@@ -195,6 +206,7 @@ impl Classify for ProviderError {
             ProviderError::Random(_) => Persistence::Transient,
             // Until the config or the resource changes.
             ProviderError::Resource { .. } => Persistence::Permanent,
+            ProviderError::Unverified { .. } => Persistence::Permanent,
             ProviderError::Backend {
                 transient: true, ..
             } => Persistence::Transient,
@@ -203,6 +215,42 @@ impl Classify for ProviderError {
             } => Persistence::Permanent,
         }
     }
+}
+
+impl ProviderError {
+    /// Whether `check` on the host could not verify a credential, rather than found a fault.
+    pub fn is_unverified(&self) -> bool {
+        matches!(self, ProviderError::Unverified { .. })
+    }
+}
+
+/// Reads a secret the provider needs (its admin URL, its bearer token) from its file or
+/// systemd credential, at each call, so a secret replaced on disk is used at once. A failure
+/// is the provider's permanent `Backend` error, its reason `context` and what
+/// [`credentials`] says (never the value); a credential `check` could not verify on the host
+/// is [`ProviderError::Unverified`].
+pub(crate) fn read_secret(
+    kind: &'static str,
+    action: &'static str,
+    source: &SecretSource,
+    context: &str,
+) -> Result<SecretString, ProviderError> {
+    credentials::read_secret(source).map_err(|e| {
+        if e.is_unverified() {
+            ProviderError::Unverified {
+                kind,
+                action,
+                source: e,
+            }
+        } else {
+            ProviderError::Backend {
+                kind,
+                action,
+                reason: format!("{context}{e}"),
+                transient: false,
+            }
+        }
+    })
 }
 
 /// Runs a provider's backend `work` within its `timeout`; past it, the call fails as a

@@ -1,7 +1,8 @@
 //! The `mysql` provider (MariaDB and MySQL): two login users that take turns, so the one
 //! Vercel holds keeps working while the other gets a new password.
 //!
-//! - Admin connection: the URL in `admin-url-file` (a 0600 file, read at every call, parsed by
+//! - Admin connection: the URL in `admin-url-file` (a 0600 file) or `admin-url-credential`
+//!   (a systemd credential), read at every call, parsed by
 //!   `mysql_async`; `?require_ssl=true` turns TLS on, `verify_ca` / `verify_identity` tune it).
 //!   The provider always talks TCP to the URL's host: `mysql_async` would otherwise switch a
 //!   loopback connection to the unix socket, where another account (`root@localhost`) and no
@@ -63,7 +64,6 @@ use zeroize::Zeroizing;
 use super::{Credential, Outcome, Provider, ProviderError, Target};
 use crate::config::DatabaseConfig;
 use crate::secret::{ExposeSecret, Fields, SecretString, scrub};
-use crate::token::read_secret_file;
 
 const KIND: &str = "mysql";
 
@@ -76,7 +76,7 @@ pub struct MysqlProvider {
     config: DatabaseConfig,
 }
 
-/// What one call read from `admin-url-file`.
+/// What one call read from the admin URL.
 struct Admin {
     /// Connection options, without a database: the admin needs none.
     opts: Opts,
@@ -119,18 +119,18 @@ impl MysqlProvider {
         format!("\"{a}\", \"{b}\"")
     }
 
-    /// Reads and parses `admin-url-file`: at each call, so a rotated admin password is picked
+    /// Reads and parses the admin URL: at each call, so a rotated admin password is picked
     /// up without a restart.
     fn admin(&self, action: &'static str) -> Result<Admin, ProviderError> {
-        let path = &self.config.admin_url_file;
-        let url = read_secret_file(path).map_err(|e| backend(action, e.to_string(), false))?;
+        let source = &self.config.admin_url;
+        let url = super::read_secret(KIND, action, source, "")?;
         // The parse error may quote the URL, password included: only its kind is kept.
         let opts = Opts::from_url(url.expose_secret()).map_err(|e| {
             backend(
                 action,
                 format!(
-                    "admin-url-file {} is not a valid mysql:// URL ({})",
-                    path.display(),
+                    "the admin URL from {} is not a valid mysql:// URL ({})",
+                    source.describe(),
                     url_problem(&e)
                 ),
                 false,
@@ -617,10 +617,11 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::config::SecretSource;
 
     fn provider() -> MysqlProvider {
         MysqlProvider::new(DatabaseConfig {
-            admin_url_file: "/nonexistent/admin.url".into(),
+            admin_url: SecretSource::File("/nonexistent/admin.url".into()),
             users: ["orders_a".to_owned(), "orders_b".to_owned()],
             host: None,
             port: None,
@@ -803,7 +804,7 @@ mod tests {
             std::fs::write(&path, bad).unwrap();
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
             let mut p = provider();
-            p.config.admin_url_file = path.clone();
+            p.config.admin_url = SecretSource::File(path.clone());
             let err = p.admin("create").err().unwrap();
             let text = format!("{err} {err:?}");
             assert!(text.contains("is not a valid mysql:// URL"), "{text}");
@@ -827,7 +828,7 @@ mod tests {
         std::fs::write(&path, "mysql://admin:pw@db.internal:3307/orders\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let mut p = provider();
-        p.config.admin_url_file = path;
+        p.config.admin_url = SecretSource::File(path);
         let admin = p.admin("create").unwrap();
         assert_eq!(admin.addr, "db.internal:3307");
         // The admin connection itself goes to no database.

@@ -157,6 +157,12 @@ impl Provider for EachResource {
                         .into_iter()
                         .map(|l| format!("resource {resource}: {l}")),
                 ),
+                // `check` on the host: said, and the other resources are still checked.
+                Err(e) if e.is_unverified() => {
+                    facts.push(format!(
+                        "resource {resource}: NOT VERIFIED on this host: {e}"
+                    ));
+                }
                 Err(e) => {
                     return Err(ProviderError::Resource {
                         reason: format!("resource {resource}: {e}"),

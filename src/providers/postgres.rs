@@ -2,9 +2,9 @@
 //! not in use a new password; the other keeps working until `retire` removes its password
 //! after the grace period.
 //!
-//! - The admin connection URL is read from `admin-url-file` (owner-only, checked) at every
-//!   call, so a rotated admin password is picked up without a restart. Its `sslmode` is
-//!   honoured: `disable` is plain TCP, `prefer` and `require` use rustls with the system's
+//! - The admin connection URL is read from `admin-url-file` (owner-only, checked) or
+//!   `admin-url-credential` (a systemd credential) at every call, so a rotated admin password
+//!   is picked up without a restart. Its `sslmode` is honoured: `disable` is plain TCP, `prefer` and `require` use rustls with the system's
 //!   root certificates (the server's certificate is verified, unlike libpq's `require`).
 //! - The password is 32 alphanumeric characters from the OS random source, drawn without
 //!   bias. It never reaches the server: `create` computes its SCRAM-SHA-256 verifier here and
@@ -74,13 +74,12 @@ impl PostgresProvider {
 
     /// Reads and parses the admin URL; done at each call so a rotated admin password is used.
     fn admin(&self, action: &'static str) -> Result<Admin, ProviderError> {
-        let path = &self.config.admin_url_file;
-        let url = crate::token::read_secret_file(path)
-            .map_err(|e| backend(action, e.to_string(), false))?;
+        let source = &self.config.admin_url;
+        let url = super::read_secret(KIND, action, source, "")?;
         let mut config = Config::from_str(url.expose_secret()).map_err(|e| {
             let reason = format!(
-                "the admin URL in {} is not a valid connection string: {}",
-                path.display(),
+                "the admin URL from {} is not a valid connection string: {}",
+                source.describe(),
                 crate::error::describe_chain(&e)
             );
             backend(action, crate::secret::scrub(&reason, [&url]), false)
@@ -772,12 +771,13 @@ fn generate_password() -> Result<SecretString, ProviderError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::SecretSource;
     use std::path::PathBuf;
     use std::time::Duration;
 
     fn provider(users: [&str; 2]) -> PostgresProvider {
         PostgresProvider::new(DatabaseConfig {
-            admin_url_file: PathBuf::from("/nonexistent/admin-url"),
+            admin_url: SecretSource::File(PathBuf::from("/nonexistent/admin-url")),
             users: users.map(str::to_owned),
             host: None,
             port: None,

@@ -54,7 +54,6 @@ use super::mysql::generate_password;
 use super::{Credential, Outcome, Provider, ProviderError, Target};
 use crate::config::RedisConfig;
 use crate::secret::{ExposeSecret, Fields, SecretString, scrub};
-use crate::token::read_secret_file;
 
 const KIND: &str = "redis";
 
@@ -70,7 +69,7 @@ pub struct RedisProvider {
     config: RedisConfig,
 }
 
-/// What one call read from `admin-url-file`.
+/// What one call read from the admin URL.
 struct Admin {
     info: ConnectionInfo,
     /// `host:port` or the socket path, for messages.
@@ -92,10 +91,11 @@ impl RedisProvider {
         RedisProvider { config }
     }
 
-    /// Reads and parses `admin-url-file`, at each call.
+    /// Reads and parses the admin URL (`admin-url-file` or `admin-url-credential`), at each
+    /// call.
     fn admin(&self, action: &'static str) -> Result<Admin, ProviderError> {
-        let path = &self.config.admin_url_file;
-        let url = read_secret_file(path).map_err(|e| backend(action, e.to_string(), false))?;
+        let source = &self.config.admin_url;
+        let url = super::read_secret(KIND, action, source, "")?;
         let scheme_ok = ["redis://", "rediss://", "redis+unix://", "unix://"]
             .iter()
             .any(|s| url.expose_secret().starts_with(s));
@@ -107,8 +107,8 @@ impl RedisProvider {
                 backend(
                     action,
                     format!(
-                        "admin-url-file {} is not a valid redis:// or rediss:// URL",
-                        path.display()
+                        "the admin URL from {} is not a valid redis:// or rediss:// URL",
+                        source.describe()
                     ),
                     false,
                 )
@@ -619,6 +619,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::config::SecretSource;
 
     #[test]
     fn handles_are_the_acl_hash_and_only_that_parses() {
@@ -754,7 +755,7 @@ mod tests {
 
     fn provider(url_file: std::path::PathBuf) -> RedisProvider {
         RedisProvider::new(RedisConfig {
-            admin_url_file: url_file,
+            admin_url: SecretSource::File(url_file),
             user: "orders".into(),
             host: None,
             port: None,

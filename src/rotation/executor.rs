@@ -54,6 +54,8 @@ pub struct Executor {
     locks: Arc<KeyLocks>,
     /// The daemon's metrics; `None` where nobody scrapes them (`run --once`).
     metrics: Option<Arc<Metrics>>,
+    /// A dry run's: nothing is made or sent, so no rotation event but a failure is told.
+    preview: bool,
 }
 
 impl Executor {
@@ -71,7 +73,14 @@ impl Executor {
             clock,
             locks,
             metrics: None,
+            preview: false,
         }
+    }
+
+    /// For a dry run: what it previews is no rotation, so only failures are told (logged).
+    pub fn previewing(mut self) -> Executor {
+        self.preview = true;
+        self
     }
 
     /// Counts rotations and pending retirements in `metrics`.
@@ -136,6 +145,7 @@ impl Executor {
             job,
             trigger: trigger_of(&turn, &record),
             reason: turn.reason.as_deref(),
+            preview: self.preview,
         };
         if tell.trigger == Trigger::Vercel {
             tell.requested_by_vercel(self.clock.now()).await;
@@ -594,9 +604,18 @@ fn record_error(key: &Key, step: &'static str, reason: String, fatal: bool) -> R
 
 /// What a configured job's record says about where its pushes go.
 fn stamp(job: &Job, record: &mut Record) {
-    record.installation.clone_from(&job.installation.name);
-    record.installation_id = Some(job.installation.id.clone());
-    record.secrets = job.secret_names();
+    // Only what changed is replaced: a record loaded from the state keeps the strings it
+    // shares with its neighbours (`state::intern`).
+    if *record.installation != *job.installation.name {
+        record.installation = job.installation.name.as_str().into();
+    }
+    if record.installation_id.as_deref() != Some(job.installation.id.as_str()) {
+        record.installation_id = Some(job.installation.id.as_str().into());
+    }
+    let secrets = job.secret_names();
+    if *record.secrets != *secrets {
+        record.secrets = secrets.into();
+    }
 }
 
 fn new_record(job: &Job, now: DateTime<Utc>) -> Record {

@@ -476,23 +476,23 @@ fn fail(r: &mut Record, fault: &Fault, rules: &Rules) {
         r.requested_grace_ms = None;
     }
     r.consecutive_failures = r.consecutive_failures.saturating_add(1);
-    r.last_error = Some(Failure {
+    r.last_error = Some(Box::new(Failure {
         at: now,
         step: step_name.to_owned(),
         message: fault.message.clone(),
         transient: fault.transient,
-    });
+    }));
     // Where an idle rotation is due once the failure is behind it: the schedule's next time.
     r.next_due = rules.next_due;
     if fault.transient {
         r.retry_at = Some(now + delta(backoff(r.consecutive_failures, rules.jitter)));
     } else {
         r.retry_at = None;
-        r.stopped = Some(Stopped {
+        r.stopped = Some(Box::new(Stopped {
             at: now,
             reason: fault.message.clone(),
             policy_digest: rules.digest.to_owned(),
-        });
+        }));
     }
 }
 

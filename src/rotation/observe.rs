@@ -31,6 +31,8 @@ pub(super) struct Observer<'a> {
     pub trigger: Trigger,
     /// Why Vercel asked, for a Vercel-triggered turn.
     pub reason: Option<&'a str>,
+    /// A dry run's turn: its progress is no rotation's and is not told; failures are.
+    pub preview: bool,
 }
 
 impl Observer<'_> {
@@ -56,6 +58,9 @@ impl Observer<'_> {
 
     /// Vercel asked for this rotation (its rotate request), with its reason.
     pub async fn requested_by_vercel(&self, now: DateTime<Utc>) {
+        if self.preview {
+            return;
+        }
         rotation_event!(
             Severity::Info,
             EventKind::RequestedByVercel,
@@ -74,6 +79,9 @@ impl Observer<'_> {
 
     /// `create` is about to be asked; `redo` when it redoes an unfinished rotation.
     pub async fn started(&self, now: DateTime<Utc>, rotation_id: &str, redo: bool) {
+        if self.preview {
+            return;
+        }
         let message = if redo {
             "redoing an unfinished rotation from create, with the same rotation id"
         } else {
@@ -96,6 +104,9 @@ impl Observer<'_> {
 
     /// Vercel holds the new values.
     pub async fn pushed(&self, now: DateTime<Utc>, rotation_id: &str, fingerprint: &str) {
+        if self.preview {
+            return;
+        }
         rotation_event!(
             Severity::Info,
             EventKind::Pushed,
@@ -120,6 +131,9 @@ impl Observer<'_> {
         fingerprint: &str,
         retire_at: Option<DateTime<Utc>>,
     ) {
+        if self.preview {
+            return;
+        }
         if let Some(metrics) = self.metrics {
             metrics.count_rotation(&self.job.policy.name, Outcome::Success);
         }
@@ -212,6 +226,9 @@ impl Observer<'_> {
 
     /// A due rotation waits for another credential's grace period.
     pub async fn held_back(&self, now: DateTime<Utc>, until: DateTime<Utc>) {
+        if self.preview {
+            return;
+        }
         let why = RotationError::HeldBack { until }.to_string();
         rotation_event!(
             Severity::Info,
@@ -230,6 +247,9 @@ impl Observer<'_> {
     /// provider had nothing to retire (the backend's own business, like `random` without an
     /// `apply` command).
     pub async fn retired(&self, now: DateTime<Utc>, handle: &str, by_provider: bool) {
+        if self.preview {
+            return;
+        }
         let message = if by_provider {
             "retired an old credential: its grace period is over"
         } else {

@@ -13,6 +13,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::intern;
+
 /// One (policy, resource): the unit of rotation.
 ///
 /// Shared strings: a fleet's 100,000 keys are each held by the store, the jobs and the
@@ -20,6 +22,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Key {
+    #[serde(deserialize_with = "intern::string")]
     pub policy: Arc<str>,
     pub resource: Arc<str>,
 }
@@ -229,14 +232,24 @@ impl Step {
 pub struct Record {
     pub key: Key,
     /// The installation's config name when the record was last written (for `status`).
-    pub installation: String,
+    #[serde(deserialize_with = "intern::string")]
+    pub installation: Arc<str>,
     /// Vercel's id of that installation (`icfg_...`): with `resource` and `secrets`, what the
     /// pushes of this record overwrite, so a renamed policy's push can supersede this one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub installation_id: Option<String>,
-    /// `PREFIX_NAME` of every secret the policy pushes.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub secrets: Vec<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "intern::optional"
+    )]
+    pub installation_id: Option<Arc<str>>,
+    /// `PREFIX_NAME` of every secret the policy pushes. (Shared strings: see
+    /// [`intern`].)
+    #[serde(
+        default = "no_secrets",
+        skip_serializing_if = "is_empty",
+        deserialize_with = "intern::list"
+    )]
+    pub secrets: Arc<[String]>,
     /// Where the rotation is. `Idle` between rotations.
     pub step: Step,
     /// When the daemon first saw this resource in its config.
@@ -254,12 +267,13 @@ pub struct Record {
     pub fingerprint: Option<String>,
     /// Failed rotation attempts since the last success.
     pub consecutive_failures: u32,
-    pub last_error: Option<Failure>,
+    /// Boxed, as `stopped`: rare, and a fleet holds 100,000 records.
+    pub last_error: Option<Box<Failure>>,
     /// After a transient failure: when to try again (backoff), ahead of the schedule.
     pub retry_at: Option<DateTime<Utc>>,
     /// After a permanent failure: the rotation stays stopped until the policy's config
     /// changes (its digest differs from the one recorded here).
-    pub stopped: Option<Stopped>,
+    pub stopped: Option<Box<Stopped>>,
     /// The grace Vercel asked for with the rotation in flight (its
     /// `delayOldSecretsExpirationHours`), in milliseconds, instead of the policy's: kept here so
     /// a restart mid-rotation still honours it; cleared at the push.
@@ -271,15 +285,15 @@ impl Record {
     /// A resource seen for the first time, first due at `next_due`.
     pub fn new(
         key: Key,
-        installation: String,
+        installation: impl Into<Arc<str>>,
         now: DateTime<Utc>,
         next_due: DateTime<Utc>,
     ) -> Record {
         Record {
             key,
-            installation,
+            installation: installation.into(),
             installation_id: None,
-            secrets: Vec::new(),
+            secrets: no_secrets(),
             step: Step::Idle,
             first_seen: now,
             next_due: Some(next_due),
@@ -300,6 +314,14 @@ impl Record {
     pub fn holds_live_credentials(&self) -> bool {
         !self.retirements.is_empty() || !matches!(self.step, Step::Idle | Step::Due)
     }
+}
+
+fn no_secrets() -> Arc<[String]> {
+    Arc::new([])
+}
+
+fn is_empty(secrets: &Arc<[String]>) -> bool {
+    secrets.is_empty()
 }
 
 /// An old credential to retire once its grace period is over. Its progress (attempts, the

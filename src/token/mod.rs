@@ -3,7 +3,7 @@
 //! Tokens are credentials: they come from a file (refused if group or others may read it, as
 //! ssh refuses a private key), an environment variable, a systemd credential
 //! (`LoadCredential=`, read from `$CREDENTIALS_DIRECTORY`), or a token command; never from the
-//! command line. The first three are read at start (and by `check`, which refuses a missing
+//! command line. Files and credentials are read by [`crate::credentials`], as every secret is. The first three are read at start (and by `check`, which refuses a missing
 //! one); one that cannot be read fails its installation's pushes only, and is read again at
 //! each attempt, so a file the partner's backend writes later is picked up. A token command ([`command`]) is run only when a push needs a
 //! token, its answer cached ([`cache`]) until near its end; one that fails fails that
@@ -14,50 +14,32 @@ pub mod cache;
 pub mod command;
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
-use zeroize::Zeroize;
 
 use self::cache::{CachedToken, TokenCache};
 use self::command::TokenCommand;
 use crate::child::ChildError;
 use crate::config::{Config, Installation, TokenSource};
+use crate::credentials::{self, ReadError};
 use crate::error::{Classify, Persistence};
-
-/// Refuses a token file larger than this: a token is a few dozen bytes, a bigger file is the
-/// wrong file.
-const MAX_TOKEN_BYTES: u64 = 16 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
-    #[error("secret file {path} is accessible by group or others (mode {mode:04o}); run `chmod 600 {path}`", path = .path.display())]
-    FilePermissions { path: PathBuf, mode: u32 },
-    #[error("cannot read secret file {path}: {source}", path = .path.display())]
-    FileRead {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// Its file or credential could not be read ([`credentials`] says why).
+    #[error(transparent)]
+    Read(#[from] ReadError),
     #[error("environment variable {name} is not set")]
     EnvMissing { name: String },
     #[error("environment variable {name} is not valid UTF-8")]
     EnvNotUnicode { name: String },
-    #[error(
-        "CREDENTIALS_DIRECTORY is not set, so credential {name} cannot be read (token-credential works under systemd's LoadCredential=)"
-    )]
-    NoCredentialsDirectory { name: String },
     #[error("the token from {source_name} is empty")]
     Empty { source_name: String },
     #[error(
         "the token from {source_name} holds whitespace or control characters, which cannot go in an HTTP header"
     )]
     BadCharacters { source_name: String },
-    #[error("secret file {path} is larger than {MAX_TOKEN_BYTES} bytes: is it the right file?", path = .path.display())]
-    TooLarge { path: PathBuf },
     /// The token command failed, or its answer was not a token.
     #[error("the token command for installation {installation_id} failed: {source}")]
     Command {
@@ -76,6 +58,13 @@ pub enum TokenError {
     /// A token command's token is only asked for when a push needs it.
     #[error("{source_name} is run only when a push needs a token")]
     NotReadNow { source_name: String },
+}
+
+impl TokenError {
+    /// Whether `check` on the host could not verify a credential, rather than found it wrong.
+    pub fn is_unverified(&self) -> bool {
+        matches!(self, TokenError::Read(e) if e.is_unverified())
+    }
 }
 
 impl Classify for TokenError {
@@ -102,11 +91,16 @@ pub fn describe(source: &TokenSource) -> String {
 }
 
 /// What `check` can say of a source it has read without an error: a token command is not
-/// run (it may be costly or rate-limited), so of it nothing is known yet.
-pub fn readiness(source: &TokenSource) -> &'static str {
+/// run (it may be costly or rate-limited), so of it nothing is known yet; a credential read
+/// on the host says which line of the unit and which file.
+pub fn readiness(source: &TokenSource) -> String {
     match source {
-        TokenSource::Command(_) => "not run by check (asked when a push needs a token)",
-        _ => "readable",
+        TokenSource::Command(_) => "not run by check (asked when a push needs a token)".to_owned(),
+        TokenSource::Credential(name) => match credentials::whereabouts(name) {
+            Some(declared) => format!("readable (on this host: {declared})"),
+            None => "readable".to_owned(),
+        },
+        _ => "readable".to_owned(),
     }
 }
 
@@ -122,15 +116,15 @@ pub fn check_readable(source: &TokenSource) -> Result<(), TokenError> {
 /// Reads one token from a file, the environment or a credential. A token command's is not
 /// read here (see [`Tokens`]).
 pub fn read(source: &TokenSource) -> Result<SecretString, TokenError> {
-    let raw = match source {
+    let token = match source {
         TokenSource::Command(_) => {
             return Err(TokenError::NotReadNow {
                 source_name: describe(source),
             });
         }
-        TokenSource::File(path) => read_file(path, true)?,
+        TokenSource::File(path) => credentials::read_file(path)?,
         TokenSource::Env(name) => match std::env::var(name) {
-            Ok(v) => v,
+            Ok(v) => SecretString::from(v),
             Err(std::env::VarError::NotPresent) => {
                 return Err(TokenError::EnvMissing { name: name.clone() });
             }
@@ -138,30 +132,10 @@ pub fn read(source: &TokenSource) -> Result<SecretString, TokenError> {
                 return Err(TokenError::EnvNotUnicode { name: name.clone() });
             }
         },
-        TokenSource::Credential(name) => {
-            let dir = std::env::var_os("CREDENTIALS_DIRECTORY")
-                .filter(|d| !d.is_empty())
-                .ok_or_else(|| TokenError::NoCredentialsDirectory { name: name.clone() })?;
-            // systemd makes credential files readable by the service only; their mode is
-            // systemd's business, so it is not checked here.
-            read_file(&Path::new(&dir).join(name), false)?
-        }
+        TokenSource::Credential(name) => credentials::read_credential(name)?,
     };
-    let token = SecretString::from(raw);
     check(&token, source)?;
     Ok(token)
-}
-
-/// Reads a secret from a file that only its owner may read (an `admin-url-file`, an http
-/// provider's `token-file`), trailing newline trimmed, refused when empty.
-pub fn read_secret_file(path: &Path) -> Result<SecretString, TokenError> {
-    let value = SecretString::from(read_file(path, true)?);
-    if value.expose_secret().is_empty() {
-        return Err(TokenError::Empty {
-            source_name: format!("file {}", path.display()),
-        });
-    }
-    Ok(value)
 }
 
 fn check(token: &SecretString, source: &TokenSource) -> Result<(), TokenError> {
@@ -177,48 +151,6 @@ fn check(token: &SecretString, source: &TokenSource) -> Result<(), TokenError> {
         });
     }
     Ok(())
-}
-
-fn read_file(path: &Path, check_mode: bool) -> Result<String, TokenError> {
-    let file_err = |source| TokenError::FileRead {
-        path: path.to_owned(),
-        source,
-    };
-    let mut file = std::fs::File::open(path).map_err(file_err)?;
-    let meta = file.metadata().map_err(file_err)?;
-    let mode = meta.permissions().mode() & 0o7777;
-    if check_mode && mode & 0o077 != 0 {
-        return Err(TokenError::FilePermissions {
-            path: path.to_owned(),
-            mode,
-        });
-    }
-    if meta.len() > MAX_TOKEN_BYTES {
-        return Err(TokenError::TooLarge {
-            path: path.to_owned(),
-        });
-    }
-    let mut bytes = Vec::new();
-    (&mut file)
-        .take(MAX_TOKEN_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(file_err)?;
-    match String::from_utf8(bytes) {
-        Ok(mut text) => {
-            // Editors and `echo` add a trailing newline; it is not part of the token.
-            while text.ends_with('\n') || text.ends_with('\r') {
-                text.pop();
-            }
-            Ok(text)
-        }
-        Err(e) => {
-            e.into_bytes().zeroize();
-            Err(file_err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "not valid UTF-8",
-            )))
-        }
-    }
 }
 
 /// Every installation's token, keyed by installation name: read at start for a file, a
@@ -358,6 +290,8 @@ impl Tokens {
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::PathBuf;
 
     fn file_with(mode: u32, content: &[u8]) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();

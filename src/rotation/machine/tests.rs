@@ -40,7 +40,7 @@ fn record() -> Record {
             policy: "p".into(),
             resource: "r".into(),
         },
-        "acme".into(),
+        "acme",
         now() - hours(100),
         now() + hours(24),
     );
@@ -167,11 +167,11 @@ fn wake_starts_redoes_or_finishes_rotations() {
     let stopped = |digest: &str| {
         let mut r = record();
         r.next_due = Some(now() - hours(1));
-        r.stopped = Some(Stopped {
+        r.stopped = Some(Box::new(Stopped {
             at: now() - hours(5),
             reason: "401".into(),
             policy_digest: digest.into(),
-        });
+        }));
         r
     };
     let due = || {
@@ -965,11 +965,11 @@ fn next_wake_follows_the_protocol() {
             "stopped with the same config, nothing to retire: never",
             {
                 let mut r = record();
-                r.stopped = Some(Stopped {
+                r.stopped = Some(Box::new(Stopped {
                     at: now(),
                     reason: "401".into(),
                     policy_digest: "d1".into(),
-                });
+                }));
                 r
             },
             rules(),
@@ -979,11 +979,11 @@ fn next_wake_follows_the_protocol() {
             "stopped still retires old credentials",
             {
                 let mut r = record();
-                r.stopped = Some(Stopped {
+                r.stopped = Some(Box::new(Stopped {
                     at: now(),
                     reason: "401".into(),
                     policy_digest: "d1".into(),
-                });
+                }));
                 retiring(&mut r, "old", retry);
                 r
             },
@@ -994,11 +994,11 @@ fn next_wake_follows_the_protocol() {
             "stopped, but the config changed: due again",
             {
                 let mut r = record();
-                r.stopped = Some(Stopped {
+                r.stopped = Some(Box::new(Stopped {
                     at: now(),
                     reason: "401".into(),
                     policy_digest: "d0".into(),
-                });
+                }));
                 r
             },
             rules(),

@@ -102,6 +102,11 @@ pub(super) struct Loaded {
 /// Loads the snapshot and replays the journal over it. `journal`: the journal already open
 /// (the store keeps appending to it); `None` opens it to read (`status`).
 pub(super) fn load(dir: &StateDir, journal: Option<&File>) -> Result<Loaded, StateError> {
+    // 100,000 records of a few policies and installations share those names.
+    crate::intern::interning(|| load_records(dir, journal))
+}
+
+fn load_records(dir: &StateDir, journal: Option<&File>) -> Result<Loaded, StateError> {
     let snapshot_path = dir.file_path(SNAPSHOT);
     let mut records = match dir.open(SNAPSHOT, Access::Read)? {
         Some(file) => parse_snapshot(&snapshot_path, &read_all(&file, &snapshot_path)?)?,

@@ -320,7 +320,8 @@ type Loaded = Result<Option<Listing>, String>;
 /// (most of the time is the kernel's, opening and reading each file).
 fn load_all(dir: &StateDir, names: &[String]) -> Vec<Loaded> {
     let work = |names: &[String]| -> Vec<Loaded> {
-        names.iter().map(|name| load_one(dir, name)).collect()
+        // Each thread shares the strings its files repeat (installation ids).
+        crate::intern::interning(|| names.iter().map(|name| load_one(dir, name)).collect())
     };
     let threads = std::thread::available_parallelism()
         .map_or(1, usize::from)
