@@ -448,11 +448,13 @@ impl Invocation<'_> {
     }
 
     fn log_failure(&self, stderr: &Stderr, status: &str) {
+        // A program's stderr spans lines; a log line does not.
+        let stderr = stderr.to_string();
         tracing::warn!(
             program = %self.spec.display_name(),
             action = self.action,
             status,
-            stderr = %stderr,
+            stderr = %crate::events::one_line(&stderr),
             "external program failed"
         );
     }

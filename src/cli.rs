@@ -5,6 +5,7 @@
 //!   run [--once [--dry-run] [--policy NAME[/RESOURCE]]...]
 //!   check [--online]
 //!   status [--json]
+//!   history [--policy NAME[/RESOURCE]]... [--since DURATION] [--json]
 //! ```
 //!
 //! Exit status: 0 all good; 1 one or more rotations failed; 2 the config or the command line is
@@ -26,6 +27,7 @@ use crate::daemon;
 use crate::discovery::{self, ListError};
 use crate::error::Classify;
 use crate::exit;
+use crate::history;
 use crate::jobs::Selector;
 use crate::logging::LogFormat;
 use crate::once::{self, OnceOptions, OnceOutcome};
@@ -99,6 +101,11 @@ pub const MANUAL: &[ManualSection] = &[
                 "The log level and filters (tracing's EnvFilter syntax); default info.",
             ),
             (
+                "JOURNAL_STREAM",
+                "Set by systemd when stderr goes to the journal: logs then go to journald \
+                 natively, each field its own journal field (MESSAGE_ID, POLICY, RESOURCE, ...).",
+            ),
+            (
                 "STATE_DIRECTORY",
                 "Set by systemd's StateDirectory=: the state directory when the config has no \
                  [state] dir (else ./state).",
@@ -136,8 +143,9 @@ pub const MANUAL: &[ManualSection] = &[
             (
                 "/var/lib/vercel-secret-rotator",
                 "The state under systemd (StateDirectory=): handles, timestamps and \
-                 fingerprints, never a secret value; the lock; the control socket `run --once` \
-                 hands requests to the daemon through.",
+                 fingerprints, never a secret value; the rotation history `history` prints \
+                 (history.jsonl, the last 100,000 events); the lock; the control socket \
+                 `run --once` hands requests to the daemon through.",
             ),
             (
                 "/lib/systemd/system/vercel-secret-rotator.service",
@@ -233,6 +241,24 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Past rotation events: started, pushed, succeeded, failed, retired, retire failed, held
+    /// back, requested by Vercel; oldest first.
+    ///
+    /// Each with its time, policy, resource, rotation id, trigger (schedule, manual, vercel,
+    /// retry), fingerprint of the values pushed, and error or reason; never a value. The state
+    /// keeps the last 100,000 events. Reads the history file without the lock, so it works
+    /// while the daemon runs.
+    History {
+        /// Only this policy (NAME) or one resource of it (NAME/RESOURCE_ID). Repeatable.
+        #[arg(long = "policy", value_name = "NAME[/RESOURCE_ID]")]
+        policies: Vec<Selector>,
+        /// Only events of the last DURATION, written as in the config (30m, 24h, 7d).
+        #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
+        since: Option<std::time::Duration>,
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs a parsed command line. `main` only parses, sets up logging and calls this.
@@ -271,6 +297,32 @@ pub async fn execute(cli: Cli, out: &mut impl Write) -> u8 {
                 }
             }
         },
+        Command::History {
+            policies,
+            since,
+            json,
+        } => {
+            let filter = history::filter(&policies, since, Utc::now());
+            match history::read(&config, &filter) {
+                Ok(entries) => match history::print(out, &entries, json) {
+                    Ok(()) => exit::OK,
+                    // The reader went away (`history | head`): it had what it wanted.
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::OK,
+                    Err(e) => {
+                        eprintln!("error: cannot write the history: {e}");
+                        exit::ROTATION_FAILED
+                    }
+                },
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    if e.is_usage() {
+                        exit::INVALID
+                    } else {
+                        exit::ROTATION_FAILED
+                    }
+                }
+            }
+        }
         Command::Run { once: false, .. } => {
             drop(config);
             let triggers = daemon::Triggers::default();

@@ -1,6 +1,7 @@
 //! Durations written for people the way the config writes them: `7d`, `24h`, `10m`, `1h 30m`,
-//! `1500ms`, never humantime's `7days` or `1day 30m`. Every string this makes parses back to
-//! the same duration with the config's parser (humantime). Imports nothing of the crate.
+//! `1500ms`, never humantime's `7days` or `1day 30m`, and read the way the config reads them
+//! ([`parse`]: the config and `history --since` share it). Every string this makes parses back
+//! to the same duration. Imports nothing of the crate.
 
 use std::fmt::Write;
 use std::time::Duration;
@@ -41,6 +42,16 @@ pub fn format(d: Duration) -> String {
         let _ = write!(out, "{value}{unit}");
     }
     out
+}
+
+/// Parses `30s`, `10m`, `24h`, `7d`, `1h 30m` (humantime's syntax): what every duration in
+/// the config and on the command line takes. The error says what was given and what would do.
+pub fn parse(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        format!(
+            "\"{text}\" is not a duration ({e}); write e.g. \"30s\", \"10m\", \"24h\" or \"30d\""
+        )
+    })
 }
 
 /// [`format`] to the millisecond: for waits the code computed (backoff, `Retry-After`), whose
@@ -105,7 +116,7 @@ mod tests {
             for nanos in [0, 1, 999, 1_000, 999_999_999] {
                 let d = Duration::new(secs, nanos);
                 let shown = format(d);
-                assert_eq!(humantime::parse_duration(&shown).ok(), Some(d), "{shown}");
+                assert_eq!(parse(&shown).ok(), Some(d), "{shown}");
             }
         }
     }

@@ -51,20 +51,25 @@
 //!   (`daemon/vercel.rs`).
 //! - [`summary`]: the `run --once` summary table and dry-run previews.
 //! - [`exit`]: the exit statuses.
-//! - [`state`]: the durable state: the record as data ([`state::record`]), the store trait,
-//!   the factory that opens the configured store; [`state::file`] is the local store
-//!   (snapshot + group-committed journal, lock), [`state::memory`] an in-memory one. It
-//!   imports nothing of the protocol above it.
+//! - [`state`]: the durable state: the record as data ([`state::record`]), the bounded
+//!   rotation history ([`state::history`]), the store trait, the factory that opens the
+//!   configured store; [`state::file`] is the local store (snapshot + group-committed
+//!   journal, history file, lock), [`state::memory`] an in-memory one. It imports nothing of
+//!   the protocol above it.
 //! - [`control`]: the daemon's owner-only unix socket for `run --once` hand-offs.
 //! - [`server`]: the `[server]` HTTP listener: Vercel's rotate requests (token verified
 //!   against Vercel's keys, idempotency keys kept in the state), handed to the daemon over a
 //!   channel; `/metrics` and `/healthz` from the daemon's probe.
 //! - [`status`]: `status`: the state as a table or JSON.
+//! - [`history`]: `history`: the state's rotation history as a table or JSON.
 //! - [`table`]: plain-text tables (the `run --once` summary, `status`).
 //! - [`clock`]: "now", from one place, so tests can run the scheduler on tokio's paused clock.
 //! - [`fault`]: crash injection for the recovery tests, compiled into debug builds only.
 //! - [`systemd`]: sd_notify(3) messages to systemd (READY, RELOADING, STOPPING, STATUS, WATCHDOG).
-//! - [`logging`]: tracing set-up (text or JSON to stderr, level from `RUST_LOG`).
+//! - [`logging`]: tracing set-up (text or JSON to stderr, or journald under systemd; level
+//!   from `RUST_LOG`).
+//! - [`events`]: the rotation events' kinds, their stable `message_id`s and how one is logged.
+//! - [`metrics`]: the Prometheus metrics and their text encoding (the daemon owns one).
 //! - [`error`]: the transient/permanent classification every retry decision reads.
 //! - [`duration`]: durations for people, written as the config writes them (`7d`, `24h`).
 
@@ -81,11 +86,14 @@ pub mod daemon;
 pub mod discovery;
 pub mod duration;
 pub mod error;
+pub mod events;
 pub mod exit;
 pub mod fault;
+pub mod history;
 pub mod intern;
 pub mod jobs;
 pub mod logging;
+pub mod metrics;
 pub mod net;
 pub mod once;
 pub mod providers;

@@ -177,12 +177,15 @@ async fn dry_run(config: &Config, jobs: Vec<Job>, clock: Arc<dyn Clock>) -> Vec<
             warn!(installation = %name, "dry run: the token cannot be read ({e}); a real run would stop here");
         }
     }
-    let executor = Arc::new(Executor::new(
-        Arc::new(MemoryStore::new()),
-        Arc::new(PreviewPusher),
-        clock,
-        Arc::new(KeyLocks::default()),
-    ));
+    let executor = Arc::new(
+        Executor::new(
+            Arc::new(MemoryStore::new()),
+            Arc::new(PreviewPusher),
+            clock,
+            Arc::new(KeyLocks::default()),
+        )
+        .previewing(),
+    );
     tend_all(&executor, jobs, config).await
 }
 

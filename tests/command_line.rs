@@ -1,6 +1,7 @@
 //! The command line's small promises, through the binary: `--version`, the config from
-//! `VERCEL_SECRET_ROTATOR_CONFIG`, `status` quiet on a closed pipe, durations printed as a
-//! config writes them, and the shipped example leaving the state directory to systemd.
+//! `VERCEL_SECRET_ROTATOR_CONFIG`, commands (`history` too) quiet on a closed pipe, durations
+//! printed as a config writes them, and the shipped example leaving the state directory to
+//! systemd.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -99,8 +100,8 @@ fn run_with_reader_gone(args: &[&str]) -> std::process::Output {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// `status | head -1`, `check | head -1` and `run --once --dry-run | head -1`: the reader is
-/// gone before the command writes. That is not an error: no broken-pipe message, and the exit
+/// `status | head -1`, `history | head -1`, `check | head -1` and
+/// `run --once --dry-run | head -1`: the reader is gone before the command writes. That is not an error: no broken-pipe message, and the exit
 /// status is the command's.
 #[test]
 fn commands_are_quiet_when_their_reader_has_gone() {
@@ -109,6 +110,8 @@ fn commands_are_quiet_when_their_reader_has_gone() {
     for command in [
         &["status"][..],
         &["status", "--json"][..],
+        &["history"][..],
+        &["history", "--json"][..],
         &["check"][..],
         &["run", "--once", "--dry-run"][..],
     ] {

@@ -15,6 +15,7 @@ use vercel_secret_rotator::config;
 use vercel_secret_rotator::config::Installation;
 use vercel_secret_rotator::daemon::{self, Parts, Triggers, Vercel};
 use vercel_secret_rotator::discovery::{ListError, Lister};
+use vercel_secret_rotator::metrics::Metrics;
 use vercel_secret_rotator::resource::ResourceInfo;
 use vercel_secret_rotator::rotation::push::{Delivery, Pusher};
 use vercel_secret_rotator::rotation::{Job, RotationError};
@@ -120,6 +121,7 @@ struct Rig {
     pusher: Arc<RecordingPusher>,
     clock: TokioClock,
     triggers: Triggers,
+    metrics: Arc<Metrics>,
 }
 
 impl Rig {
@@ -142,6 +144,7 @@ impl Rig {
             pusher,
             clock,
             triggers: Triggers::default(),
+            metrics: Arc::default(),
         }
     }
 
@@ -156,6 +159,7 @@ impl Rig {
                 })
             }),
             clock: Arc::new(self.clock),
+            metrics: self.metrics.clone(),
         };
         let config = config::load(&self.path).unwrap();
         daemon::serve(&self.path, config, self.triggers.clone(), parts).await
@@ -258,4 +262,98 @@ async fn a_store_that_stops_writing_ends_the_daemon_with_status_1() {
         stopped_at <= started + chrono::TimeDelta::hours(2) + chrono::TimeDelta::minutes(1),
         "{stopped_at}"
     );
+}
+
+/// The value of the sample of `name` with exactly `labels` in a scrape, parsed by a
+/// Prometheus text-format parser; `None` when there is no such series.
+fn sample(scrape: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    use openmetrics_parser::PrometheusValue;
+    let parsed = openmetrics_parser::prometheus::parse_prometheus(scrape)
+        .unwrap_or_else(|e| panic!("not the Prometheus text format ({e:?}):\n{scrape}"));
+    let family = parsed.families.get(name)?;
+    let names = family.get_label_names();
+    if names.len() != labels.len() {
+        return None;
+    }
+    let values: Vec<String> = names
+        .iter()
+        .map(|n| {
+            labels
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| (*v).to_owned())
+        })
+        .collect::<Option<_>>()?;
+    match &family.get_sample_by_label_values(&values)?.value {
+        PrometheusValue::Gauge(n) => Some(n.as_f64()),
+        PrometheusValue::Counter(c) => Some(c.value.as_f64()),
+        other => panic!("{name}: {other:?}"),
+    }
+}
+
+/// The metrics the daemon keeps: every governed resource's gauges from the start, moved by
+/// each rotation; the rotations and pending retirements counted; a resource the config drops
+/// loses its series at the reload.
+#[tokio::test(start_paused = true)]
+async fn the_daemon_keeps_each_resource_s_metrics() {
+    let rig = Rig::new(&["r1", "r2"]);
+    let start = rig.clock.now().timestamp() as f64;
+    let h = HOUR.as_secs() as f64;
+    let last = |scrape: &str, r: &str| {
+        sample(
+            scrape,
+            "vercel_secret_rotator_last_success_timestamp_seconds",
+            &[("policy", "p"), ("resource", r)],
+        )
+    };
+    let next = |scrape: &str, r: &str| {
+        sample(
+            scrape,
+            "vercel_secret_rotator_next_due_timestamp_seconds",
+            &[("policy", "p"), ("resource", r)],
+        )
+    };
+    let rotations = |scrape: &str, outcome: &str| {
+        sample(
+            scrape,
+            "vercel_secret_rotator_rotations_total",
+            &[("policy", "p"), ("outcome", outcome)],
+        )
+    };
+    let pending = |scrape: &str| sample(scrape, "vercel_secret_rotator_retirements_pending", &[]);
+    let driver = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let scrape = rig.metrics.encode();
+        for r in ["r1", "r2"] {
+            assert_eq!(last(&scrape, r), Some(0.0), "{r}: never rotated\n{scrape}");
+            assert_eq!(next(&scrape, r), Some(start + h), "{r}\n{scrape}");
+        }
+        assert_eq!(rotations(&scrape, "success"), Some(0.0));
+        assert_eq!(rotations(&scrape, "failure"), Some(0.0));
+        assert_eq!(pending(&scrape), Some(0.0));
+
+        // Two rotations each: the second leaves the first's credential to retire.
+        tokio::time::sleep(2 * HOUR).await;
+        let scrape = rig.metrics.encode();
+        for r in ["r1", "r2"] {
+            assert_eq!(last(&scrape, r), Some(start + 2.0 * h), "{r}\n{scrape}");
+            assert_eq!(next(&scrape, r), Some(start + 3.0 * h), "{r}\n{scrape}");
+        }
+        assert_eq!(rotations(&scrape, "success"), Some(4.0));
+        assert_eq!(pending(&scrape), Some(2.0));
+        tokio::time::sleep(Duration::from_secs(31 * 60)).await;
+        assert_eq!(pending(&rig.metrics.encode()), Some(0.0), "retired");
+
+        // r2 leaves the config: its series go with it.
+        write_config(rig.path.parent().unwrap(), &["r1"]);
+        rig.triggers.reload.notify_one();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let scrape = rig.metrics.encode();
+        assert!(last(&scrape, "r1").is_some());
+        assert_eq!(last(&scrape, "r2"), None, "{scrape}");
+        assert_eq!(next(&scrape, "r2"), None, "{scrape}");
+        rig.triggers.shutdown.cancel();
+    };
+    let (code, ()) = tokio::join!(rig.serve(), driver);
+    assert_eq!(code, 0);
 }

@@ -18,6 +18,7 @@ mod fleet_more;
 mod http_provider;
 mod hygiene;
 mod mysql;
+mod observe;
 mod once;
 mod postgres;
 mod process_hardening;

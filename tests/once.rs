@@ -249,7 +249,7 @@ async fn rotates_every_resource_of_every_installation_with_its_own_token() {
     let stderr = cli::stderr(&out);
     let reminder = stderr
         .lines()
-        .find(|l| l.contains("WARN") && l.contains("store_a1") && l.contains("redeploy"))
+        .find(|l| l.contains("INFO") && l.contains("store_a1") && l.contains("redeploy"))
         .unwrap_or_else(|| panic!("no reminder for store_a1:\n{stderr}"));
     assert!(
         reminder.contains("acme") && reminder.contains("ACME_DATABASE_URL, PGPASSWORD"),
@@ -296,7 +296,7 @@ async fn rotates_every_resource_of_every_installation_with_its_own_token() {
     let stderr = cli::stderr(&out);
     let reminder = stderr
         .lines()
-        .find(|l| l.contains("WARN") && l.contains("store_a1") && l.contains("redeploy"))
+        .find(|l| l.contains("INFO") && l.contains("store_a1") && l.contains("redeploy"))
         .unwrap_or_else(|| panic!("no reminder for store_a1:\n{stderr}"));
     assert!(reminder.contains("old credential is retired"), "{reminder}");
 }

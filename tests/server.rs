@@ -540,8 +540,42 @@ async fn admin_and_system_tokens_rotate_and_the_delay_becomes_the_grace() {
     // Health and metrics are served beside it.
     let (status, _) = daemon.get("/healthz").await;
     assert_eq!(status, 200);
-    let (status, _) = daemon.get("/metrics").await;
+    let (status, scrape) = daemon.get("/metrics").await;
     assert_eq!(status, 200);
+    let parsed = openmetrics_parser::prometheus::parse_prometheus(&scrape)
+        .unwrap_or_else(|e| panic!("not the Prometheus text format ({e:?}):\n{scrape}"));
+    let rotations = parsed
+        .families
+        .get("vercel_secret_rotator_rotations_total")
+        .unwrap_or_else(|| panic!("no rotations counter:\n{scrape}"));
+    let names = rotations.get_label_names();
+    let values: Vec<String> = names
+        .iter()
+        .map(|n| if n == "policy" { "db" } else { "success" }.to_owned())
+        .collect();
+    let success = match rotations
+        .get_sample_by_label_values(&values)
+        .map(|s| &s.value)
+    {
+        Some(openmetrics_parser::PrometheusValue::Counter(c)) => c.value.as_f64(),
+        other => panic!("rotations_total{{policy=db,outcome=success}}: {other:?}\n{scrape}"),
+    };
+    assert_eq!(success, 2.0, "the two rotations Vercel asked for\n{scrape}");
+    for gauge in [
+        "vercel_secret_rotator_last_success_timestamp_seconds",
+        "vercel_secret_rotator_next_due_timestamp_seconds",
+    ] {
+        let family = parsed
+            .families
+            .get(gauge)
+            .unwrap_or_else(|| panic!("no {gauge}:\n{scrape}"));
+        assert_eq!(family.get_label_names(), ["policy", "resource"], "{gauge}");
+    }
+    assert!(scrape.contains("vercel_secret_rotator_vercel_request_duration_seconds_bucket"));
+    assert!(
+        !scrape.contains("store_a1\",outcome"),
+        "no per-resource label on a counter"
+    );
 
     assert_eq!(daemon.stop().await, Some(0), "{}", daemon.log());
     let events = daemon.events();
@@ -566,6 +600,37 @@ async fn admin_and_system_tokens_rotate_and_the_delay_becomes_the_grace() {
     );
     let log = daemon.log();
     assert!(!log.contains(CANARY), "a value reached the log");
+
+    // The history tells the rotations Vercel asked for, with their reason.
+    let out = cli::run_async(
+        vec![
+            "--config".into(),
+            config.display().to_string(),
+            "history".into(),
+            "--json".into(),
+        ],
+        vec![],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", cli::stderr(&out));
+    let history: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let asked: Vec<&Value> = history
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["trigger"] == "vercel" && e["event"] == "succeeded")
+        .collect();
+    assert_eq!(asked.len(), 2, "{}", cli::stdout(&out));
+    assert!(
+        history
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["trigger"] == "vercel" && e["reason"] == "routine"),
+        "{}",
+        cli::stdout(&out)
+    );
+    assert!(!cli::stdout(&out).contains(CANARY));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -253,6 +253,18 @@ async fn the_directory_is_0700_and_every_file_0600() {
         .put(record("after-flush", Step::Due))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    // The history too, written with the next commit.
+    let event = vercel_secret_rotator::state::HistoryEntry::new(
+        Utc::now(),
+        "p",
+        "r",
+        vercel_secret_rotator::events::EventKind::Started,
+    );
+    store
+        .append_history(vec![event])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    store.flush().await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(mode(&dir.path), 0o700);
     let mut names = Vec::new();
     for entry in std::fs::read_dir(&dir.path).unwrap_or_else(|e| panic!("{e}")) {
@@ -261,7 +273,10 @@ async fn the_directory_is_0700_and_every_file_0600() {
         names.push(entry.file_name().to_string_lossy().into_owned());
     }
     names.sort();
-    assert_eq!(names, ["journal.jsonl", "lock", "state.json"]);
+    assert_eq!(
+        names,
+        ["history.jsonl", "journal.jsonl", "lock", "state.json"]
+    );
 }
 
 #[tokio::test]

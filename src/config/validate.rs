@@ -95,13 +95,9 @@ pub(super) fn not_a_credential_name(name: &str) -> String {
     )
 }
 
-/// Parses `30s`, `10m`, `24h`, `30d`, `1h 30m`.
+/// Parses `30s`, `10m`, `24h`, `30d`, `1h 30m` ([`crate::duration::parse`]).
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|e| {
-        format!(
-            "\"{text}\" is not a duration ({e}); write e.g. \"30s\", \"10m\", \"24h\" or \"30d\""
-        )
-    })
+    crate::duration::parse(text)
 }
 
 pub(super) fn validate(

@@ -13,6 +13,11 @@
 //! (`daemon/vercel.rs`): the keys governing the resource get a forced turn with Vercel's
 //! delay as their grace, or join the one under way.
 //!
+//! The daemon owns the [`Metrics`]: the Vercel client counts its requests in them, the
+//! executor its rotations and pending retirements, and the loop keeps each governed
+//! resource's last-success and next-due gauges (set whenever its record is looked at again,
+//! removed when it leaves).
+//!
 //! Signals: SIGTERM/SIGINT take no new work, stop the listener, give rotations in flight up to
 //! [`DRAIN_TIMEOUT`] to reach their end (each step is recorded before its work, so one cut
 //! short is redone at the next start), flush the state and exit 0. SIGHUP re-reads the config:
@@ -39,13 +44,14 @@ use crate::control::{self, Answer};
 use crate::discovery::{Lister, Update, VercelLister};
 use crate::exit;
 use crate::jobs::{self, Builders, Claims, Fleet, Providers, Selector};
+use crate::metrics::Metrics;
 use crate::rotation::batch::run_bounded;
 use crate::rotation::executor::Executor;
 use crate::rotation::locks::KeyLocks;
 use crate::rotation::push::{Pusher, VercelPusher};
 use crate::rotation::{Job, RotationReport, Turn};
 use crate::server::RotateRequest;
-use crate::state::{self, Key, StateStore};
+use crate::state::{self, Key, Record, StateStore};
 use crate::summary;
 use crate::systemd::Notifier;
 use crate::token::Tokens;
@@ -106,8 +112,9 @@ pub type PusherFactory = Arc<dyn Fn(&Config) -> Result<Vercel, String> + Send + 
 /// What `run` pushes through and lists from: the Vercel API, with every configured
 /// installation's token read now (one that cannot be read is logged and read again when its
 /// calls need it); discovered installations' tokens are read when their calls need them.
-pub fn vercel_pushers() -> PusherFactory {
-    Arc::new(|config: &Config| {
+/// Every request is counted in `metrics`.
+pub fn vercel_pushers(metrics: Arc<Metrics>) -> PusherFactory {
+    Arc::new(move |config: &Config| {
         let (tokens, failures) = Tokens::read_all(config);
         // One unreadable token must not hold up every other installation: its pushes fail
         // (and are retried, reading it again) while the others rotate.
@@ -115,7 +122,8 @@ pub fn vercel_pushers() -> PusherFactory {
             error!(installation = %name, "the installation's token cannot be read; its rotations fail until it can be, the others go on: {e}");
         }
         let client = VercelClient::new(&config.vercel)
-            .map_err(|e| format!("cannot set up the Vercel client: {e}"))?;
+            .map_err(|e| format!("cannot set up the Vercel client: {e}"))?
+            .with_metrics(metrics.clone());
         let tokens = Arc::new(tokens);
         Ok(Vercel {
             pusher: Arc::new(VercelPusher {
@@ -132,6 +140,8 @@ pub struct Parts {
     pub store: Arc<dyn StateStore>,
     pub pushers: PusherFactory,
     pub clock: Arc<dyn Clock>,
+    /// What `GET /metrics` shows; the pushers count their requests in it too.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Runs the daemon until a stop signal. Returns the exit status.
@@ -155,10 +165,12 @@ pub async fn run(config_path: &Path, triggers: Triggers, clock: Arc<dyn Clock>) 
             };
         }
     };
+    let metrics = Arc::new(Metrics::new());
     let parts = Parts {
         store,
-        pushers: vercel_pushers(),
+        pushers: vercel_pushers(metrics.clone()),
         clock,
+        metrics,
     };
     serve(config_path, config, triggers, parts).await
 }
@@ -177,11 +189,17 @@ pub async fn serve(config_path: &Path, config: Config, triggers: Triggers, parts
             return exit::INVALID;
         }
     };
-    let (listening, rotate_requests) =
-        match vercel::start(server_settings.as_ref(), &parts.store, &triggers.shutdown).await {
-            Ok(started) => started,
-            Err(status) => return status,
-        };
+    let (listening, rotate_requests) = match vercel::start(
+        server_settings.as_ref(),
+        &parts.store,
+        &parts.metrics,
+        &triggers.shutdown,
+    )
+    .await
+    {
+        Ok(started) => started,
+        Err(status) => return status,
+    };
     let listener = match control::Server::bind(&state_dir) {
         Ok(l) => l,
         Err(e) => {
@@ -199,6 +217,7 @@ pub async fn serve(config_path: &Path, config: Config, triggers: Triggers, parts
         store: parts.store.clone(),
         clock: parts.clock.clone(),
         pushers: parts.pushers.clone(),
+        metrics: parts.metrics.clone(),
         generation,
         fleet,
         updates: updates_tx,
@@ -236,14 +255,20 @@ fn build(
             .collect();
     let config = Arc::new(config);
     let discovery = fleet::start_discovery(&config, fleet, vercel.lister.clone(), updates.clone());
+    parts
+        .metrics
+        .set_policies(config.policies.iter().map(|p| p.name.as_str()));
     Ok(Generation {
         limit: Arc::new(Semaphore::new(config.vercel.max_rotations_in_flight())),
-        executor: Arc::new(Executor::new(
-            parts.store.clone(),
-            vercel.pusher,
-            parts.clock.clone(),
-            locks.clone(),
-        )),
+        executor: Arc::new(
+            Executor::new(
+                parts.store.clone(),
+                vercel.pusher,
+                parts.clock.clone(),
+                locks.clone(),
+            )
+            .with_metrics(parts.metrics.clone()),
+        ),
         by_installation: fleet::by_installation(&jobs),
         config,
         jobs,
@@ -257,6 +282,7 @@ struct Daemon {
     store: Arc<dyn StateStore>,
     clock: Arc<dyn Clock>,
     pushers: PusherFactory,
+    metrics: Arc<Metrics>,
     generation: Generation,
     /// Every installation known, with its last listing: kept across reloads.
     fleet: Fleet,
@@ -325,6 +351,11 @@ impl Daemon {
             eprintln!("error: {e}");
             return exit::ROTATION_FAILED;
         }
+        // From here on the executor moves the gauge by what each write changes.
+        let mut pending = 0;
+        self.store
+            .visit(&mut |record| pending += record.retirements.len());
+        self.metrics.set_retirements_pending(pending);
         self.rebuild_wakes(&mut wakes, &in_flight);
         let _watchdog = self.notifier.spawn_watchdog(triggers.shutdown.clone());
         self.notifier.ready();
@@ -462,7 +493,12 @@ impl Daemon {
         } else {
             wakes.failing.remove(&key);
         }
-        let at = match (self.generation.jobs.get(&key), record) {
+        let job = self.generation.jobs.get(&key);
+        match (job, &record) {
+            (Some(job), Some(record)) if job.in_config => self.show(record),
+            _ => self.metrics.remove_resource(&key.policy, &key.resource),
+        }
+        let at = match (job, record) {
             (Some(job), Some(record)) => self.generation.executor.next_wake(job, &record),
             _ => None,
         };
@@ -473,9 +509,31 @@ impl Daemon {
         wakes.set(key, at.map(|at| at.max(earliest)));
     }
 
+    /// Sets a governed resource's gauges from its record.
+    fn show(&self, record: &Record) {
+        let next = if record.stopped.is_some() {
+            None
+        } else {
+            record.retry_at.or(record.next_due)
+        };
+        // The key's own ids: a new series shares them.
+        self.metrics.set_resource(
+            record.key.policy.clone(),
+            record.key.resource.clone(),
+            record.last_success,
+            next,
+        );
+    }
+
     fn rebuild_wakes(&self, wakes: &mut Wakes, in_flight: &HashSet<Key>) {
         *wakes = Wakes::default();
         let now = self.clock.now();
+        // The governed resources' gauges, afresh: one a reload or discovery removed goes.
+        let jobs = &self.generation.jobs;
+        self.metrics.retain_resources(|policy, resource| {
+            let key = Key::new(policy.clone(), resource.clone());
+            jobs.get(&key).is_some_and(|j| j.in_config)
+        });
         // One walk over the records: `sync` made a record for every configured job before
         // this. A job without one (its `sync` failed after a reload, which was logged) gets no
         // wake until the next reload or restart records it. A record with no job at all is one
@@ -486,6 +544,9 @@ impl Daemon {
             };
             if record.consecutive_failures > 0 || record.stopped.is_some() {
                 wakes.failing.insert(key.clone());
+            }
+            if job.in_config {
+                self.show(record);
             }
             if !in_flight.contains(key) {
                 let at = self.generation.executor.next_wake(job, record);
@@ -580,6 +641,7 @@ impl Daemon {
                     store: self.store.clone(),
                     pushers: self.pushers.clone(),
                     clock: self.clock.clone(),
+                    metrics: self.metrics.clone(),
                 };
                 // The fleet keeps what discovery knows; the new config decides which of it
                 // is served (a policy added with `installations = "*"` serves every listing

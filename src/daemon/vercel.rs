@@ -18,6 +18,7 @@ use tracing::info;
 use super::{Daemon, Done, Wakes};
 use crate::config::ServerSettings;
 use crate::exit;
+use crate::metrics::Metrics;
 use crate::rotation::{Job, Turn};
 use crate::server::{self, Probe, RotateAnswer, RotateRequest, Server};
 use crate::state::{Key, StateStore};
@@ -28,14 +29,14 @@ const QUEUE: usize = 64;
 /// What `/healthz` and `/metrics` read of the daemon.
 pub(super) struct DaemonProbe {
     store: Arc<dyn StateStore>,
+    metrics: Arc<Metrics>,
     /// True while the scheduler loop runs.
     running: Arc<AtomicBool>,
 }
 
 impl Probe for DaemonProbe {
-    /// The metrics registry is not part of this daemon yet: an exposition with no series.
     fn metrics(&self) -> String {
-        String::new()
+        self.metrics.encode()
     }
 
     fn healthy(&self) -> bool {
@@ -67,6 +68,7 @@ impl Listening {
 pub(super) async fn start(
     settings: Option<&ServerSettings>,
     store: &Arc<dyn StateStore>,
+    metrics: &Arc<Metrics>,
     shutdown: &CancellationToken,
 ) -> Result<(Option<Listening>, mpsc::Receiver<RotateRequest>), u8> {
     let (requests, received) = mpsc::channel(QUEUE);
@@ -76,6 +78,7 @@ pub(super) async fn start(
     let running = Arc::new(AtomicBool::new(true));
     let probe = Arc::new(DaemonProbe {
         store: store.clone(),
+        metrics: metrics.clone(),
         running: running.clone(),
     });
     let stop = shutdown.child_token();

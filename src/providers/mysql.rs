@@ -587,7 +587,8 @@ impl Provider for MysqlProvider {
             let hosts = hosts_of(&mut conn, user).await.map_err(fail)?;
             if hosts.is_empty() {
                 // Dropped by hand: its password logs in nowhere, which is what retiring wants.
-                tracing::warn!(
+                // Nothing is wrong and nothing is retried: not a warning.
+                tracing::info!(
                     user,
                     "mysql: the user to retire no longer exists; nothing to do"
                 );

@@ -6,6 +6,10 @@
 //! A turn holds its key's lock, so at most one turn per (policy, resource) runs at a time. The
 //! new credential's fields live only inside a turn: rendered into the push and dropped
 //! (zeroized by `secrecy`) when it is done.
+//!
+//! Each rotation event a turn meets (started, pushed, succeeded, failed, held back, retired,
+//! retire failed, requested by Vercel) is told through [`super::observe`]: a log line with its
+//! message id, a history entry, the metrics.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,8 +18,12 @@ use chrono::{DateTime, TimeDelta, Utc};
 use rand::Rng;
 use tracing::{debug, error, info, warn};
 
+use crate::events::{EventKind, Severity, Trigger, rotation_event};
+use crate::metrics::Metrics;
+
 use super::locks::KeyLocks;
 use super::machine::{self, Action, Event, Fault, Finished, Rules, Transition, Write};
+use super::observe::Observer;
 use super::push::{self, Delivery, Pusher};
 use super::{Job, Rotated, RotationError, RotationReport, Turn};
 use crate::clock::Clock;
@@ -35,6 +43,8 @@ struct Work {
     error: Option<RotationError>,
     preview: Option<(String, String)>,
     rotation_id: String,
+    /// The last retirement's provider had nothing to retire (its backend's business).
+    nothing_to_retire: bool,
 }
 
 pub struct Executor {
@@ -42,6 +52,10 @@ pub struct Executor {
     pusher: Arc<dyn Pusher>,
     clock: Arc<dyn Clock>,
     locks: Arc<KeyLocks>,
+    /// The daemon's metrics; `None` where nobody scrapes them (`run --once`).
+    metrics: Option<Arc<Metrics>>,
+    /// A dry run's: nothing is made or sent, so no rotation event but a failure is told.
+    preview: bool,
 }
 
 impl Executor {
@@ -58,7 +72,21 @@ impl Executor {
             pusher,
             clock,
             locks,
+            metrics: None,
+            preview: false,
         }
+    }
+
+    /// For a dry run: what it previews is no rotation, so only failures are told (logged).
+    pub fn previewing(mut self) -> Executor {
+        self.preview = true;
+        self
+    }
+
+    /// Counts rotations and pending retirements in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Executor {
+        self.metrics = Some(metrics);
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn StateStore> {
@@ -111,6 +139,17 @@ impl Executor {
             .store
             .get(&job.key)
             .unwrap_or_else(|| new_record(job, self.clock.now()));
+        let tell = Observer {
+            store: self.store.as_ref(),
+            metrics: self.metrics.as_deref(),
+            job,
+            trigger: trigger_of(&turn, &record),
+            reason: turn.reason.as_deref(),
+            preview: self.preview,
+        };
+        if tell.trigger == Trigger::Vercel {
+            tell.requested_by_vercel(self.clock.now()).await;
+        }
         // Drawn once per turn: where a finished or failed rotation's next one falls, the id a
         // rotation started now gets, where a retry lands in its backoff window.
         let fresh_id = uuid::Uuid::new_v4().to_string();
@@ -118,12 +157,14 @@ impl Executor {
         let jitter = rand::rng().random_range(0.0..=1.0);
         let mut work = Work::default();
         let mut result = None;
+        // The rotation in progress (or just finished), for the events that name it.
+        let mut rotation_id = rotation_of(&record.step).map(str::to_owned);
         let mut event = Event::Wake {
             force,
             grace: turn.grace.filter(|_| force).map(delta),
         };
         loop {
-            let failed = matches!(event, Event::Failed(_));
+            let told = Told::of(&event);
             let previewed = matches!(event, Event::Previewed);
             let rules = self.rules(job, &fresh_id, next, jitter);
             let mut t = machine::advance(&record, event, &rules);
@@ -131,14 +172,46 @@ impl Executor {
                 stamp(job, &mut t.record);
             }
             if let Err(e) = self.write(&job.key, &t).await {
-                warn!(policy = %job.policy.name, resource = %job.resource(), "{e}");
+                // A store that stopped for good was logged at ERROR by `record_error`.
+                if !matches!(e, RotationError::Record { fatal: true, .. }) {
+                    warn!(policy = %job.policy.name, resource = %job.resource(), "{e}");
+                }
                 result = Some(Err(e));
                 break;
             }
+            self.count_retirements(&record, &t.record);
             record = t.record;
-            if failed {
-                self.log_failure(job, &record, work.error.as_ref());
-                result = work.error.take().map(Err);
+            if let Some(id) = rotation_of(&record.step) {
+                rotation_id = Some(id.to_owned());
+            }
+            let now = self.clock.now();
+            match told {
+                Told::Failed => {
+                    if let Some(e) = &work.error {
+                        tell.failed(now, rotation_id.as_deref(), e, &record).await;
+                    }
+                    result = work.error.take().map(Err);
+                }
+                Told::Pushed(fingerprint) => {
+                    tell.pushed(
+                        now,
+                        rotation_id.as_deref().unwrap_or_default(),
+                        &fingerprint,
+                    )
+                    .await;
+                }
+                Told::Retired(handle) => {
+                    tell.retired(now, &handle, !work.nothing_to_retire).await;
+                }
+                Told::RetireFailed(handle, message) => {
+                    let attempts = record
+                        .retirements
+                        .iter()
+                        .find(|x| x.handle == handle)
+                        .map_or(1, |x| x.attempts);
+                    tell.retire_failed(now, &handle, &message, attempts).await;
+                }
+                Told::Nothing => {}
             }
             if previewed && let Some((request_line, preview)) = work.preview.take() {
                 result = Some(Ok(Rotated::DryRun {
@@ -153,6 +226,8 @@ impl Executor {
                     pushed_at,
                     retire_at,
                 }) => {
+                    tell.succeeded(now, rotation_id.as_deref(), &fingerprint, retire_at)
+                        .await;
                     result = Some(Ok(Rotated::Pushed {
                         handle,
                         fingerprint,
@@ -161,7 +236,7 @@ impl Executor {
                     }));
                 }
                 Some(Finished::Held { until }) => {
-                    info!(policy = %job.policy.name, resource = %job.resource(), %until, "rotation held back: the other user's credential is still in its grace period");
+                    tell.held_back(now, until).await;
                     if force {
                         result = Some(Err(RotationError::HeldBack { until }));
                     }
@@ -169,7 +244,11 @@ impl Executor {
                 None => {}
             }
             let Some(action) = t.action else { break };
-            event = self.perform(job, action, &mut work, &fresh_id).await;
+            if let Action::Create { rotation_id, .. } = &action {
+                tell.started(now, rotation_id, *rotation_id != fresh_id)
+                    .await;
+            }
+            event = self.perform(job, action, &mut work).await;
         }
         self.supersede(job, &record).await;
         if !job.in_config && machine::can_forget(&record, job.replaced_later) {
@@ -181,6 +260,16 @@ impl Executor {
             }
         }
         result.and_then(report)
+    }
+
+    /// Moves the pending-retirements gauge by what a written record changed.
+    fn count_retirements(&self, before: &Record, after: &Record) {
+        if let Some(metrics) = &self.metrics {
+            let delta = after.retirements.len() as i64 - before.retirements.len() as i64;
+            if delta != 0 {
+                metrics.add_retirements_pending(delta);
+            }
+        }
     }
 
     fn rules<'a>(
@@ -224,7 +313,7 @@ impl Executor {
         Ok(())
     }
 
-    async fn perform(&self, job: &Job, action: Action, work: &mut Work, fresh_id: &str) -> Event {
+    async fn perform(&self, job: &Job, action: Action, work: &mut Work) -> Event {
         let target = job.target();
         let provider = job.provider.as_ref();
         let kind = provider.kind();
@@ -234,9 +323,6 @@ impl Executor {
                 previous_handle,
             } => {
                 work.rotation_id.clone_from(&rotation_id);
-                if rotation_id != fresh_id {
-                    info!(policy = %target.policy, resource = %target.resource, rotation_id = %rotation_id, "redoing an unfinished rotation from create, with the same rotation id");
-                }
                 let permit = target_permit(job).await;
                 let created = provider
                     .create(&target, &rotation_id, previous_handle.as_deref())
@@ -335,22 +421,14 @@ impl Executor {
                 let retired = provider.retire(&target, &handle).await;
                 drop(permit);
                 fault::point("retiring");
+                // Told (logged, kept in the history) once the outcome is recorded.
+                work.nothing_to_retire = matches!(retired, Ok(Outcome::Unsupported));
                 match retired {
-                    Ok(Outcome::Done) => {
-                        info!(policy = %target.policy, resource = %target.resource, handle, "retired an old credential: its grace period is over");
-                        Event::Retired { handle }
-                    }
-                    Ok(Outcome::Unsupported) => {
-                        debug!(policy = %target.policy, resource = %target.resource, handle, "the provider has nothing to retire");
-                        Event::Retired { handle }
-                    }
-                    Err(e) => {
-                        warn!(policy = %target.policy, resource = %target.resource, handle, "retiring an old credential failed; it is retried: {e}");
-                        Event::RetireFailed {
-                            handle,
-                            message: e.to_string(),
-                        }
-                    }
+                    Ok(_) => Event::Retired { handle },
+                    Err(e) => Event::RetireFailed {
+                        handle,
+                        message: e.to_string(),
+                    },
                 }
             }
         }
@@ -375,7 +453,11 @@ impl Executor {
             else {
                 continue;
             };
-            match self.store.put(updated).await {
+            let written = self.store.put(updated.clone()).await;
+            if written.is_ok() {
+                self.count_retirements(&other, &updated);
+            }
+            match written {
                 Ok(()) => {
                     info!(policy = %key.policy, resource = %key.resource, by = %job.key.policy, "the credentials of a record the config no longer names start their grace period: a configured policy now pushes the same secrets to that resource")
                 }
@@ -386,19 +468,6 @@ impl Executor {
         }
     }
 
-    fn log_failure(&self, job: &Job, record: &Record, error: Option<&RotationError>) {
-        let (policy, resource) = (&job.policy.name, job.resource());
-        if let Some(e) = error {
-            warn!(%policy, %resource, transient = e.is_transient(), "rotation failed: {e}");
-        }
-        if record.stopped.is_some() {
-            warn!(%policy, %resource, "rotation stopped by a permanent failure; it stays stopped until the policy's config changes (or `run --once` forces it)");
-        } else if let Some(retry) = record.retry_at {
-            let wait = (retry - self.clock.now()).to_std().unwrap_or_default();
-            warn!(%policy, %resource, failures = record.consecutive_failures, retry_in = %crate::duration::format(Duration::from_secs(wait.as_secs())), "rotation will be retried");
-        }
-    }
-
     /// The redeploy reminder: always a log line; a dashboard banner when the policy asks for
     /// one. A failed banner is logged and never fails the rotation. It names the retirement
     /// time only when the push replaced a credential (`retire_at`): after a first rotation
@@ -406,8 +475,12 @@ impl Executor {
     async fn remind(&self, job: &Job, retire_at: Option<DateTime<Utc>>) {
         let names = job.secret_names().join(", ");
         let (installation, resource) = (&job.installation.name, job.resource());
+        // INFO: the reminder is part of every success; an alert on WARN must not fire on it.
         match retire_at {
-            Some(retire_at) => warn!(
+            Some(retire_at) => rotation_event!(
+                Severity::Info,
+                EventKind::RedeployReminder,
+                policy = %job.key.policy,
                 installation = %installation,
                 installation_id = %job.installation.id,
                 resource = %resource,
@@ -416,7 +489,10 @@ impl Executor {
                 "pushed new values of {names} to resource {resource} of installation {installation}: running deployments keep the old values until the projects connected to it are redeployed; redeploy them before {retire_at}, when the old credential is retired",
                 retire_at = retire_at.format("%Y-%m-%d %H:%M UTC"),
             ),
-            None => warn!(
+            None => rotation_event!(
+                Severity::Info,
+                EventKind::RedeployReminder,
+                policy = %job.key.policy,
                 installation = %installation,
                 installation_id = %job.installation.id,
                 resource = %resource,
@@ -453,7 +529,49 @@ impl Executor {
     }
 }
 
-/// Keeps the error for the report and words it for the record.
+/// What a turn tells once the transition an event caused is recorded.
+enum Told {
+    Failed,
+    Pushed(String),
+    Retired(String),
+    RetireFailed(String, String),
+    Nothing,
+}
+
+impl Told {
+    fn of(event: &Event) -> Told {
+        match event {
+            Event::Failed(_) => Told::Failed,
+            Event::Pushed { fingerprint } => Told::Pushed(fingerprint.clone()),
+            Event::Retired { handle } => Told::Retired(handle.clone()),
+            Event::RetireFailed { handle, message } => {
+                Told::RetireFailed(handle.clone(), message.clone())
+            }
+            _ => Told::Nothing,
+        }
+    }
+}
+
+/// What started a turn, as the history tells it: the turn's own trigger, except that a
+/// scheduled turn of a record that waits for a retry (or holds an unfinished rotation) is the
+/// retry.
+fn trigger_of(turn: &Turn, record: &Record) -> Trigger {
+    match turn.trigger {
+        Trigger::Schedule if record.retry_at.is_some() || record.step.unfinished().is_some() => {
+            Trigger::Retry
+        }
+        trigger => trigger,
+    }
+}
+
+/// The rotation id a step names, finished or not.
+fn rotation_of(step: &Step) -> Option<&str> {
+    match step {
+        Step::Pushed { rotation_id, .. } => Some(rotation_id),
+        step => step.unfinished(),
+    }
+}
+
 /// A permit of the job's backend, held around one provider call (never the push), so that
 /// one server sees at most its `max-concurrent-per-target` calls at once. `None`: no cap.
 async fn target_permit(job: &Job) -> Option<tokio::sync::OwnedSemaphorePermit> {
@@ -461,6 +579,7 @@ async fn target_permit(job: &Job) -> Option<tokio::sync::OwnedSemaphorePermit> {
     job.target_limit.clone()?.acquire_owned().await.ok()
 }
 
+/// Keeps the error for the report and words it for the record.
 fn fail(work: &mut Work, error: RotationError) -> Event {
     let fault = Fault {
         message: error.to_string(),

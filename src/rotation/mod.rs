@@ -13,6 +13,8 @@
 //! - [`push`]: the [`Pusher`] trait the executor pushes through (Vercel, or a dry run's
 //!   preview), and rendering secrets from a credential.
 //! - [`batch`]: running many keys' turns at once, within a bound.
+//! - `observe`: what a turn tells of each rotation event: a log line with its message id, a
+//!   history entry, the metrics.
 //!
 //! The record it works on is data in [`crate::state`], below this module.
 
@@ -20,6 +22,7 @@ pub mod batch;
 pub mod executor;
 pub mod locks;
 pub mod machine;
+mod observe;
 pub mod push;
 
 use std::sync::Arc;
@@ -37,31 +40,8 @@ use crate::vercel::VercelError;
 pub use crate::state::{Key, Step};
 pub use push::Pusher;
 
-/// Why a key's turn runs: for the logs and the history.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Trigger {
-    /// Its due time came (or a restart found it due).
-    #[default]
-    Schedule,
-    /// `run --once`, directly or handed to the daemon.
-    Manual,
-    /// Vercel asked for it (the rotate request the server answers).
-    Vercel,
-    /// A scheduled turn that retries a failed rotation.
-    Retry,
-}
-
-impl Trigger {
-    /// The name the history and logs use.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Schedule => "schedule",
-            Trigger::Manual => "manual",
-            Trigger::Vercel => "vercel",
-            Trigger::Retry => "retry",
-        }
-    }
-}
+/// Why a key's turn runs: for the logs and the history (one type with [`crate::events`]).
+pub use crate::events::Trigger;
 
 /// What one turn of one key is asked for.
 #[derive(Debug, Clone, Default)]

@@ -2,13 +2,16 @@
 //! (which must touch no state on disk) and the tests' (the protocol and the daemon's loop run
 //! without files or threads).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 
-use super::{AnsweredRequest, Key, Listing, Record, StateError, StateStore};
+use super::{
+    AnsweredRequest, HISTORY_LIMIT, HistoryEntry, HistoryFilter, Key, Listing, Record, StateError,
+    StateStore,
+};
 
 #[derive(Default)]
 pub struct MemoryStore {
@@ -20,6 +23,8 @@ pub struct MemoryStore {
     answered: Mutex<Vec<AnsweredRequest>>,
     /// Set by tests to make every later write fail as a stopped writer does.
     broken: Mutex<Option<String>>,
+    /// The newest [`HISTORY_LIMIT`] entries.
+    history: Mutex<VecDeque<HistoryEntry>>,
 }
 
 impl MemoryStore {
@@ -130,6 +135,27 @@ impl StateStore for MemoryStore {
 
     async fn flush(&self) -> Result<(), StateError> {
         self.writable()
+    }
+
+    async fn append_history(&self, entries: Vec<HistoryEntry>) -> Result<(), StateError> {
+        self.writable()?;
+        let mut history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
+        for entry in entries {
+            if history.len() == HISTORY_LIMIT {
+                history.pop_front();
+            }
+            history.push_back(entry);
+        }
+        Ok(())
+    }
+
+    async fn history(&self, filter: &HistoryFilter) -> Result<Vec<HistoryEntry>, StateError> {
+        let history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(history
+            .iter()
+            .filter(|e| filter.matches(e))
+            .cloned()
+            .collect())
     }
 
     fn fatal(&self) -> Option<String> {

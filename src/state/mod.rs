@@ -10,12 +10,15 @@
 //!
 //! Beside the records, the store keeps the fleet inventory: per installation, what Vercel
 //! last listed ([`inventory::Listing`]), so the last known resources survive a restart and a
-//! failed listing changes nothing; and the rotate requests Vercel sent lately, by
-//! idempotency key ([`requests`]), so one sent again starts no second rotation.
+//! failed listing changes nothing; the rotate requests Vercel sent lately, by idempotency key
+//! ([`requests`]), so one sent again starts no second rotation; and the rotation history
+//! ([`history`]): the last [`HISTORY_LIMIT`] rotation events, value-free, for
+//! `vercel-secret-rotator history`.
 //!
 //! This module sits below the rotation protocol: it imports nothing of it.
 
 pub mod file;
+pub mod history;
 pub mod inventory;
 pub mod memory;
 pub mod record;
@@ -27,6 +30,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use history::{HISTORY_LIMIT, HistoryEntry, HistoryFilter};
 pub use inventory::{Listing, ListingFailure};
 pub use record::{Failure, Key, Record, Retirement, Step, Stopped};
 pub use requests::AnsweredRequest;
@@ -177,6 +181,12 @@ pub trait StateStore: Send + Sync {
     -> Result<(), StateError>;
     /// Makes everything durable and compacts; called at shutdown.
     async fn flush(&self) -> Result<(), StateError>;
+    /// Appends rotation events to the history, which keeps the last [`HISTORY_LIMIT`]. Does
+    /// not wait for the disk: the entries are durable with the next commit (a crash may
+    /// lose the last few). A failure here must never fail a rotation: callers log it.
+    async fn append_history(&self, entries: Vec<HistoryEntry>) -> Result<(), StateError>;
+    /// The history entries `filter` selects, oldest first, as of the last commit.
+    async fn history(&self, filter: &HistoryFilter) -> Result<Vec<HistoryEntry>, StateError>;
     /// Why the store has stopped accepting changes, once it has (every later write fails
     /// with a fatal error, [`StateError::is_fatal`]): nothing may then be started that would
     /// need recording, and the daemon exits so that a restart re-reads the disk. `None` while
@@ -197,6 +207,15 @@ pub async fn open(
 /// daemon runs.
 pub fn read(settings: &crate::config::StateSettings) -> Result<BTreeMap<Key, Record>, StateError> {
     file::FileStore::read_only(&settings.dir)
+}
+
+/// Reads the history entries `filter` selects, oldest first, without the lock and without
+/// writing: what `history` uses while the daemon runs.
+pub fn read_history(
+    settings: &crate::config::StateSettings,
+    filter: &HistoryFilter,
+) -> Result<Vec<HistoryEntry>, StateError> {
+    file::FileStore::read_history(&settings.dir, filter)
 }
 
 /// Reads every installation's listing without the lock and without writing, sorted by

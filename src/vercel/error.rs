@@ -35,6 +35,15 @@ impl Operation {
         }
     }
 
+    /// The route template, as metrics label requests: never a path with ids in it.
+    pub fn endpoint(self) -> &'static str {
+        match self {
+            Operation::UpdateSecrets => "PUT /v1/installations/{id}/resources/{resourceId}/secrets",
+            Operation::Notify => "PATCH /v1/installations/{id}/resources/{resourceId}",
+            Operation::ListResources => "GET /v1/installations/{id}/resources",
+        }
+    }
+
     /// Whether the call changes anything at Vercel (an attempt without a clear answer may
     /// then have been applied).
     pub(crate) fn changes(self) -> bool {

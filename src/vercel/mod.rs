@@ -28,6 +28,9 @@
 //! that says, through [`crate::error::Classify`] and [`VercelError::retry_after`], whether and
 //! when the rotation's slower retry (with backoff, see `rotation::machine`) may succeed.
 //!
+//! With [`VercelClient::with_metrics`], every attempt is counted by endpoint template and
+//! status (`error` for no answer), and timed ([`crate::metrics`]).
+//!
 //! # Layout
 //!
 //! - `body.rs`: [`PushSecret`], [`Notification`] and the JSON bodies (values exposed only
@@ -58,6 +61,7 @@ use url::Url;
 use zeroize::Zeroizing;
 
 use crate::config::VercelSettings;
+use crate::metrics::Metrics;
 
 pub use body::{Notification, NotificationLevel, PushSecret};
 pub use error::{Operation, VercelError};
@@ -92,6 +96,8 @@ pub struct VercelClient {
     /// `vercel.max-concurrent-requests`: one permit per attempt on the wire, shared by every
     /// installation and both endpoints.
     in_flight: Arc<Semaphore>,
+    /// Where each attempt is counted and timed; `None`: nowhere.
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// The installation a call is made for: whose token is sent, and what messages name.
@@ -137,7 +143,21 @@ impl VercelClient {
             resource_limiter: Arc::default(),
             list_limiter: Arc::default(),
             in_flight: Arc::new(Semaphore::new(settings.max_concurrent_requests)),
+            metrics: None,
         })
+    }
+
+    /// Counts and times every attempt in `metrics` (the daemon's).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> VercelClient {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// One attempt at `call`'s endpoint answered `code` (`None`: no answer) after `elapsed`.
+    fn observe(&self, call: &Call<'_>, code: Option<u16>, elapsed: Duration) {
+        if let Some(metrics) = &self.metrics {
+            metrics.observe_vercel_request(call.operation.endpoint(), code, elapsed);
+        }
     }
 
     /// Pushes `secrets` to a resource: `PUT .../resources/{resourceId}/secrets` with
@@ -411,6 +431,7 @@ impl VercelClient {
         let mut response = match self.http.execute(request).await {
             Ok(response) => response,
             Err(e) => {
+                self.observe(call, None, started.elapsed());
                 let timeout = e.is_timeout();
                 tracing::debug!(
                     installation = call.installation.name,
@@ -445,8 +466,13 @@ impl VercelClient {
         let window = response::rate_window(response.headers(), now);
         if status.is_success() {
             if call.operation == Operation::ListResources {
-                return (self.read_listing(call, &mut response).await, window);
+                // Timed with its body: a listing is only had once it is read.
+                let listing = self.read_listing(call, &mut response).await;
+                let code = listing.as_ref().ok().map(|_| status.as_u16());
+                self.observe(call, code, started.elapsed());
+                return (listing, window);
             }
+            self.observe(call, Some(status.as_u16()), started.elapsed());
             // The body is not read: a success body carries nothing the daemon needs, and a
             // server that sends 201 and then stalls must not turn a done push into a failure.
             return (Ok(Vec::new()), window);
@@ -456,6 +482,7 @@ impl VercelClient {
         // trickling body ends there, and the status alone says what happened.
         let raw = response::read_capped(&mut response, ERROR_BODY_CAP).await;
         drop(response);
+        self.observe(call, Some(status.as_u16()), started.elapsed());
         let parsed = response::parse_error_body(&raw);
         let retry_after = response::retry_after(status.as_u16(), &headers, &parsed, now);
         let clean = |text: &str, cap| response::sanitize(text, scrub.iter().copied(), cap);

@@ -1,13 +1,15 @@
 //! The local state store: one owner-only directory holding a snapshot (`state.json`), an
 //! append-only journal (`journal.jsonl`), the lock (`lock`) that keeps a second daemon out,
-//! the fleet inventory (`inventory/`, one file per installation) and the rotate requests
-//! answered lately (`requests.json`).
+//! the fleet inventory (`inventory/`, one file per installation), the rotate requests
+//! answered lately (`requests.json`) and the rotation history (`history.jsonl`).
 //!
 //! Owns the on-disk format, loading it (strictly: damage stops the start, it is never reset),
 //! the group-committing writer thread, compaction, and the lock. This file holds the store and
 //! its writer; `format.rs` encodes and loads the files; `dir.rs` opens them safely;
 //! `inventory.rs` keeps the listings (written apart from the journal, each file replaced
-//! whole, and damage there only logged: a listing can be had again from Vercel).
+//! whole, and damage there only logged: a listing can be had again from Vercel);
+//! `history.rs` keeps the history file (appended by the writer in the journal's batches,
+//! bounded, damage only skipped).
 //!
 //! # Format (version [`STATE_VERSION`](super::STATE_VERSION))
 //!
@@ -57,6 +59,7 @@
 
 mod dir;
 mod format;
+mod history;
 mod inventory;
 mod requests;
 
@@ -76,9 +79,13 @@ use tracing::{debug, error, warn};
 
 use self::dir::{Access, StateDir, io_error};
 use self::format::{EntryOut, Loaded, SnapshotOut};
+use self::history::HistoryFile;
 use self::inventory::Inventory;
 use self::requests::Requests;
-use super::{AnsweredRequest, Key, Listing, Record, StateError, StateStore};
+use super::{
+    AnsweredRequest, HISTORY_LIMIT, HistoryEntry, HistoryFilter, Key, Listing, Record, StateError,
+    StateStore,
+};
 
 const SNAPSHOT: &str = "state.json";
 const SNAPSHOT_TMP: &str = "state.json.tmp";
@@ -117,6 +124,8 @@ pub struct FileStore {
     inventory: Inventory,
     /// The rotate requests answered lately, in a file of their own.
     requests: Requests,
+    /// The state directory's path, to read the history from.
+    dir_path: PathBuf,
     /// Holds the flock. Declared after `writer`, which `Drop` joins first, so the lock is
     /// released only once no write is in flight.
     _lock: File,
@@ -131,6 +140,8 @@ enum Command {
     PutAll(Vec<Record>, Ack),
     Remove(Key, Ack),
     Flush(Ack),
+    /// History entries nobody waits for: appended and fsynced with this batch.
+    History(Vec<HistoryEntry>),
 }
 
 impl FileStore {
@@ -199,6 +210,28 @@ impl FileStore {
             Some(dir) => inventory::read(&dir),
             None => Ok(Vec::new()),
         }
+    }
+
+    /// The history entries `filter` selects among the newest [`HISTORY_LIMIT`] in `dir`,
+    /// oldest first, without the lock and without writing anything: `history` while the
+    /// daemon runs. A missing directory or file is an empty history; lines that cannot be
+    /// read are skipped and logged.
+    pub fn read_history(
+        dir: &Path,
+        filter: &HistoryFilter,
+    ) -> Result<Vec<HistoryEntry>, StateError> {
+        let Some(dir) = StateDir::open_for_reading(dir)? else {
+            return Ok(Vec::new());
+        };
+        let (entries, skipped) = history::read(&dir, filter, HISTORY_LIMIT)?;
+        if skipped > 0 {
+            warn!(
+                path = %dir.file_path(history::HISTORY).display(),
+                lines = skipped,
+                "skipped history lines that could not be read (damaged, or written by a newer version)"
+            );
+        }
+        Ok(entries)
     }
 
     /// Journal commits (fsyncs) so far: many concurrent changes share one.
@@ -325,6 +358,27 @@ impl StateStore for FileStore {
         self.submit(Command::Flush).await
     }
 
+    async fn append_history(&self, entries: Vec<HistoryEntry>) -> Result<(), StateError> {
+        let queue = self.queue.as_ref().ok_or(StateError::WriterGone)?;
+        if self.fatal.get().is_some() {
+            return Err(StateError::WriterGone);
+        }
+        queue
+            .send(Command::History(entries))
+            .map_err(|_| StateError::WriterGone)
+    }
+
+    async fn history(&self, filter: &HistoryFilter) -> Result<Vec<HistoryEntry>, StateError> {
+        let (dir, filter) = (self.dir_path.clone(), filter.clone());
+        match tokio::task::spawn_blocking(move || FileStore::read_history(&dir, &filter)).await {
+            Ok(result) => result,
+            Err(e) => Err(StateError::Io {
+                path: self.dir_path.clone(),
+                source: io::Error::other(e),
+            }),
+        }
+    }
+
     fn fatal(&self) -> Option<String> {
         self.fatal.get().cloned()
     }
@@ -355,6 +409,7 @@ fn open_blocking(path: &Path) -> Result<FileStore, StateError> {
     dir.remove(SNAPSHOT_TMP)?;
     let inventory = Inventory::open(&dir)?;
     let requests = Requests::open(&dir)?;
+    let history = HistoryFile::open(&dir, HISTORY_LIMIT)?;
     // The journal and the lock file may have just been created: their names must survive a
     // crash as much as what is later written into them.
     dir.sync()?;
@@ -364,7 +419,7 @@ fn open_blocking(path: &Path) -> Result<FileStore, StateError> {
         journal_lines = loaded.journal_lines,
         "state loaded"
     );
-    start(dir, lock, journal, loaded, inventory, requests)
+    start(dir, lock, journal, loaded, inventory, requests, history)
 }
 
 /// Starts the writer over what was loaded; the store holds `lock` until it is dropped.
@@ -375,6 +430,7 @@ fn start(
     loaded: Loaded,
     inventory: Inventory,
     requests: Requests,
+    history: HistoryFile,
 ) -> Result<FileStore, StateError> {
     let records = Arc::new(RwLock::new(loaded.records));
     let commits = Arc::new(AtomicU64::new(0));
@@ -390,6 +446,7 @@ fn start(
         records: records.clone(),
         commits: commits.clone(),
         fatal: fatal.clone(),
+        history,
     };
     let (queue, commands) = mpsc::unbounded_channel();
     let writer = std::thread::Builder::new()
@@ -404,6 +461,7 @@ fn start(
         fatal,
         inventory,
         requests,
+        dir_path,
         _lock: lock,
     })
 }
@@ -470,6 +528,7 @@ struct Writer {
     commits: Arc<AtomicU64>,
     /// Set with the reason when the writer stops, before the failed batch's callers hear.
     fatal: Arc<OnceLock<String>>,
+    history: HistoryFile,
 }
 
 impl Writer {
@@ -492,11 +551,13 @@ impl Writer {
 
     fn commit(&mut self, batch: Vec<Command>) -> Result<(), Fatal> {
         let mut flushes = Vec::new();
+        let mut events = Vec::new();
         // Each command as the change it makes and who waits for it; a PutAll stays one
         // change (its records are never copied one by one) and one ack.
         let mut changes: Vec<(Change, Option<Ack>)> = Vec::with_capacity(batch.len());
         for command in batch {
             match command {
+                Command::History(entries) => events.extend(entries),
                 Command::PutAll(records, ack) => {
                     changes.push((Change::PutMany(records), Some(ack)))
                 }
@@ -552,6 +613,15 @@ impl Writer {
                     }
                 }
             }
+        }
+
+        // After the records' callers have heard: the history never holds them back, and a
+        // failed append is logged and dropped.
+        if let Err(e) = self.history.append(&self.dir, &events) {
+            warn!(
+                entries = events.len(),
+                "could not append to the rotation history (the rotations are unaffected): {e}"
+            );
         }
 
         if flushes.is_empty() && !self.compaction_due() {
@@ -714,115 +784,4 @@ fn copy_state_error(e: &StateError) -> StateError {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Instant;
-
-    use super::*;
-    use crate::error::Classify;
-    use crate::state::Step;
-
-    use super::format::tests::record;
-
-    /// Changes queued while a commit is in flight share the next one: holding the map's lock
-    /// stalls the writer right after its first fsync, while 999 more changes queue.
-    #[test]
-    fn changes_queued_during_a_commit_share_the_next_fsync() {
-        let dir = tempfile::tempdir().unwrap();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let store = runtime
-            .block_on(FileStore::open(&dir.path().join("state")))
-            .unwrap();
-        let queue = store.queue.clone().unwrap();
-        let send = |resource: String| {
-            let (ack, done) = oneshot::channel();
-            queue
-                .send(Command::Put(Box::new(record(&resource, Step::Idle)), ack))
-                .map_err(|_| ())
-                .unwrap();
-            done
-        };
-
-        let stall = store.records.write().unwrap();
-        let first = send("first".to_owned());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while store.commit_count() == 0 {
-            assert!(Instant::now() < deadline, "the first commit never happened");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let rest: Vec<_> = (0..999).map(|i| send(format!("r{i:03}"))).collect();
-        drop(stall);
-
-        runtime.block_on(async {
-            first.await.unwrap().unwrap();
-            for done in rest {
-                done.await.unwrap().unwrap();
-            }
-        });
-        assert_eq!(store.commit_count(), 2);
-        assert_eq!(store.records().len(), 1000);
-    }
-
-    /// A store whose journal handle cannot write (opened read-only) stands in for a full
-    /// disk on which the failed write cannot be cut back either: the journal's content is
-    /// then unknown, and the store must say so (issue 10, item 6) instead of failing every
-    /// later change with a retryable error while the daemon looks alive.
-    #[test]
-    fn a_failed_write_that_cannot_be_cut_back_stops_the_store_and_says_why() {
-        let tmp = tempfile::tempdir().unwrap();
-        let state = tmp.path().join("state");
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let store = runtime.block_on(FileStore::open(&state)).unwrap();
-        runtime
-            .block_on(store.put(record("a", Step::Idle)))
-            .unwrap();
-        assert_eq!(store.fatal(), None);
-        drop(store);
-
-        let journal_path = state.join(JOURNAL);
-        let len = std::fs::metadata(&journal_path).unwrap().len();
-        let dir = StateDir::open_for_writing(&state).unwrap();
-        let lock = dir.take_lock().unwrap();
-        let journal = File::open(&journal_path).unwrap();
-        let loaded = format::load(&dir, Some(&journal)).unwrap();
-        let inventory = Inventory::open(&dir).unwrap();
-        let requests = Requests::open(&dir).unwrap();
-        let store = start(dir, lock, journal, loaded, inventory, requests).unwrap();
-
-        match runtime.block_on(store.put(record("b", Step::Due))) {
-            Err(StateError::Io { path, .. }) => assert_eq!(path, journal_path),
-            other => panic!("{other:?}"),
-        }
-        // Not applied; the reason is there as soon as the failed change's caller hears.
-        assert_eq!(store.records().len(), 1);
-        let reason = store.fatal().unwrap_or_else(|| panic!("no fatal reason"));
-        assert!(reason.contains("journal.jsonl"), "{reason}");
-        assert!(reason.contains("cutting it back failed too"), "{reason}");
-
-        // Every later change fails with the fatal kind, never a transient one.
-        let later = [
-            runtime.block_on(store.put(record("c", Step::Due))),
-            runtime.block_on(store.put_all(vec![record("d", Step::Due)])),
-            runtime.block_on(store.remove(&record("a", Step::Idle).key)),
-            runtime.block_on(store.flush()),
-            runtime.block_on(store.put(record("e", Step::Due))),
-        ];
-        for result in later {
-            match result {
-                Err(e) => {
-                    assert!(e.is_fatal(), "{e:?}");
-                    assert!(!e.is_transient(), "{e:?}");
-                    assert!(!e.is_usage(), "{e:?}");
-                }
-                Ok(()) => panic!("a change was accepted after the writer stopped"),
-            }
-        }
-        assert_eq!(store.fatal(), Some(reason));
-        assert_eq!(std::fs::metadata(&journal_path).unwrap().len(), len);
-    }
-}
+mod tests;
