@@ -175,16 +175,15 @@ impl Daemon {
             }
         }
         if departures {
-            let needed: HashSet<(String, String)> = self
+            let needed: HashSet<(&str, &str)> = self
                 .generation
                 .jobs
                 .values()
                 .filter(|j| !j.in_config)
-                .map(|j| (j.installation.id.clone(), j.key.resource.to_string()))
+                .map(|j| (j.installation.id.as_str(), &*j.key.resource))
                 .collect();
-            self.fleet.prune_departed(|r| {
-                needed.contains(&(r.installation_id.to_string(), r.id.to_string()))
-            });
+            self.fleet
+                .prune_departed(|r| needed.contains(&(&*r.installation_id, &*r.id)));
         }
         info!(
             installations = changed.len(),

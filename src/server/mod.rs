@@ -231,10 +231,7 @@ fn busy(message: &str) -> Response {
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         app.probe.metrics(),
     )
         .into_response()
